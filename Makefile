@@ -1,0 +1,44 @@
+# Two commands: `make repro` (install, then run the pipeline) and `make test`.
+# Installation is idempotent: a stamp file records that .venv matches requirements.lock.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: install repro test bench system-deps clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required (torch==2.13.0 wheel); set PYTHON=python3.11")'
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# poppler-utils gives pdfsig/pdftotext/pdftoppm, used by tests to check the dossier independently.
+system-deps:
+	@command -v pdfsig >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null) \
+	      || echo "warning: could not install poppler-utils; PDF checks that need pdfsig will be skipped"; \
+	  else echo "note: install poppler-utils for independent PDF signature checks (pdfsig)"; fi; }
+
+repro: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/certify_throughput.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/sequential_vs_fixed.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,285 @@
+"""Certification throughput: the engine against the onnxruntime ceiling and a reference-style torch loop.
+
+For each image size, on one exported model (``certification.edge_cnn``, random weights: speed does not depend
+on them), with the same batch size and threads:
+
+(a) ceiling: bare ``session.run`` on pre-generated noisy inputs, in the same batch shapes CERTIFY uses;
+(b) engine: ``SmoothedClassifier.certify_many`` end to end (noise, inference, counting, bounds);
+(b0) the engine without its prefetch thread (noise drawn, then classified, in turn: the "before" figure);
+(c) reference: the loop of Cohen et al.'s ``core.py`` (torch eager model, ``x.repeat``, ``torch.randn_like`` noise
+    per batch, ``argmax`` and a Python counting loop per batch).
+
+All figures are noisy samples evaluated per second. Prints b/a and b/c; writes a JSON file with the machine's
+description. It also measures (unless ``--skip-memory``) the peak memory of certifying one 64x64 image at n = 100,000 (in a
+child process that does not import torch). When onnxruntime offers CUDA, (a) and (b) get a CUDA row as well.
+
+    python benchmarks/certify_throughput.py --out benchmarks/results/certify_throughput.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime
+    import scipy
+    import torch
+
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu_model": model, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "platform": platform.platform(),
+        "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+        "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def default_width() -> int:
+    """The default model's width: params.yaml train.width (32 when the file or key is missing)."""
+    try:
+        import yaml
+
+        return int(yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["width"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 32
+
+
+def build_model(size: int, width: int, directory: Path) -> tuple[Any, Path]:
+    """An edge_cnn model with random weights, exported to ONNX the way the export stage does."""
+    import torch
+
+    from certification.edge_cnn import build_model as build_edge_cnn
+    from certification.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_edge_cnn({"num_classes": 4, "width": width, "mean": [0.6, 0.45, 0.4], "std": [0.2, 0.2, 0.2]}).eval()
+    path = directory / f"edge_cnn_{size}.onnx"
+    export_onnx(model, path, (3, size, size), opset=18)
+    return model, path
+
+
+def batch_plan(examples: int, n0: int, n: int, batch_size: int) -> list[int]:
+    """The batch sizes CERTIFY runs: per example, n0 then n samples, each cut into batch_size pieces."""
+    plan = []
+    for _ in range(examples):
+        for num in (n0, n):
+            plan += [batch_size] * (num // batch_size) + ([num % batch_size] if num % batch_size else [])
+    return plan
+
+
+def _rates(samples: int, start: float, cpu: float) -> tuple[float, float]:
+    """(samples per wall-clock second, samples per CPU second of this process, all threads)."""
+    return samples / (time.perf_counter() - start), samples / max(time.process_time() - cpu, 1e-9)
+
+
+def run_ceiling(session: Any, plan: list[int], inputs: np.ndarray) -> float:
+    name = session.get_inputs()[0].name
+    out = session.get_outputs()[0].name
+    start, cpu = time.perf_counter(), time.process_time()
+    for size in plan:
+        session.run([out], {name: inputs[:size]})
+    return _rates(sum(plan), start, cpu)
+
+
+def run_engine(classifier: Any, images: np.ndarray, n0: int, n: int) -> float:
+    start, cpu = time.perf_counter(), time.process_time()
+    classifier.certify_many(images, None, n0, n, 0.001, seed=0)
+    return _rates(len(images) * (n0 + n), start, cpu)
+
+
+def run_reference(model: Any, images: np.ndarray, n0: int, n: int, batch_size: int, sigma: float, num_classes: int) -> float:
+    """Cohen et al.'s core.py Smooth.certify/_sample_noise, on CPU, timing the whole loop."""
+    import torch
+    from scipy.stats import norm
+    from statsmodels.stats.proportion import proportion_confint
+
+    def count_arr(arr: np.ndarray, length: int) -> np.ndarray:
+        counts = np.zeros(length, dtype=int)
+        for idx in arr:
+            counts[idx] += 1
+        return counts
+
+    def sample_noise(x: torch.Tensor, num: int) -> np.ndarray:
+        with torch.no_grad():
+            counts = np.zeros(num_classes, dtype=int)
+            for _ in range(math.ceil(num / batch_size)):
+                this_batch_size = min(batch_size, num)
+                num -= this_batch_size
+                batch = x.repeat((this_batch_size, 1, 1, 1))
+                noise = torch.randn_like(batch) * sigma
+                predictions = model(batch + noise).argmax(1)
+                counts += count_arr(predictions.cpu().numpy(), num_classes)
+            return counts
+
+    start, cpu = time.perf_counter(), time.process_time()
+    for image in images:
+        x = torch.from_numpy(image)
+        c_hat = sample_noise(x, n0).argmax().item()
+        n_a = sample_noise(x, n)[c_hat].item()
+        p_a = proportion_confint(n_a, n, alpha=2 * 0.001, method="beta")[0]
+        _ = sigma * norm.ppf(p_a) if p_a >= 0.5 else 0.0
+    return _rates(len(images) * (n0 + n), start, cpu)
+
+
+def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: str) -> dict[str, Any]:
+    import torch
+
+    from certification.smoothing import SmoothedClassifier
+
+    torch.set_num_threads(args.threads)
+    model, path = build_model(size, args.width, directory)
+    classifier = SmoothedClassifier.from_onnx(path, args.sigma, batch_size=args.batch_size, threads=args.threads, provider=provider)
+    rng = np.random.default_rng(1)
+    images = rng.random((args.examples, 3, size, size), dtype=np.float32)
+    noisy = np.clip(images[0] + rng.standard_normal((args.batch_size, 3, size, size), dtype=np.float32) * args.sigma, -3, 4)
+    noisy = np.ascontiguousarray(noisy, dtype=np.float32)
+    plan = batch_plan(args.examples, args.n0, args.n, args.batch_size)
+    session = classifier.base_classifier.session
+    session.run(None, {"input": noisy[:8]})  # warm-up
+    serial = SmoothedClassifier(classifier.base_classifier, args.sigma, batch_size=args.batch_size, prefetch=0)
+    rows: dict[str, list[float]] = {"ceiling": [], "engine": [], "engine_serial": [], "reference": []}
+    cpu_rows: dict[str, list[float]] = {"ceiling": [], "engine": [], "engine_serial": [], "reference": []}
+    for _ in range(args.repeats):  # interleaved, so a burst of load on a shared machine hits every row alike
+        runs = {"ceiling": lambda: run_ceiling(session, plan, noisy), "engine": lambda: run_engine(classifier, images, args.n0, args.n),
+                "engine_serial": lambda: run_engine(serial, images, args.n0, args.n)}
+        if provider == "cpu":
+            runs["reference"] = lambda: run_reference(model, images, args.n0, args.n, args.batch_size, args.sigma, 4)
+        for name, run in runs.items():
+            wall, cpu = run()
+            rows[name].append(wall)
+            cpu_rows[name].append(cpu)
+    best = {k: max(v) for k, v in rows.items() if v}
+    median = {k: statistics.median(v) for k, v in rows.items() if v}
+    cpu_median = {k: statistics.median(v) for k, v in cpu_rows.items() if v}
+    from certification.edge_cnn import count_flops, count_parameters
+
+    result: dict[str, Any] = {
+        "image_size": size, "provider": classifier.base_classifier.session_config["provider"],
+        "model": {"architecture": "edge-dscnn-v1", "width": args.width, "parameters": count_parameters(model),
+                  "macs_per_sample": count_flops(model, (3, size, size))},
+        "session": classifier.base_classifier.session_config,
+        "samples_per_second": {"best": best, "median": median, "all": rows},
+        "samples_per_cpu_second": {"median": cpu_median, "all": cpu_rows},
+        "engine_over_ceiling": median["engine"] / median["ceiling"],
+        "engine_over_ceiling_best": best["engine"] / best["ceiling"],
+        "engine_serial_over_ceiling": median["engine_serial"] / median["ceiling"],
+        "engine_over_ceiling_cpu": cpu_median["engine"] / cpu_median["ceiling"],
+    }
+    if "reference" in median:
+        result["engine_over_reference"] = median["engine"] / median["reference"]
+        result["engine_over_reference_best"] = best["engine"] / best["reference"]
+    return result
+
+
+MEMORY_CHILD = r"""
+import json, sys, time, tracemalloc
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from certification.smoothing import SmoothedClassifier
+
+def status(key):  # VmHWM: this process's peak resident memory (ru_maxrss would include the forked parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+clf = SmoothedClassifier.from_onnx(sys.argv[2], 0.25, batch_size=int(sys.argv[4]), threads=int(sys.argv[5]), provider="cpu")
+x = np.random.default_rng(0).random((3, int(sys.argv[6]), int(sys.argv[6])), dtype=np.float32)
+loaded = status("VmHWM")
+tracemalloc.start()
+t = time.perf_counter()
+clf.certify(x, 100, int(sys.argv[3]), 0.001, seed=0)
+seconds = time.perf_counter() - t
+traced = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"n": int(sys.argv[3]), "peak_rss_mib": status("VmHWM"), "rss_after_model_load_mib": loaded,
+                  "tracemalloc_peak_numpy_mib": traced / 2**20, "seconds": seconds}))
+"""
+
+
+def measure_memory(args: argparse.Namespace, directory: Path, size: int = 64) -> list[dict[str, Any]]:
+    path = directory / f"edge_cnn_{size}.onnx"
+    if not path.exists():
+        build_model(size, args.width, directory)
+    rows = []
+    for n in (10_000, 100_000):
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT), str(path), str(n), str(args.batch_size), str(args.threads), str(size)],
+                             capture_output=True, text=True, check=True)
+        rows.append({"image_size": size, **json.loads(out.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--width", type=int, default=default_width(), help="edge_cnn width (default: params.yaml train.width)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--examples", type=int, default=2)
+    parser.add_argument("--n0", type=int, default=100)
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--sigma", type=float, default=0.25)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-memory", dest="memory", action="store_false", help="skip the peak-memory run (n = 100,000, 64x64)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "certify_throughput.json")
+    args = parser.parse_args()
+
+    import onnxruntime
+
+    report: dict[str, Any] = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": []}
+    report["settings"]["out"] = str(args.out)
+    providers = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        for size in [] if args.memory_only else args.sizes:
+            for provider in providers:
+                row = bench_size(size, args, directory, provider)
+                report["rows"].append(row)
+                med = row["samples_per_second"]["median"]
+                line = (f"{size}x{size} {row['provider']}: ceiling {med['ceiling']:,.0f}/s, engine {med['engine']:,.0f}/s"
+                        f" -> b/a = {row['engine_over_ceiling']:.3f} (serial engine {med['engine_serial']:,.0f}/s,"
+                        f" b0/a = {row['engine_serial_over_ceiling']:.3f}; per CPU-second b/a = {row['engine_over_ceiling_cpu']:.3f})")
+                if "reference" in med:
+                    line += f"; reference {med['reference']:,.0f}/s -> b/c = {row['engine_over_reference']:.2f}"
+                print(line, flush=True)
+        if args.memory:
+            report["memory"] = measure_memory(args, directory)
+            for row in report["memory"]:
+                print(f"memory {row['image_size']}x{row['image_size']} n={row['n']:,}: peak RSS {row['peak_rss_mib']:.0f} MiB "
+                      f"(after model load {row['rss_after_model_load_mib']:.0f} MiB), numpy peak {row['tracemalloc_peak_numpy_mib']:.0f} MiB, "
+                      f"{row['seconds']:.1f} s", flush=True)
+    report["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``smoothcert``; each module defines ``register(subparsers)``."""

@@ -1,0 +1,45 @@
+"""``smoothcert gate``: judge certification results against the pre-specified protocol.
+
+Exit status: 0 ACCEPT, 1 REJECT, 2 bad input (missing or invalid files, unknown protocol key, zero examples,
+results computed on another model than models/model.json names, rows that do not match the protocol's mode).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXIT_ACCEPT, EXIT_REJECT = 0, 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="judge certification results against the acceptance protocol (exit 0 ACCEPT, 1 REJECT, 2 bad input)",
+        description="Evaluate per-example results (results/certify.jsonl for mode fixed, or decision rows such as "
+        "results/gate.jsonl / smoothcert decide output) against the protocol: every criterion is judged on a "
+        "confidence bound, never a point estimate. Prints the criteria table; exit 0 ACCEPT, 1 REJECT, 2 bad input.",
+    )
+    parser.add_argument("--results", required=True, type=Path, help="per-example results JSONL (certify rows or decision rows)")
+    parser.add_argument("--protocol", required=True, type=Path, help="params.yaml (its --section) or a protocol .json file")
+    parser.add_argument("--section", default="gate", help="section of the protocol file holding the protocol (default: gate)")
+    parser.add_argument("--model-json", required=True, type=Path, help="models/model.json: model SHA-256, class names, malignant classes")
+    parser.add_argument("--certify-json", type=Path, default=Path("metrics/certify.json"),
+                        help="certification summary naming the certified model (needed for certify rows; default metrics/certify.json)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the verdict JSON here (e.g. metrics/gate.json)")
+    parser.set_defaults(func=run_gate)
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    from certification.fileio import write_json_atomic
+    from certification.gate import failure_lines, render_table
+    from certification.gate_io import evaluate_files, load_protocol
+
+    protocol = load_protocol(args.protocol, args.section)
+    verdict = evaluate_files(args.results, protocol, args.model_json, args.certify_json)
+    if args.out is not None:
+        write_json_atomic(args.out, verdict.to_dict())
+    print(render_table(verdict))
+    for line in failure_lines(verdict):
+        print(line)
+    return EXIT_ACCEPT if verdict.accepted else EXIT_REJECT

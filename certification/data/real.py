@@ -1,0 +1,214 @@
+"""Loading real dermoscopy data: a DermaMNIST-format ``.npz`` or an ISIC-style image folder.
+
+* **npz** (MedMNIST DermaMNIST layout): ``train_images``, ``train_labels``, ``val_images``, ``val_labels``,
+  ``test_images``, ``test_labels``; images uint8 (N,H,W,3) or (N,H,W) grey, labels integer (N,) or (N,1).
+  Optional: ``class_names`` and ``malignant_classes`` (string arrays) and per-split metadata arrays
+  ``<split>_<field>`` for the fields in :data:`~certification.dataset_io.METADATA_FIELDS`. Without
+  ``class_names``, a file with at most 7 classes gets the DermaMNIST names.
+* **folder**: image files plus ``labels.csv`` with columns ``image`` (path relative to the folder; the
+  extension may be left off if the file is .jpg/.jpeg/.png) and ``label`` (class name or integer index);
+  optional ``split`` column (train/val/test; otherwise a seeded 70/15/15 split) and metadata columns
+  (``fitzpatrick`` as 1..6 or I..VI; ``hair``, ``illumination``, ``vignette``, ``blur`` in [0, 1]).
+  Class order: the synthetic or DermaMNIST order when every name belongs to it, else sorted names.
+
+Images are resized (bilinear) to the requested square size; output is uint8 (N,S,S,3).
+"""
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from certification.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
+from certification.data.synthetic import MALIGNANT_CLASSES as SYNTHETIC_MALIGNANT
+from certification.data.synthetic import check_image_size
+from certification.dataset_io import METADATA_FIELDS, validate_arrays
+from certification.errors import InputError
+
+SPLITS = ("train", "val", "test")
+#: DermaMNIST (HAM10000) label order and the malignant ones (akiec: actinic keratosis / intraepithelial carcinoma).
+DERMAMNIST_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+DERMAMNIST_MALIGNANT = ("akiec", "bcc", "mel")
+KNOWN_MALIGNANT = frozenset(SYNTHETIC_MALIGNANT + DERMAMNIST_MALIGNANT + ("squamous_cell_carcinoma", "scc"))
+LABELS_CSV = "labels.csv"
+_FITZPATRICK_ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class RealDataset:
+    """Splits of a real data set: name -> (images uint8 N,S,S,3, labels int64 N, metadata arrays)."""
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+    class_names: list[str]
+    malignant_classes: list[str]
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return np.stack([np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR)) for img in images])
+
+
+def _to_rgb(images: np.ndarray, where: str) -> np.ndarray:
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise InputError(f"{where}: images must have shape (N,H,W,3) or (N,H,W), got {images.shape}")
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+def _metadata(values: np.ndarray, name: str, n: int, where: str) -> np.ndarray:
+    if values.shape != (n,):
+        raise InputError(f"{where}: metadata '{name}' must have shape ({n},), got {values.shape}")
+    if name == "fitzpatrick":
+        if not np.issubdtype(values.dtype, np.integer) or values.min() < 1 or values.max() > 6:
+            raise InputError(f"{where}: 'fitzpatrick' must be integers 1..6")
+        return values.astype(np.int64)
+    if not np.issubdtype(values.dtype, np.number) or not np.all((values >= 0) & (values <= 1)):
+        raise InputError(f"{where}: metadata '{name}' must be numbers in [0, 1]")
+    return values.astype(np.float32)
+
+
+def load_npz(path: str | Path, image_size: int) -> RealDataset:
+    """Load a DermaMNIST-format file; errors name the missing key or the bad array."""
+    size = check_image_size(image_size)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: data file not found; set data.path to a DermaMNIST-format .npz")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    for split in SPLITS:
+        for kind in ("images", "labels"):
+            if f"{split}_{kind}" not in arrays:
+                raise InputError(f"{path}: missing array '{split}_{kind}' (a DermaMNIST-format file has train/val/test _images and _labels)")
+    labels_all = {s: arrays[f"{s}_labels"] for s in SPLITS}
+    for split, labels in labels_all.items():
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels_all[split] = labels[:, 0]
+    if "class_names" in arrays:
+        class_names = [str(c) for c in arrays["class_names"].tolist()]
+    else:
+        top = max((int(v.max()) for v in labels_all.values() if v.size and np.issubdtype(v.dtype, np.integer)), default=0)
+        class_names = list(DERMAMNIST_CLASSES) if top < len(DERMAMNIST_CLASSES) else [f"class_{i}" for i in range(top + 1)]
+    if "malignant_classes" in arrays:
+        malignant = [str(c) for c in arrays["malignant_classes"].tolist()]
+        unknown = sorted(set(malignant) - set(class_names))
+        if unknown:
+            raise InputError(f"{path}: malignant class '{unknown[0]}' is not in class_names")
+    else:
+        malignant = [c for c in class_names if c in KNOWN_MALIGNANT]
+    splits = {}
+    for split in SPLITS:
+        where = f"{path} [{split}]"
+        images = arrays[f"{split}_images"]
+        if images.dtype != np.uint8:
+            raise InputError(f"{where}: '{split}_images' must be uint8 pixels 0..255, got dtype {images.dtype}")
+        images = _to_rgb(images, where)
+        labels = labels_all[split]
+        validate_arrays(images, labels, where, len(class_names))
+        metadata = {
+            name: _metadata(arrays[f"{split}_{name}"], name, len(labels), where)
+            for name in METADATA_FIELDS if f"{split}_{name}" in arrays
+        }
+        splits[split] = (_resize(images, size), labels.astype(np.int64), metadata)
+    return RealDataset(splits=splits, class_names=class_names, malignant_classes=malignant)
+
+
+def _class_order(names: set[str]) -> list[str]:
+    for vocabulary in (SYNTHETIC_CLASSES, DERMAMNIST_CLASSES):
+        if names <= set(vocabulary):
+            return list(vocabulary)
+    return sorted(names)
+
+
+def _find_image(folder: Path, name: str, line: int) -> Path:
+    candidate = folder / name
+    if candidate.is_file():
+        return candidate
+    for suffix in _IMAGE_SUFFIXES:
+        if (folder / f"{name}{suffix}").is_file():
+            return folder / f"{name}{suffix}"
+    raise InputError(f"{folder / LABELS_CSV} line {line}: image '{name}' not found in {folder}")
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable image ({type(exc).__name__}); replace or remove it from {LABELS_CSV}") from None
+
+
+def _parse_metadata(name: str, text: str, where: str) -> float:
+    text = text.strip()
+    try:
+        if name == "fitzpatrick":
+            value = _FITZPATRICK_ROMAN.get(text.upper()) or int(text)
+            if not 1 <= value <= 6:
+                raise ValueError
+            return value
+        value = float(text)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError
+        return value
+    except ValueError:
+        expected = "1..6 or I..VI" if name == "fitzpatrick" else "a number in [0, 1]"
+        raise InputError(f"{where}: '{name}' value {text!r} is not {expected}") from None
+
+
+def load_folder(folder: str | Path, image_size: int, seed: int) -> RealDataset:
+    """Load an image folder with ``labels.csv``; every listed image must exist and decode."""
+    size = check_image_size(image_size)
+    folder = Path(folder)
+    table = folder / LABELS_CSV
+    if not table.is_file():
+        raise InputError(f"{table}: labels file not found; a folder data set needs {LABELS_CSV} with columns image,label")
+    with open(table, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        rows = list(reader)
+    missing = sorted({"image", "label"} - columns)
+    if missing:
+        raise InputError(f"{table}: missing column '{missing[0]}' (need image,label)")
+    if not rows:
+        raise InputError(f"{table}: no rows; the data set is empty")
+    raw = [row["label"].strip() for row in rows]
+    if all(v.lstrip("-").isdigit() for v in raw):
+        indices = np.array([int(v) for v in raw], dtype=np.int64)
+        class_names = [f"class_{i}" for i in range(int(max(indices.max(), 0)) + 1)]
+    else:
+        class_names = _class_order(set(raw))
+        indices = np.array([class_names.index(v) for v in raw], dtype=np.int64)
+    if "split" in columns:
+        split_of = [row["split"].strip() for row in rows]
+        bad = next((s for s in split_of if s not in SPLITS), None)
+        if bad is not None:
+            raise InputError(f"{table}: split value {bad!r} must be train, val or test")
+    else:
+        draw = np.random.default_rng(seed).random(len(rows))
+        split_of = ["train" if d < 0.7 else "val" if d < 0.85 else "test" for d in draw]
+    fields = [f for f in METADATA_FIELDS if f in columns]
+    images = np.stack([_read_image(_find_image(folder, row["image"].strip(), i + 2), size) for i, row in enumerate(rows)])
+    meta = {
+        f: np.array([_parse_metadata(f, row[f], f"{table} line {i + 2}") for i, row in enumerate(rows)],
+                    dtype=np.int64 if f == "fitzpatrick" else np.float32)
+        for f in fields
+    }
+    splits = {}
+    for split in SPLITS:
+        chosen = np.array([s == split for s in split_of])
+        where = f"{table} [{split}]"
+        if not chosen.any():
+            raise InputError(f"{where}: the split is empty; add rows for it (column split) or more images")
+        validate_arrays(images[chosen], indices[chosen], where, len(class_names))
+        splits[split] = (images[chosen], indices[chosen], {f: v[chosen] for f, v in meta.items()})
+    malignant = [c for c in class_names if c in KNOWN_MALIGNANT]
+    return RealDataset(splits=splits, class_names=class_names, malignant_classes=malignant)

@@ -1,0 +1,64 @@
+"""Build the unsigned dossier from the pipeline outputs: evidence, filled templates, figures, PDF."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from certification.dossier.evidence import INPUT_FILES, collect_evidence
+from certification.dossier.records import parse_records
+from certification.dossier.render import evidence_bytes, render_dossier
+from certification.dossier.templates import approval_roles, document_metadata, load_texts, read_raw
+from certification.errors import InputError
+
+
+@dataclass(frozen=True)
+class SignerIdentity:
+    """What the document states about the key that will sign it (known before rendering)."""
+
+    development_key: bool
+    signer: str
+    trust_anchor_sha256: str
+
+
+@dataclass(frozen=True)
+class BuiltDossier:
+    evidence: dict[str, Any]
+    evidence_json: bytes
+    unsigned_pdf: bytes
+    roles: dict[str, dict[str, str]]
+
+
+def _images(test_path: Path, indices: Sequence[int]) -> dict[int, np.ndarray]:
+    with np.load(test_path) as npz:
+        images = npz["images"]
+        out = {}
+        for i in indices:
+            image = np.asarray(images[i])
+            if image.dtype != np.uint8:  # float32 CHW in [0,1]
+                image = np.clip(np.rint(np.transpose(image, (1, 2, 0)) * 255), 0, 255).astype(np.uint8)
+            out[int(i)] = image
+        return out
+
+
+def build_dossier(root: str | os.PathLike[str], params: Mapping[str, Any], templates: str | os.PathLike[str],
+                  approval_fields: Sequence[str], signer: SignerIdentity) -> BuiltDossier:
+    """Evidence dict, its JSON bytes and the deterministic unsigned PDF for the outputs under ``root``."""
+    root = Path(root)
+    raw = read_raw(templates)
+    roles = approval_roles(raw, list(approval_fields))
+    signing = {"development_key": signer.development_key, "signer": signer.signer,
+               "trust_anchor_sha256": signer.trust_anchor_sha256, "approvals": roles}
+    evidence = collect_evidence(root, params, document_metadata(raw), signing)
+    texts = load_texts(templates, evidence)
+    records_bytes = (root / INPUT_FILES["records"]).read_bytes()
+    records = parse_records(records_bytes)
+    try:
+        images = _images(root / INPUT_FILES["test"], [row["index"] for row in evidence["least_robust"]])
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"{root / INPUT_FILES['test']}: cannot read the least robust images ({exc})") from None
+    pdf = render_dossier(evidence, texts, records, records_bytes, images)
+    return BuiltDossier(evidence=evidence, evidence_json=evidence_bytes(evidence), unsigned_pdf=pdf, roles=roles)

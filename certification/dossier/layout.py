@@ -1,0 +1,123 @@
+"""Page frame of the dossier: styles, header/footer (with the development-key warning), page numbers,
+and the signatures page with its labelled boxes (at :mod:`certification.signing.layout` positions)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_CENTER
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.pdfgen import canvas as rl_canvas
+from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate
+
+from certification.signing.layout import FIRST_BOX_TOP
+
+DEV_WARNING = "DEVELOPMENT KEY, NOT FOR SUBMISSION"
+MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 50.0, 62.0, 52.0
+RED = colors.HexColor("#b00020")
+GREEN = colors.HexColor("#1b5e20")
+BLUE = colors.HexColor("#1f4e79")
+
+
+def styles() -> dict[str, ParagraphStyle]:
+    base = getSampleStyleSheet()
+    body = ParagraphStyle("body", parent=base["BodyText"], fontName="Helvetica", fontSize=9, leading=11.5,
+                          spaceAfter=4)
+    return {
+        "title": ParagraphStyle("title", parent=base["Title"], fontName="Helvetica-Bold", fontSize=20, leading=24),
+        "subtitle": ParagraphStyle("subtitle", parent=body, fontSize=11, leading=14, alignment=TA_CENTER),
+        "h1": ParagraphStyle("h1", parent=base["Heading1"], fontName="Helvetica-Bold", fontSize=13, leading=16,
+                             spaceBefore=8, spaceAfter=5, textColor=BLUE, keepWithNext=1),
+        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontName="Helvetica-Bold", fontSize=10, leading=13,
+                             spaceBefore=6, spaceAfter=3, keepWithNext=1),
+        "body": body,
+        "small": ParagraphStyle("small", parent=body, fontSize=7.5, leading=9, spaceAfter=2),
+        "cell": ParagraphStyle("cell", parent=body, fontSize=7.5, leading=9, spaceAfter=0),
+        "cellbold": ParagraphStyle("cellbold", parent=body, fontName="Helvetica-Bold", fontSize=7.5, leading=9,
+                                   spaceAfter=0),
+        "mono": ParagraphStyle("mono", parent=body, fontName="Courier", fontSize=7, leading=8.5, spaceAfter=0),
+        "bullet": ParagraphStyle("bullet", parent=body, leftIndent=12, bulletIndent=2),
+        "verdict": ParagraphStyle("verdict", parent=body, fontName="Helvetica-Bold", fontSize=24, leading=28,
+                                  alignment=TA_CENTER, textColor=colors.white),
+    }
+
+
+def numbered_canvas_class(header: Mapping[str, Any]) -> type:
+    """A canvas that writes header and footer on every page once the page count is known."""
+
+    class NumberedCanvas(rl_canvas.Canvas):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._saved: list[dict[str, Any]] = []
+
+        def showPage(self) -> None:  # noqa: N802 (reportlab API)
+            self._saved.append(dict(self.__dict__))
+            self._startPage()
+
+        def save(self) -> None:
+            total = len(self._saved)
+            for state in self._saved:
+                self.__dict__.update(state)
+                self._decorate(total)
+                super().showPage()
+            super().save()
+
+        def _decorate(self, total: int) -> None:
+            width, height = A4
+            self.saveState()
+            self.setStrokeColor(colors.grey)
+            self.setLineWidth(0.5)
+            self.line(MARGIN_X, height - 44, width - MARGIN_X, height - 44)
+            self.line(MARGIN_X, 40, width - MARGIN_X, 40)
+            self.setFont("Helvetica", 7.5)
+            self.setFillColor(colors.black)
+            self.drawString(MARGIN_X, height - 40, f"{header['document_id']}  {header['title']}")
+            self.drawRightString(width - MARGIN_X, height - 40,
+                                 f"Rev {header['revision']} | {header['status']} | {header['verdict_word']}")
+            self.drawString(MARGIN_X, 30, f"Model SHA-256 {header['model_sha256'][:16]}...  "
+                                          f"Evidence time {header['time_utc']}")
+            self.drawRightString(width - MARGIN_X, 30, f"Page {self._pageNumber} of {total}")
+            if header["development_key"]:
+                self.setFillColor(RED)
+                self.setFont("Helvetica-Bold", 9)
+                self.drawCentredString(width / 2, height - 28, DEV_WARNING)
+                self.drawCentredString(width / 2, 18, DEV_WARNING)
+            self.restoreState()
+
+    return NumberedCanvas
+
+
+def signature_page_painter(boxes: Mapping[str, tuple[float, float, float, float]],
+                           roles: Mapping[str, Mapping[str, str]]) -> Callable[[Any, Any], None]:
+    """Draw, on the signatures page, a label above each signature box and the box outline."""
+
+    def paint(canv: Any, doc: Any) -> None:
+        canv.saveState()
+        for name, (x1, y1, x2, y2) in boxes.items():
+            role = roles[name]
+            canv.setFillColor(colors.black)
+            canv.setFont("Helvetica-Bold", 8)
+            canv.drawString(x1, y2 + 13, f"Field '{name}': {role['role']}")
+            canv.setFont("Helvetica", 7.5)
+            canv.drawString(x1, y2 + 4, f"Meaning: {role['meaning']}")
+            canv.setStrokeColor(colors.HexColor("#9e9e9e"))
+            canv.setDash(2, 2)
+            canv.rect(x1, y1, x2 - x1, y2 - y1, stroke=1, fill=0)
+        canv.restoreState()
+
+    return paint
+
+
+def document_template(buffer: Any, title: str, author: str, paint_signatures: Callable[[Any, Any], None]) -> BaseDocTemplate:
+    """A4 document with a 'body' page template and a 'signatures' template whose frame ends above the boxes."""
+    width, height = A4
+    doc = BaseDocTemplate(buffer, pagesize=A4, leftMargin=MARGIN_X, rightMargin=MARGIN_X, topMargin=MARGIN_TOP,
+                          bottomMargin=MARGIN_BOTTOM, title=title, author=author, subject="Certified robustness dossier",
+                          creator="smoothcert", invariant=1, pageCompression=1)
+    body = Frame(MARGIN_X, MARGIN_BOTTOM, width - 2 * MARGIN_X, height - MARGIN_TOP - MARGIN_BOTTOM, id="body")
+    sig_bottom = FIRST_BOX_TOP + 30
+    sig_frame = Frame(MARGIN_X, sig_bottom, width - 2 * MARGIN_X, height - MARGIN_TOP - sig_bottom, id="sig")
+    doc.addPageTemplates([PageTemplate(id="body", frames=[body]),
+                          PageTemplate(id="signatures", frames=[sig_frame], onPage=paint_signatures)])
+    return doc

@@ -1,0 +1,186 @@
+"""Run every failure-mode analysis on one certified model and collect the ``metrics/evaluate.json`` document.
+
+Top-level JSON keys (each analysis module documents its own part):
+
+    schema_version (int, 1), model {path, sha256, quantization}, data {path, sha256}, certificates {path,
+    sha256, n_rows}, settings {...every setting used...}, subgroups, abstentions, least_robust,
+    corruptions, corruptions_clean, attack, quantization (null when no int8 artifact), plots {name: path},
+    seconds {analysis: wall-clock seconds; the only entry that differs between identical runs}.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from certification.dataset_io import load_split
+from certification.errors import InputError
+from certification.failure_modes import plots
+from certification.failure_modes.abstentions import abstention_report, save_least_robust
+from certification.failure_modes.attacks import attack_smoothed
+from certification.failure_modes.certify_rows import CertifiedRows, check_against_split, load_certify_rows
+from certification.failure_modes.corruptions import evaluate_corruptions
+from certification.failure_modes.grouping import all_groups
+from certification.failure_modes.onnx_base import open_session
+from certification.failure_modes.quantization_drift import quantization_drift
+from certification.failure_modes.seeds import phase_seed
+from certification.failure_modes.subgroups import subgroup_report
+from certification.fileio import sha256_file
+from certification.smoothing import SmoothedClassifier
+
+SCHEMA_VERSION = 1
+_SUBSET_TAG = {"corruptions": 11, "attack": 12, "quantization": 13}
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    model: Path  # the shipped ONNX artifact (certified)
+    data: Path  # test split .npz
+    certificates: Path  # results/certify.jsonl
+    out_dir: Path  # images and plots
+    fp32_model: Path | None = None  # float export; used only when quantization == "int8"
+    quantization: str = "none"
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    sigma: float
+    alpha: float
+    confidence: float
+    radii: tuple[float, ...]
+    gate_radius: float
+    gate_threshold: float  # minimum lower bound on certified accuracy at gate_radius
+    max_abstention_rate: float
+    seed: int
+    max_examples: int = 100  # examples for the variations (0 = every certified example)
+    predict_n: int = 200
+    attack_examples: int = 40
+    attack_steps: int = 10
+    attack_samples: int = 16
+    attack_radii: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    confirm_n: int = 2000
+    least_robust: int = 8
+    quantization_examples: int = 20
+    quantization_n: int = 1000
+    quantization_noise_samples: int = 100
+    batch_size: int = 1000
+    threads: int | None = None
+
+
+def choose_rows(rows: CertifiedRows, count: int, seed: int, tag: str) -> np.ndarray:
+    """Row positions of a seeded subset of ``count`` rows (all rows when count is 0 or >= len), sorted."""
+    if count <= 0 or count >= len(rows):
+        return np.arange(len(rows))
+    rng = np.random.default_rng([int(seed), _SUBSET_TAG[tag]])
+    return np.sort(rng.choice(len(rows), size=count, replace=False))
+
+
+def _check_settings(s: EvaluationSettings, rows: CertifiedRows) -> None:
+    if not np.isclose(rows.sigma, s.sigma, rtol=1e-9, atol=0.0):
+        raise InputError(f"certificates were made with sigma {rows.sigma} but the settings say {s.sigma}; re-run certify or fix certify.sigma")
+    if not np.isclose(rows.alpha, s.alpha, rtol=1e-9, atol=0.0):
+        raise InputError(f"certificates were made with alpha {rows.alpha} but the settings say {s.alpha}; re-run certify or fix certify.alpha")
+    for name in ("predict_n", "attack_steps", "attack_samples", "confirm_n", "quantization_n", "quantization_noise_samples"):
+        if getattr(s, name) < 1:
+            raise InputError(f"evaluate.{name} must be at least 1, got {getattr(s, name)}")
+    if any(r <= 0 for r in s.attack_radii):
+        raise InputError(f"evaluate.attack_radii must be positive, got {list(s.attack_radii)}")
+
+
+def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSettings, attack_model: torch.nn.Module) -> dict[str, Any]:
+    """Every analysis; returns the JSON document. ``attack_model``: torch module with the artifact's weights."""
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    split = load_split(inputs.data)
+    rows = load_certify_rows(inputs.certificates)
+    check_against_split(rows, split.labels, str(inputs.certificates))
+    _check_settings(settings, rows)
+    num_classes = int(max(split.labels.max(), rows.prediction.max())) + 1
+    class_names = inputs.class_names or tuple(str(k) for k in range(num_classes))
+    if len(class_names) < num_classes:
+        raise InputError(f"{len(class_names)} class names for labels and predictions up to {num_classes - 1}; fix class_names in models/model.json")
+    metadata = {key: value[rows.index] for key, value in split.metadata.items()}
+    groups = all_groups(rows.label, metadata, class_names)
+    out_dir = Path(inputs.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("least_robust_*.png"):  # from an earlier run with other examples
+        stale.unlink()
+
+    subgroups = subgroup_report(rows, groups, settings.radii, settings.gate_radius, settings.gate_threshold, settings.confidence)
+    abstentions = abstention_report(rows, groups, settings.max_abstention_rate, settings.confidence)
+    least = save_least_robust(rows, split.images if split.channels_last else split.images.transpose(0, 2, 3, 1), class_names, out_dir, settings.least_robust)
+    seconds["subgroups_abstentions"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    classifier = SmoothedClassifier.from_onnx(inputs.model, settings.sigma, batch_size=settings.batch_size, threads=settings.threads, provider="cpu")
+    session = open_session(inputs.model, settings.threads)
+    picked = choose_rows(rows, settings.max_examples, settings.seed, "corruptions")
+    chosen = rows.subset(picked)
+    clean, corruptions = evaluate_corruptions(
+        classifier, session, split.model_input(chosen.index), chosen, settings.predict_n, settings.alpha,
+        phase_seed(settings.seed, "corruptions"), settings.confidence,
+    )
+    seconds["corruptions"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    attacked = rows.subset(choose_rows(rows, settings.attack_examples, settings.seed, "attack"))
+    attack = attack_smoothed(
+        attack_model, classifier, session, split.model_input(attacked.index), attacked, settings.attack_radii,
+        settings.attack_steps, settings.attack_samples, settings.sigma, settings.predict_n, settings.confirm_n,
+        settings.alpha, settings.confidence, phase_seed(settings.seed, "attack_noise"),
+        phase_seed(settings.seed, "attack_screen"), phase_seed(settings.seed, "attack_confirm"),
+    )
+    seconds["attack"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    quantization = None
+    if inputs.quantization == "int8":
+        if inputs.fp32_model is None:
+            raise InputError("the shipped model is int8 but no fp32 model was given; pass models/model_fp32.onnx")
+        sub = rows.subset(choose_rows(rows, settings.quantization_examples, settings.seed, "quantization"))
+        quantization = quantization_drift(
+            inputs.fp32_model, inputs.model, split.model_input(sub.index), sub.label, sub.index, settings.sigma,
+            settings.radii, settings.quantization_noise_samples, min(100, settings.quantization_n), settings.quantization_n,
+            settings.alpha, phase_seed(settings.seed, "quantization"), settings.confidence, settings.threads,
+        ).to_dict()
+    seconds["quantization"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    figures = {
+        "attack_curves": plots.plot_attack_curves(attack, out_dir / "attack_curves.png"),
+        "corruption_l2": plots.plot_corruption_l2(corruptions, float(np.median(chosen.radius)), out_dir / "corruption_l2.png"),
+        "subgroups": plots.plot_subgroups(subgroups, out_dir / "subgroups.png"),
+    }
+    seconds["plots"] = time.perf_counter() - clock
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"path": Path(inputs.model).as_posix(), "sha256": sha256_file(inputs.model), "quantization": inputs.quantization},
+        "data": {"path": Path(inputs.data).as_posix(), "sha256": sha256_file(inputs.data)},
+        "certificates": {"path": Path(inputs.certificates).as_posix(), "sha256": sha256_file(inputs.certificates), "n_rows": len(rows)},
+        "settings": {**asdict(settings), "radii": list(settings.radii), "attack_radii": list(settings.attack_radii)},
+        "subgroups": subgroups.to_dict(),
+        "abstentions": abstentions.to_dict(),
+        "least_robust": [asdict(example) for example in least],
+        "corruptions": [result.to_dict() for result in corruptions],
+        "corruptions_clean": clean.to_dict(),
+        "attack": attack.to_dict(),
+        "quantization": quantization,
+        "plots": figures,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+
+
+def summary_lines(document: dict[str, Any]) -> Sequence[str]:
+    """A few human lines for the stage's stdout."""
+    attack = document["attack"]
+    not_covered = sorted({c["name"] for c in document["corruptions"] if c["coverage"] == "not covered"})
+    return [
+        f"subgroups flagged at r={document['subgroups']['gate_radius']:g}: {len(document['subgroups']['flagged'])} of {len(document['subgroups']['groups'])}",
+        f"variations not covered by the certificate: {', '.join(not_covered) or 'none'}",
+        f"attack: {attack['candidates']} candidates, {attack['confirmed_contradictions']} confirmed contradictions",
+    ]

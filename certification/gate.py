@@ -1,0 +1,317 @@
+"""The acceptance gate: pre-specified criteria on certified L2 robustness, judged on confidence bounds.
+
+A :class:`Protocol` is fixed before testing (the ``gate:`` section of params.yaml) and named by
+:func:`protocol_sha256`. :func:`evaluate` turns per-example certification results into a :class:`Verdict`:
+
+1. ``certified_accuracy``: lower confidence bound on the rate of examples certified correct at radius r*
+   (``certified_rate_bound``: Clopper-Pearson at ``confidence`` minus the per-example alpha) >= threshold.
+2. ``certified_recall_<class>``, one per malignant class: the same bound within that class >= threshold.
+   A malignant class with no test example has lower bound 0 (no evidence) and is judged on that.
+3. ``abstention_rate``: UPPER one-sided Clopper-Pearson bound on the abstention rate <= threshold.
+4. ``clean_accuracy``: lower bound (``certified_rate_bound``) on the rate of correct, non-abstaining
+   predictions of the smoothed classifier (certified at radius 0) >= threshold.
+
+Pass/fail is always decided on the bound, never on the point estimate. Every bound holds at the protocol's
+``confidence`` on its own (no correction across the criteria is applied: each criterion is a separate claim,
+and the verdict ACCEPT needs all of them).
+
+Rows come in two kinds, told apart by their keys:
+
+- certify rows (``results/certify.jsonl``: ``radius`` present): certified correct at r* iff
+  ``correct`` and ``radius >= r*``;
+- decision rows (``results/gate.jsonl``, ``smoothcert decide``: ``certified`` present, with
+  ``radius_threshold`` equal to r*): certified correct at r* iff ``certified`` and ``correct``.
+
+In both, ``prediction == -1`` is an abstention and ``correct`` means a non-abstaining correct prediction.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from certification.dataset_bounds import certified_rate_bound, proportion_bound
+from certification.errors import InputError
+from certification.fileio import sha256_bytes
+
+MODES = ("fixed", "sequential")
+ACCEPT, REJECT = "ACCEPT", "REJECT"
+
+#: protocol key -> (meaning, lowest allowed value, highest allowed value or None)
+PROTOCOL_KEYS: dict[str, tuple[str, float, float | None]] = {
+    "radius": ("certification radius r* (L2, [0,1]-pixel units)", 0.0, None),
+    "min_certified_accuracy_lower": ("minimum lower bound on certified accuracy at r*", 0.0, 1.0),
+    "min_malignant_recall_lower": ("minimum lower bound on certified recall at r* of each malignant class", 0.0, 1.0),
+    "max_abstention_rate": ("maximum upper bound on the abstention rate", 0.0, 1.0),
+    "min_clean_accuracy": ("minimum lower bound on clean accuracy of the smoothed classifier", 0.0, 1.0),
+    "confidence": ("confidence level of every bound", 0.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The pre-specified acceptance criteria. Radii in [0,1]-pixel L2 units; rates in [0, 1]."""
+
+    radius: float
+    min_certified_accuracy_lower: float
+    min_malignant_recall_lower: float
+    max_abstention_rate: float
+    min_clean_accuracy: float
+    confidence: float
+    mode: str = "fixed"
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "protocol") -> Protocol:
+        """Validate strictly: every key required, no unknown key, numbers in range; errors name the key."""
+        if not isinstance(values, Mapping):
+            raise InputError(f"{source}: the protocol must be a mapping of {', '.join(sorted(cls.keys()))}")
+        allowed = cls.keys()
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise InputError(f"{source}: unknown protocol key '{unknown[0]}'; allowed keys: {', '.join(sorted(allowed))}")
+        missing = [key for key in allowed if key not in values]
+        if missing:
+            raise InputError(f"{source}: missing protocol key '{missing[0]}'")
+        numbers: dict[str, float] = {}
+        for key, (meaning, low, high) in PROTOCOL_KEYS.items():
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{source}: protocol key '{key}' ({meaning}) must be a number, got {value!r}")
+            value = float(value)
+            open_range = key == "confidence"
+            too_low = value <= low if open_range else value < low
+            too_high = high is not None and (value >= high if open_range else value > high)
+            if too_low or too_high:
+                interval = f"({low}, {high})" if open_range else f"[{low}, {'inf' if high is None else high}]"
+                raise InputError(f"{source}: protocol key '{key}' must lie in {interval}, got {value}")
+            numbers[key] = value
+        mode = values["mode"]
+        if mode not in MODES:
+            raise InputError(f"{source}: protocol key 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+        return cls(mode=str(mode), **numbers)
+
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        return (*PROTOCOL_KEYS, "mode")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def protocol_sha256(protocol: Protocol) -> str:
+    """SHA-256 of the protocol's canonical JSON (sorted keys, no whitespace, numbers as floats)."""
+    canonical = json.dumps(protocol.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return sha256_bytes(canonical.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One acceptance criterion: ``bound <comparison> threshold`` must hold (``comparison`` is >= or <=)."""
+
+    name: str
+    description: str
+    estimate: float | None
+    bound: float
+    bound_kind: str
+    threshold: float
+    comparison: str
+    passed: bool
+    successes: int
+    trials: int
+    bound_method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision: ACCEPT iff every criterion passed. Serialises to metrics/gate.json."""
+
+    verdict: str
+    mode: str
+    radius: float
+    protocol: dict[str, Any]
+    protocol_sha256: str
+    model_sha256: str
+    n_examples: int
+    alpha: float
+    criteria: list[Criterion] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.criteria if not c.passed]
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == ACCEPT
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["criteria"] = [c.to_dict() for c in self.criteria]
+        data["failed"] = self.failed
+        data["accepted"] = self.accepted
+        data["bounds"] = {c.name: c.bound for c in self.criteria}  # flat, so `dvc metrics diff` shows them
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "gate.json") -> Verdict:
+        """Read a verdict back (e.g. metrics/gate.json), checking it is complete and self-consistent."""
+        try:
+            criteria = [Criterion(**c) for c in data["criteria"]]
+            verdict = cls(
+                verdict=data["verdict"], mode=data["mode"], radius=float(data["radius"]), protocol=dict(data["protocol"]),
+                protocol_sha256=data["protocol_sha256"], model_sha256=data["model_sha256"],
+                n_examples=int(data["n_examples"]), alpha=float(data["alpha"]), criteria=criteria,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{source}: not a gate verdict ({type(exc).__name__}: {exc}); rerun the gate stage") from None
+        expected = ACCEPT if criteria and all(c.passed for c in criteria) else REJECT
+        if verdict.verdict != expected or list(data.get("failed", verdict.failed)) != verdict.failed:
+            raise InputError(f"{source}: verdict {verdict.verdict!r} contradicts its criteria; rerun the gate stage")
+        return verdict
+
+
+@dataclass(frozen=True)
+class _Outcomes:
+    """Per-example facts the criteria count: true-label index, certified correct at r*, correct, abstained."""
+
+    labels: list[int]
+    certified_correct: list[bool]
+    correct: list[bool]
+    abstained: list[bool]
+    kind: str
+
+
+def _outcomes(rows: Sequence[Mapping[str, Any]], radius: float, num_classes: int, alpha: float) -> _Outcomes:
+    if not rows:
+        raise InputError("the results hold zero examples; run certification on at least one example")
+    kinds = {"certify" if "radius" in row else f"decision:{row.get('mode', 'sequential')}" for row in rows}
+    if len(kinds) != 1:
+        raise InputError("the results mix certify rows and decision rows (or modes); use one results file")
+    certify_rows = kinds == {"certify"}
+    kind = "fixed" if certify_rows else kinds.pop().split(":", 1)[1]
+    needed = ("index", "label", "prediction", "correct", "alpha") + (("radius",) if certify_rows else ("certified", "radius_threshold"))
+    labels, certified_correct, correct, abstained, seen = [], [], [], [], set()
+    for position, row in enumerate(rows):
+        missing = [key for key in needed if key not in row]
+        if missing:
+            raise InputError(f"results row {position}: missing key '{missing[0]}'; rows must follow the results/certify.jsonl or decision schema")
+        index, label, prediction = row["index"], row["label"], row["prediction"]
+        if index in seen:
+            raise InputError(f"results row {position}: example index {index} appears twice; merge shards without duplicates")
+        seen.add(index)
+        if not isinstance(label, int) or not 0 <= label < num_classes:
+            raise InputError(f"results row {position}: label {label!r} is not a class index in [0, {num_classes})")
+        if not isinstance(prediction, int) or not -1 <= prediction < num_classes:
+            raise InputError(f"results row {position}: prediction {prediction!r} is not -1 (abstain) or a class index")
+        if not math.isclose(float(row["alpha"]), alpha, rel_tol=1e-12):
+            raise InputError(f"results row {position}: alpha {row['alpha']} differs from {alpha}; certify all examples with one alpha")
+        is_correct = bool(row["correct"])
+        if is_correct != (prediction == label):
+            raise InputError(f"results row {position}: 'correct' contradicts prediction {prediction} and label {label}")
+        if certify_rows:
+            at_radius = is_correct and float(row["radius"]) >= radius
+        else:
+            if not math.isclose(float(row["radius_threshold"]), radius, rel_tol=1e-12, abs_tol=1e-12):
+                raise InputError(f"results row {position}: decided at radius {row['radius_threshold']}, but the protocol radius is {radius}; rerun the decision at the protocol radius")
+            if row["certified"] and prediction == -1:
+                raise InputError(f"results row {position}: certified but abstaining; the decision rows are inconsistent")
+            at_radius = is_correct and bool(row["certified"])
+        labels.append(int(label))
+        certified_correct.append(at_radius)
+        correct.append(is_correct)
+        abstained.append(prediction == -1)
+    return _Outcomes(labels, certified_correct, correct, abstained, kind)
+
+
+def _lower_criterion(name: str, description: str, successes: int, trials: int, alpha: float, threshold: float, confidence: float) -> Criterion:
+    if trials == 0:  # no evidence: the only valid lower bound on a rate is 0
+        return Criterion(name, description + " (no test examples: lower bound 0)", None, 0.0, "lower", threshold, ">=",
+                         0.0 >= threshold, 0, 0, "no-data")
+    bound = certified_rate_bound(successes, trials, alpha, confidence)
+    return Criterion(name, description, bound.estimate, bound.lower, "lower", threshold, ">=", bound.lower >= threshold,
+                     successes, trials, bound.method)
+
+
+def evaluate(
+    rows: Iterable[Mapping[str, Any]],
+    protocol: Protocol,
+    class_names: Sequence[str],
+    malignant_classes: Sequence[str],
+    alpha: float,
+    model_sha256: str,
+) -> Verdict:
+    """Judge per-example results against the protocol; see the module docstring for the criteria.
+
+    ``alpha`` is the per-example failure probability of the certificates (every row must carry it);
+    ``model_sha256`` names the artifact the rows were computed on. Raises InputError on malformed rows,
+    zero examples, or results whose kind does not match ``protocol.mode``.
+    """
+    rows = list(rows)
+    if not 0.0 <= alpha < 1.0:
+        raise InputError(f"alpha must lie in [0, 1), got {alpha}")
+    names = list(class_names)
+    unknown = [c for c in malignant_classes if c not in names]
+    if unknown:
+        raise InputError(f"malignant class '{unknown[0]}' is not one of the classes {', '.join(names)}")
+    outcomes = _outcomes(rows, protocol.radius, len(names), alpha)
+    if outcomes.kind != protocol.mode:
+        raise InputError(f"the protocol's mode is '{protocol.mode}' but the results are {outcomes.kind} rows; "
+                         f"give {'results/certify.jsonl' if protocol.mode == 'fixed' else 'sequential decision rows (results/gate.jsonl)'}")
+    n, r, conf = len(rows), protocol.radius, protocol.confidence
+    criteria = [_lower_criterion(
+        "certified_accuracy", f"certified accuracy at radius {r:g}", sum(outcomes.certified_correct), n, alpha,
+        protocol.min_certified_accuracy_lower, conf)]
+    for name in malignant_classes:
+        k = names.index(name)
+        in_class = [c for c, label in zip(outcomes.certified_correct, outcomes.labels) if label == k]
+        criteria.append(_lower_criterion(
+            f"certified_recall_{name}", f"certified recall of malignant class {name} at radius {r:g}", sum(in_class),
+            len(in_class), alpha, protocol.min_malignant_recall_lower, conf))
+    abstain = proportion_bound(sum(outcomes.abstained), n, conf)
+    assert abstain.upper is not None
+    criteria.append(Criterion(
+        "abstention_rate", "abstention rate of the smoothed classifier", abstain.estimate, abstain.upper, "upper",
+        protocol.max_abstention_rate, "<=", abstain.upper <= protocol.max_abstention_rate, abstain.successes, n,
+        abstain.method))
+    criteria.append(_lower_criterion(
+        "clean_accuracy", "clean accuracy of the smoothed classifier (certified at radius 0)", sum(outcomes.correct), n,
+        alpha, protocol.min_clean_accuracy, conf))
+    verdict = ACCEPT if all(c.passed for c in criteria) else REJECT
+    return Verdict(verdict, protocol.mode, r, protocol.to_dict(), protocol_sha256(protocol), model_sha256, n, float(alpha), criteria)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def failure_lines(verdict: Verdict) -> list[str]:
+    """One line per failed criterion, e.g. ``REJECTED: certified_accuracy: lower bound 0.310 < threshold 0.450``."""
+    lines = []
+    for c in verdict.criteria:
+        if not c.passed:
+            broken = "<" if c.comparison == ">=" else ">"
+            lines.append(f"REJECTED: {c.name}: {c.bound_kind} bound {c.bound:.3f} {broken} threshold {c.threshold:.3f}")
+    return lines
+
+
+def render_table(verdict: Verdict) -> str:
+    """A plain-text table of the criteria, a header naming the protocol and model, and the verdict line."""
+    header = ("criterion", "estimate", "bound", "kind", "required", "result")
+    body = [(c.name, _number(c.estimate), _number(c.bound), c.bound_kind, f"{c.comparison} {c.threshold:.3f}",
+             "pass" if c.passed else "FAIL") for c in verdict.criteria]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines = [
+        f"gate: mode {verdict.mode}, radius r* = {verdict.radius:g}, confidence {verdict.protocol['confidence']:g}, "
+        f"{verdict.n_examples} examples, per-example alpha {verdict.alpha:g}",
+        f"protocol sha256 {verdict.protocol_sha256}",
+        f"model sha256    {verdict.model_sha256}",
+        fmt.format(*header),
+        fmt.format(*("-" * w for w in widths)),
+        *(fmt.format(*row) for row in body),
+        f"verdict: {verdict.verdict}" + (f" ({len(verdict.failed)} failed: {', '.join(verdict.failed)})" if verdict.failed else ""),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""The base classifier f: an exported ONNX model run by onnxruntime.
+
+The certificate is about the exact artifact that ships, executed by onnxruntime, never the torch model it came
+from. Inputs are float32 NCHW images in [0, 1] (normalisation lives inside the graph); the single output is an
+(N, K) array of class scores whose argmax is the base classifier's label.
+
+Session options are pinned (intra-op threads, one inter-op thread, sequential execution, full graph
+optimisation) and recorded in :attr:`OnnxClassifier.session_config`, so a run can be reproduced. The CUDA
+execution provider is used when onnxruntime offers it and ``provider="auto"``; the CPU provider is the default
+path and needs no GPU.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from certification.errors import InputError
+from certification.fileio import sha256_file
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are given: every CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _choose_provider(provider: str) -> str:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider == "auto":
+        return PROVIDERS["cuda"] if PROVIDERS["cuda"] in available else PROVIDERS["cpu"]
+    if provider not in PROVIDERS:
+        raise InputError(f"unknown execution provider {provider!r}; use one of auto, {', '.join(PROVIDERS)}")
+    if PROVIDERS[provider] not in available:
+        raise InputError(f"onnxruntime here offers {', '.join(available)}, not {PROVIDERS[provider]}; use provider 'cpu'")
+    return PROVIDERS[provider]
+
+
+class OnnxClassifier:
+    """A classifier f: float32 (N, C, H, W) in [0, 1] -> labels in [0, K), backed by an onnxruntime session."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, provider: str = "auto", spinning: bool = False) -> None:
+        """``threads``: onnxruntime intra-op threads (default: every usable core); ``spinning``: let idle
+        worker threads busy-wait (off by default: the noise thread of the sampler needs that CPU time)."""
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: model file not found; run the export stage or pass an existing .onnx file")
+        threads = default_threads() if threads is None else int(threads)
+        if threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # Memory patterns are planned per input shape; CERTIFY runs batches of several sizes (n0, batch_size and
+        # remainders), and per-shape patterns made the arena grow to ~3x the largest batch's needs.
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        chosen = _choose_provider(provider)
+        providers = [chosen] if chosen == PROVIDERS["cpu"] else [chosen, PROVIDERS["cpu"]]
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for every load failure
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise InputError(f"{self.path}: expected one input and one output, found {len(inputs)} inputs and {len(outputs)} outputs")
+        self.input_name: str = inputs[0].name
+        self.output_name: str = outputs[0].name
+        if inputs[0].type != "tensor(float)":
+            raise InputError(f"{self.path}: input '{self.input_name}' has type {inputs[0].type}; expected tensor(float) (float32 NCHW in [0, 1])")
+        declared = list(inputs[0].shape)
+        if len(declared) != 4:
+            raise InputError(f"{self.path}: input '{self.input_name}' has shape {declared}; expected 4 dimensions [batch, C, H, W]")
+        if isinstance(declared[0], int):
+            raise InputError(f"{self.path}: input '{self.input_name}' has a fixed batch size {declared[0]}; export it with a dynamic batch axis")
+        #: declared (C, H, W); an entry is None where the model leaves it symbolic
+        self.input_chw: tuple[int | None, ...] = tuple(d if isinstance(d, int) else None for d in declared[1:])
+        out_shape = list(outputs[0].shape or [])
+        if out_shape and len(out_shape) != 2:
+            raise InputError(f"{self.path}: output '{self.output_name}' has shape {out_shape}; expected (N, K) class scores")
+        self.providers: list[str] = list(self.session.get_providers())
+        self.session_config: dict[str, Any] = {
+            "provider": self.providers[0],
+            "intra_op_num_threads": threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "intra_op_allow_spinning": bool(spinning),
+            "enable_mem_pattern": False,
+            "onnxruntime_version": ort.__version__,
+        }
+        self._sha256: str | None = None
+        self.num_classes: int = self._probe_num_classes(out_shape[1] if out_shape else None)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the model file: the name of the artifact being certified."""
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.path)
+        return self._sha256
+
+    def _probe_num_classes(self, declared: Any) -> int:
+        """K from the declared output shape, confirmed by one run on a zero image."""
+        chw = tuple(d if d is not None else 8 for d in self.input_chw)
+        scores = self.logits(np.zeros((1, *chw), dtype=np.float32))
+        k = int(scores.shape[1])
+        if isinstance(declared, int) and declared != k:
+            raise InputError(f"{self.path}: output declares {declared} classes but returns {k}")
+        if k < 2:
+            raise InputError(f"{self.path}: output has {k} class score(s); a classifier needs at least 2")
+        return k
+
+    def check_input_shape(self, chw: tuple[int, ...], where: str = "data") -> None:
+        """Raise :class:`InputError` unless images of shape (C, H, W) fit the model's declared input."""
+        chw = tuple(int(d) for d in chw)
+        fits = len(chw) == 3 and all(d is None or d == c for d, c in zip(self.input_chw, chw))
+        if not fits:
+            declared = tuple("?" if d is None else d for d in self.input_chw)
+            raise InputError(f"{where}: images of shape (C,H,W)={chw} do not fit model {self.path.name}, which expects {declared}; use data of the size the model was trained on")
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Class scores (N, K) for a float32 batch (N, C, H, W)."""
+        n = batch.shape[0]
+        try:
+            (scores,) = self.session.run([self.output_name], {self.input_name: batch})
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{self.path}: inference failed on a batch of shape {tuple(batch.shape)} ({first[:200]})") from None
+        if scores.ndim != 2 or scores.shape[0] != n:
+            raise InputError(f"{self.path}: output has shape {tuple(scores.shape)} for {n} inputs; expected (N, K) class scores")
+        return scores
+
+    def predict_labels(self, batch: np.ndarray) -> np.ndarray:
+        """Base-classifier labels f(batch) as an int64 array of length N (argmax, lowest index on ties)."""
+        return np.argmax(self.logits(batch), axis=1).astype(np.int64, copy=False)

@@ -1,0 +1,216 @@
+"""Gaussian-noise-augmented training of the edge CNN (the base classifier of randomized smoothing).
+
+Noise ``N(0, sigma^2 I)`` is added to the [0, 1] input images, before the model's internal normalisation and
+without clipping, exactly as certification samples it; a fresh draw is made for every batch. Training is
+deterministic on CPU for a fixed seed and thread count: shuffling, flips/rotations and noise come from one
+seeded :class:`torch.Generator`, and ``torch.use_deterministic_algorithms`` is on while training runs.
+
+The best epoch is kept: by noisy validation accuracy when ``sigma > 0`` (the smoothed classifier sees only
+noisy inputs), by clean validation accuracy otherwise.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from certification.edge_cnn import ARCHITECTURE, EdgeCNN, build_model, count_flops, count_parameters
+from certification.errors import InputError
+from certification.progress import progress
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run. ``sigma`` is in [0, 1]-pixel units."""
+
+    sigma: float = 0.25
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    width: int = 16
+    seed: int = 1
+
+    def validate(self) -> None:
+        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)) or self.sigma < 0:
+            raise InputError(f"train sigma must be a finite number >= 0 ([0,1]-pixel units), got {self.sigma!r}")
+        for name in ("epochs", "batch_size", "width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"train {name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise InputError(f"train lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise InputError(f"train weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Metrics of one epoch: mean training loss and validation accuracy on clean and noisy inputs."""
+
+    epoch: int
+    train_loss: float
+    val_accuracy_clean: float
+    val_accuracy_noisy: float
+
+
+@dataclass
+class TrainResult:
+    """A trained model (the best epoch's weights, eval mode), its config and the per-epoch history."""
+
+    model: EdgeCNN
+    config: dict[str, Any]
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    parameters: int = 0
+    flops: int = 0
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> EpochRecord:
+        return self.history[self.best_epoch - 1]
+
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 NHWC images, in [0, 1] units."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    std = np.maximum(pixels.std(axis=0), 1e-3)
+    return [round(float(v), 6) for v in pixels.mean(axis=0)], [round(float(v), 6) for v in std]
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float().div_(255.0)
+
+
+def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random flips and 90-degree rotations (lesions have no canonical orientation), one per batch."""
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    flip = bool(torch.randint(0, 2, (1,), generator=generator))
+    batch = torch.rot90(batch, k, dims=(2, 3))
+    return torch.flip(batch, dims=(3,)) if flip else batch
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.0, seed: int = 0, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on ``x`` (+ seeded Gaussian noise of std ``sigma`` when > 0)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start:start + batch_size]
+        if sigma > 0:
+            batch = batch + sigma * torch.randn(batch.shape, generator=generator)
+        correct += int((model(batch).argmax(1) == y[start:start + batch_size]).sum())
+    return correct / max(1, x.shape[0])
+
+
+def train_model(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    num_classes: int,
+    config: TrainConfig,
+    threads: int | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train the edge CNN with Gaussian-noise augmentation; return the best epoch's model and the history.
+
+    Images are uint8 NHWC; labels int64 in [0, num_classes). ``extra_config`` is stored in the model config
+    (e.g. class names). Deterministic for a fixed ``config.seed`` and ``threads``.
+    """
+    config.validate()
+    if len(train_labels) == 0 or len(val_labels) == 0:
+        raise InputError("training needs non-empty train and val splits")
+    start_time = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        result = _train(train_images, train_labels, val_images, val_labels, num_classes, config, extra_config or {})
+    finally:
+        torch.use_deterministic_algorithms(previous_deterministic)
+        torch.set_num_threads(previous_threads)
+    result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+           num_classes: int, config: TrainConfig, extra: dict[str, Any]) -> TrainResult:
+    generator = torch.Generator().manual_seed(config.seed)
+    mean, std = channel_statistics(train_images)
+    model_config = {
+        "architecture": ARCHITECTURE,
+        "num_classes": int(num_classes),
+        "width": config.width,
+        "in_channels": int(train_images.shape[-1]),
+        "image_size": int(train_images.shape[1]),
+        "mean": mean,
+        "std": std,
+        "train_sigma": float(config.sigma),
+        **extra,
+    }
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global RNG is left untouched
+        torch.manual_seed(config.seed)
+        model = build_model(model_config)
+    x_train, y_train = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
+    x_val, y_val = to_tensor(val_images), torch.from_numpy(val_labels.astype(np.int64))
+
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[EpochRecord] = []
+    best_score, best_state, best_epoch = -1.0, None, 0
+    noisy_seed = config.seed + 7919  # the same validation noise every epoch, so epochs are comparable
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(y_train), generator=generator)
+        total_loss, seen = 0.0, 0
+        bar = progress(range(steps_per_epoch), desc=f"train epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+        for step in bar:
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            batch = _augment(x_train[index], generator)
+            if config.sigma > 0:
+                batch = batch + config.sigma * torch.randn(batch.shape, generator=generator)
+            loss = loss_fn(model(batch), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(index)
+            seen += len(index)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=total_loss / seen,
+            val_accuracy_clean=accuracy(model, x_val, y_val),
+            val_accuracy_noisy=accuracy(model, x_val, y_val, config.sigma, noisy_seed) if config.sigma > 0 else accuracy(model, x_val, y_val),
+        )
+        history.append(record)
+        score = record.val_accuracy_noisy if config.sigma > 0 else record.val_accuracy_clean
+        if score > best_score:
+            best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    input_shape = (model_config["in_channels"], model_config["image_size"], model_config["image_size"])
+    return TrainResult(
+        model=model,
+        config=model_config,
+        history=history,
+        best_epoch=best_epoch,
+        parameters=count_parameters(model),
+        flops=count_flops(model, input_shape),
+    )

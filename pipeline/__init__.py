@@ -1,0 +1,1 @@
+"""DVC stage entry points: read params.yaml, call the library, write outputs. Thin by design."""

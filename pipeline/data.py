@@ -1,0 +1,78 @@
+"""Stage ``data``: build data/{train,val,test}.npz and data/datasheet.json from params ``data``.
+
+``data.source``: ``synthetic`` (procedural lesions; sizes n_train/n_val/n_test, seed), ``npz`` (a
+DermaMNIST-format file at ``data.path``) or ``folder`` (images + labels.csv at ``data.path``). Everything is
+built and validated in memory before the first file is written, so bad input leaves no outputs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from certification.data import synthetic
+from certification.data.datasheet import build_datasheet, split_summary
+from certification.data.npz_io import save_split
+from certification.data.real import SPLITS, load_folder, load_npz
+from certification.dataset_io import METADATA_FIELDS
+from certification.errors import InputError
+from certification.fileio import sha256_file, write_json_atomic
+from pipeline.stage import load_section, run_stage
+
+KEYS = {"source": str, "path": str, "image_size": int, "n_train": int, "n_val": int, "n_test": int, "seed": int}
+SOURCES = ("synthetic", "npz", "folder")
+OUT_DIR = Path("data")
+
+
+def build(params: dict) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]], dict]:
+    """Splits and datasheet fields (without hashes) for ``params``; raises InputError on bad input."""
+    source, size = params["source"], synthetic.check_image_size(params["image_size"])
+    if source not in SOURCES:
+        raise InputError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source == "synthetic":
+        for split in SPLITS:
+            if params[f"n_{split}"] < 1:
+                raise InputError(f"data.n_{split} must be >= 1 (an empty {split} split), got {params[f'n_{split}']}")
+        splits = {}
+        for split in SPLITS:
+            generated = synthetic.generate_split(params[f"n_{split}"], size, params["seed"], split)
+            splits[split] = (generated.images, generated.labels, generated.metadata)
+        info = {"generator_version": synthetic.GENERATOR_VERSION, "seed": params["seed"],
+                "classes": list(synthetic.CLASS_NAMES), "malignant": list(synthetic.MALIGNANT_CLASSES)}
+        return splits, info
+    if not params["path"]:
+        raise InputError(f"data.path is empty; data.source '{source}' needs the file or folder to read")
+    dataset = load_npz(params["path"], size) if source == "npz" else load_folder(params["path"], size, params["seed"])
+    info = {"generator_version": None, "seed": params["seed"] if source == "folder" else None,
+            "classes": dataset.class_names, "malignant": dataset.malignant_classes}
+    return dataset.splits, info
+
+
+def main() -> int:
+    params = load_section("data", KEYS)
+    started = time.perf_counter()
+    splits, info = build(params)
+    summaries = {}
+    for split in SPLITS:
+        images, labels, metadata = splits[split]
+        path = OUT_DIR / f"{split}.npz"
+        save_split(path, images, labels, metadata)
+        summaries[split] = split_summary(labels, metadata, info["classes"], sha256_file(path))
+    fields = [f for f in METADATA_FIELDS if all(f in splits[s][2] for s in SPLITS)]
+    datasheet = build_datasheet(params["source"], info["generator_version"], info["seed"], params["image_size"],
+                                info["classes"], info["malignant"], summaries, fields)
+    write_json_atomic(OUT_DIR / "datasheet.json", datasheet)
+    seconds = time.perf_counter() - started
+    counts = ", ".join(f"{s} {summaries[s]['n']}" for s in SPLITS)
+    print(f"data: {counts} images of {params['image_size']}px "
+          f"({params['source']}) in {seconds:.1f} s")
+    from pipeline.tracking import log_stage
+
+    log_stage("data", params, {"seconds": seconds, **{f"n_{s}": summaries[s]["n"] for s in SPLITS}},
+              artifacts=[OUT_DIR / "datasheet.json"])
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage("data", main)

@@ -1,0 +1,88 @@
+"""Stage `dossier`: evidence JSON, deterministic unsigned PDF, and the author-signed dossier.
+
+Reads the outputs of every earlier stage and params `dossier` (signing_key, passphrase_env,
+approval_fields). An empty signing_key signs with the development key (created on first run under
+.smoothcert/dev-pki/, git-ignored) and every page then says DEVELOPMENT KEY, NOT FOR SUBMISSION.
+A production key is a PKCS#12 file whose passphrase is read from the environment variable named by
+passphrase_env; it is never logged or written anywhere. Works for REJECT verdicts too (the dossier says
+REJECTED); the verdict stage fails the run afterwards.
+
+Outputs: dossier/evidence.json, dossier/dossier_unsigned.pdf, dossier/dossier.pdf.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from certification.dossier.build import SignerIdentity, build_dossier
+from certification.errors import InputError
+from certification.fileio import sha256_bytes, write_bytes_atomic
+from certification.signing.devpki import ensure_dev_pki, is_dev_certificate
+from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
+from certification.signing.sign import Manifestation, sign_as_author
+from certification.signing.verify import verify_dossier
+from pipeline.stage import load_document, load_section, run_stage
+
+OUT = Path("dossier")
+TEMPLATES = Path("dossier_templates")
+KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list}
+
+
+def _trust_anchor(signer: object) -> str:
+    """SHA-256 (DER) of the self-signed root among the PKCS#12's certificates, if it carries one."""
+    for cert in getattr(signer, "cert_registry", []):
+        if cert.subject == cert.issuer:
+            return sha256_bytes(cert.dump())
+    return "not included in the PKCS#12 file; obtain the signer's root certificate from its CA"
+
+
+def main() -> int:
+    cfg = load_section("dossier", KEYS)
+    fields = cfg["approval_fields"]
+    if not all(isinstance(f, str) for f in fields):
+        raise InputError("params.yaml: 'dossier.approval_fields' must be a list of field names")
+    trust_root = None
+    if cfg["signing_key"]:
+        signer = load_signer(cfg["signing_key"], passphrase_from_env(cfg["passphrase_env"]), cfg["passphrase_env"])
+        cert = signer_certificate(signer)
+        # a development certificate named as the production key is still a development key, and says so
+        identity = SignerIdentity(is_dev_certificate(cert), common_name(cert), _trust_anchor(signer))
+    else:
+        pki = ensure_dev_pki()
+        signer = load_signer(pki.signer_p12, None)
+        trust_root = pki.ca_cert
+        anchor = sha256_bytes(pki.ca_certificate().public_bytes(serialization.Encoding.DER))
+        identity = SignerIdentity(True, common_name(signer_certificate(signer)), anchor)
+        print(f"dossier: signing with the DEVELOPMENT KEY ({pki.folder}); not for submission", file=sys.stderr)
+    built = build_dossier(Path("."), load_document(), TEMPLATES, fields, identity)
+    author = built.roles["author"]
+    signed = sign_as_author(built.unsigned_pdf, signer, Manifestation(identity.signer, author["role"], author["meaning"]),
+                            fields)
+    write_bytes_atomic(OUT / "evidence.json", built.evidence_json)
+    write_bytes_atomic(OUT / "dossier_unsigned.pdf", built.unsigned_pdf)
+    write_bytes_atomic(OUT / "dossier.pdf", signed)
+    if trust_root is not None:
+        report = verify_dossier(OUT / "dossier.pdf", trust_root=trust_root, model=Path(built.evidence["model"]["path"]))
+        for check in report.failed():
+            print(f"dossier: {check.line()}", file=sys.stderr)
+        if not report.ok:
+            raise InputError("the signed dossier failed its own verification (see above)")
+    print(f"dossier: {built.evidence['verdict']['word']}; wrote {OUT / 'dossier.pdf'} "
+          f"(unsigned sha256 {sha256_bytes(built.unsigned_pdf)[:16]}...)")
+    if importlib.util.find_spec("pipeline.tracking") is not None:
+        from pipeline.tracking import log_stage
+
+        log_stage("dossier", {"dossier.signing_key": cfg["signing_key"] or "development",
+                              "dossier.approval_fields": ",".join(fields)},
+                  {"dossier.accepted": 1.0 if built.evidence["verdict"]["verdict"] == "ACCEPT" else 0.0},
+                  artifacts=[OUT / "evidence.json", OUT / "dossier.pdf"],
+                  tags={"dossier.development_key": str(identity.development_key).lower(),
+                        "dossier.unsigned_sha256": sha256_bytes(built.unsigned_pdf)})
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage("dossier", main)

@@ -1,0 +1,178 @@
+"""Stage ``evaluate``: failure modes of the certified model -> metrics/evaluate.json, results/evaluate/.
+
+Reads params ``evaluate`` (below), ``certify`` (sigma, alpha, confidence, radii; sigma null = train.sigma) and
+``gate`` (radius, min_certified_accuracy_lower, max_abstention_rate). Inputs: models/model.onnx (the shipped,
+certified artifact), models/model_fp32.onnx (int8 drift only), models/model.pt (weights for the attack's
+gradients), models/model.json, data/test.npz, results/certify.jsonl, metrics/certify.json (must name the same
+model). Exit 1 with one line on stderr when the attack confirms a contradiction of a certificate (outputs are
+still written, as evidence); exit 2 on bad input.
+
+``evaluate`` keys (required): max_examples, predict_n, attack_examples, attack_steps, attack_samples,
+attack_radii, seed; (optional, defaults in EvaluationSettings): confirm_n, least_robust,
+quantization_examples, quantization_n, quantization_noise_samples.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from certification.errors import InputError
+from certification.failure_modes.report import EvaluationInputs, EvaluationSettings, evaluate_failure_modes, summary_lines
+from certification.fileio import read_json, sha256_file, write_json_atomic, write_text_atomic
+from pipeline.stage import PARAMS_FILE, load_document, run_stage
+
+MODEL = Path("models/model.onnx")
+MODEL_FP32 = Path("models/model_fp32.onnx")
+CHECKPOINT = Path("models/model.pt")
+MODEL_CARD = Path("models/model.json")
+TEST_DATA = Path("data/test.npz")
+CERTIFICATES = Path("results/certify.jsonl")
+CERTIFY_METRICS = Path("metrics/certify.json")
+OUT_DIR = Path("results/evaluate")
+METRICS = Path("metrics/evaluate.json")
+CURVE_CSV = Path("plots/evaluate_attack_curve.csv")
+
+REQUIRED = {"max_examples": int, "predict_n": int, "attack_examples": int, "attack_steps": int,
+            "attack_samples": int, "attack_radii": list, "seed": int}
+OPTIONAL = {"confirm_n": int, "least_robust": int, "quantization_examples": int, "quantization_n": int,
+            "quantization_noise_samples": int}
+
+
+def _section(document: dict[str, Any], name: str) -> dict[str, Any]:
+    section = document.get(name)
+    if not isinstance(section, dict):
+        raise InputError(f"{PARAMS_FILE}: missing section '{name}:'")
+    return section
+
+
+def _number(section: dict[str, Any], where: str, key: str, kind: type = float) -> Any:
+    if key not in section:
+        raise InputError(f"{PARAMS_FILE}: missing key '{where}.{key}'")
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise InputError(f"{PARAMS_FILE}: '{where}.{key}' must be {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def evaluate_params(document: dict[str, Any]) -> dict[str, Any]:
+    """The ``evaluate`` section: required and optional keys, strict (unknown keys are errors)."""
+    section = _section(document, "evaluate")
+    unknown = sorted(set(section) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise InputError(f"{PARAMS_FILE}: unknown key 'evaluate.{unknown[0]}'; allowed keys: {', '.join(sorted({**REQUIRED, **OPTIONAL}))}")
+    values: dict[str, Any] = {}
+    for key, kind in {**REQUIRED, **OPTIONAL}.items():
+        if key not in section:
+            if key in REQUIRED:
+                raise InputError(f"{PARAMS_FILE}: missing key 'evaluate.{key}'")
+            continue
+        if kind is list:
+            radii = section[key]
+            if not isinstance(radii, list) or not radii or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in radii):
+                raise InputError(f"{PARAMS_FILE}: 'evaluate.{key}' must be a non-empty list of numbers, got {radii!r}")
+            values[key] = tuple(float(r) for r in radii)
+        else:
+            values[key] = _number(section, "evaluate", key, int)
+    return values
+
+
+def settings_from_params(document: dict[str, Any]) -> EvaluationSettings:
+    certify, gate, train = _section(document, "certify"), _section(document, "gate"), _section(document, "train")
+    sigma = certify.get("sigma")
+    sigma = _number(train, "train", "sigma") if sigma is None else _number(certify, "certify", "sigma")
+    radii = certify.get("radii")
+    if not isinstance(radii, list) or not radii:
+        raise InputError(f"{PARAMS_FILE}: 'certify.radii' must be a non-empty list of radii")
+    values = evaluate_params(document)
+    return EvaluationSettings(
+        sigma=sigma,
+        alpha=_number(certify, "certify", "alpha"),
+        confidence=_number(certify, "certify", "confidence"),
+        radii=tuple(float(r) for r in radii),
+        gate_radius=_number(gate, "gate", "radius"),
+        gate_threshold=_number(gate, "gate", "min_certified_accuracy_lower"),
+        max_abstention_rate=_number(gate, "gate", "max_abstention_rate"),
+        **values,
+    )
+
+
+def attack_curve_csv(document: dict[str, Any]) -> str:
+    attack = document["attack"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["radius", "certified_accuracy", "certified_lower_bound", "empirical_robust_accuracy", "empirical_upper_bound"])
+    for certified, empirical in zip(attack["certified_accuracy"], attack["empirical_robust_accuracy"]):
+        writer.writerow([certified["radius"], certified["certified_accuracy"], certified["lower_bound"], empirical["accuracy"], empirical["upper_bound"]])
+    return buffer.getvalue()
+
+
+def main() -> int:
+    settings = settings_from_params(load_document())
+    card = read_json(MODEL_CARD)
+    certify_metrics = read_json(CERTIFY_METRICS)
+    if not MODEL.is_file():
+        raise InputError(f"{MODEL}: model not found; run the export stage first")
+    if certify_metrics.get("model", {}).get("sha256") != sha256_file(MODEL):
+        raise InputError(f"{CERTIFY_METRICS} names a different model than {MODEL}; re-run the certify stage")
+    quantization = str(card.get("quantization", "none"))
+    from certification.edge_cnn import load_checkpoint
+
+    attack_model, _ = load_checkpoint(CHECKPOINT)
+    torch.manual_seed(settings.seed)  # no global randomness is used; this only pins any library default
+    inputs = EvaluationInputs(
+        model=MODEL, data=TEST_DATA, certificates=CERTIFICATES, out_dir=OUT_DIR,
+        fp32_model=MODEL_FP32, quantization=quantization, class_names=tuple(card.get("class_names") or ()),
+    )
+    document = evaluate_failure_modes(inputs, settings, attack_model)
+    write_json_atomic(METRICS, document)
+    write_text_atomic(CURVE_CSV, attack_curve_csv(document))
+    _log_to_tracking(document)
+    for line in summary_lines(document):
+        print(f"evaluate: {line}")
+    print(f"evaluate: {sum(document['seconds'].values()):.1f} s")
+    confirmed = document["attack"]["confirmed_contradictions"]
+    if confirmed:
+        first = document["attack"]["contradictions"][0]
+        print(
+            f"evaluate: FAILED: {confirmed} confirmed contradiction(s) of certificates (e.g. example {first['index']}: "
+            f"class changed at L2 distance {first['distance']:.4g} < certified radius {first['radius']:.4g}); see {METRICS}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _log_to_tracking(document: dict[str, Any]) -> None:
+    """Log params, headline metrics and the outputs to MLflow through pipeline.tracking (when present)."""
+    try:
+        from pipeline.tracking import log_stage
+    except ImportError:
+        return
+    attack = document["attack"]
+    metrics: dict[str, Any] = {
+        "attack_candidates": attack["candidates"],
+        "attack_confirmed_contradictions": attack["confirmed_contradictions"],
+        "subgroups_flagged": len(document["subgroups"]["flagged"]),
+        "abstention_groups_over_limit": len(document["abstentions"]["exceeds_limit"]),
+        "corruptions_not_covered": sum(c["coverage"] == "not covered" for c in document["corruptions"]),
+        **{f"empirical_robust_accuracy_r{p['radius']:g}": p["accuracy"] for p in attack["empirical_robust_accuracy"]},
+        **{f"corruption_{c['name']}_{c['severity']}_accuracy_smoothed": c["accuracy_smoothed"] for c in document["corruptions"]},
+    }
+    if document["quantization"] is not None:
+        metrics["quantization_agreement_under_noise"] = document["quantization"]["agreement_under_noise"]
+    log_stage(
+        "evaluate",
+        params={k: v for k, v in document["settings"].items() if k != "threads"},
+        metrics=metrics,
+        artifacts=[METRICS, CURVE_CSV, *document["plots"].values()],
+        tags={"smoothcert.model_sha256": document["model"]["sha256"]},
+    )
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,96 @@
+"""Stage ``train``: Gaussian-noise-augmented training of the edge CNN from params ``train``.
+
+Reads data/{train,val,test}.npz and data/datasheet.json; writes models/model.pt, metrics/train.json and
+plots/train_history.csv (columns epoch, train_loss, val_accuracy_clean, val_accuracy_noisy). Test accuracy
+(clean, and under one seeded Gaussian draw at train.sigma) is measured by torch. Torch runs on
+``SMOOTHCERT_TORCH_THREADS`` threads (default 2): results are deterministic for a fixed thread count.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from certification.dataset_io import load_split
+from certification.edge_cnn import save_checkpoint
+from certification.errors import InputError
+from certification.fileio import read_json, write_json_atomic, write_text_atomic
+from certification.training import TrainConfig, accuracy, to_tensor, train_model
+from pipeline.stage import load_section, run_stage
+
+KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int}
+MODEL_PATH = Path("models/model.pt")
+METRICS_PATH = Path("metrics/train.json")
+HISTORY_PATH = Path("plots/train_history.csv")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy_clean", "val_accuracy_noisy")
+TEST_NOISE_SEED_OFFSET = 104729  # test noise seed = train.seed + this (independent of training noise)
+
+
+def torch_threads() -> int:
+    value = os.environ.get("SMOOTHCERT_TORCH_THREADS", "2")
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"SMOOTHCERT_TORCH_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def history_csv(history: list) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for record in history:
+        writer.writerow([record.epoch, f"{record.train_loss:.6f}", f"{record.val_accuracy_clean:.6f}", f"{record.val_accuracy_noisy:.6f}"])
+    return buffer.getvalue()
+
+
+def main() -> int:
+    params = load_section("train", KEYS)
+    config = TrainConfig(**params)
+    config.validate()
+    threads = torch_threads()
+    datasheet = read_json("data/datasheet.json")
+    classes = list(datasheet["classes"])
+    train, val, test = (load_split(f"data/{s}.npz", len(classes)) for s in ("train", "val", "test"))
+    if not (train.channels_last and val.channels_last and test.channels_last):
+        raise InputError("data splits must store images as uint8 N,H,W,C; re-run the data stage")
+    if not (train.image_shape_chw == val.image_shape_chw == test.image_shape_chw):
+        raise InputError(f"splits have different image shapes: {train.image_shape_chw}, {val.image_shape_chw}, {test.image_shape_chw}")
+    result = train_model(
+        train.images, train.labels, val.images, val.labels, len(classes), config, threads=threads,
+        extra_config={"class_names": classes, "malignant_classes": list(datasheet.get("malignant_classes", []))},
+    )
+    torch.set_num_threads(threads)
+    x_test, y_test = to_tensor(test.images), torch.from_numpy(test.labels)
+    test_clean = accuracy(result.model, x_test, y_test)
+    test_noisy = accuracy(result.model, x_test, y_test, config.sigma, config.seed + TEST_NOISE_SEED_OFFSET) if config.sigma > 0 else test_clean
+    final, best = result.history[-1], result.best
+    metrics = {
+        "final": {"epoch": final.epoch, "train_loss": final.train_loss,
+                  "val_accuracy_clean": final.val_accuracy_clean, "val_accuracy_noisy": final.val_accuracy_noisy},
+        "best": {"epoch": best.epoch, "train_loss": best.train_loss,
+                 "val_accuracy_clean": best.val_accuracy_clean, "val_accuracy_noisy": best.val_accuracy_noisy},
+        "test": {"accuracy_clean": test_clean, "accuracy_noisy": test_noisy, "sigma": config.sigma, "n": len(test)},
+        "selected_by": "val_accuracy_noisy" if config.sigma > 0 else "val_accuracy_clean",
+        "sigma": config.sigma,
+        "parameters": result.parameters,
+        "flops": result.flops,
+        "epochs": config.epochs,
+        "seconds": round(result.seconds, 3),
+        "torch_threads": threads,
+    }
+    save_checkpoint(MODEL_PATH, result.model, result.config)
+    write_json_atomic(METRICS_PATH, metrics)
+    write_text_atomic(HISTORY_PATH, history_csv(result.history))
+    print(f"train: best epoch {best.epoch}/{config.epochs}, val clean {best.val_accuracy_clean:.3f} noisy "
+          f"{best.val_accuracy_noisy:.3f}, test clean {test_clean:.3f} noisy {test_noisy:.3f} (sigma {config.sigma}), "
+          f"{result.parameters} params, {result.flops} MACs, {result.seconds:.1f} s")
+    from pipeline.tracking import log_stage
+
+    log_stage("train", params, metrics, artifacts=[HISTORY_PATH])
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

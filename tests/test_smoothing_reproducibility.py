@@ -1,0 +1,133 @@
+"""Counts depend only on (seed, example index, phase): not on batch size, threads, order or sharding."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from certification import SmoothedClassifier
+from certification.noise_sampling import NoiseJob, NoisyCounter, noise_generator
+from smoothing_oracle import conv_onnx, linear_onnx
+
+CHW = (3, 8, 8)
+N0, N = 30, 700
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory):
+    return conv_onnx(tmp_path_factory.mktemp("cnn") / "cnn.onnx", CHW, num_classes=4, seed=5)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(1).random((6, *CHW), dtype=np.float32)
+
+
+def _counts(results) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
+    return [(r.index, tuple(r.counts_selection), tuple(r.counts_estimation)) for r in results]
+
+
+@pytest.fixture(scope="module")
+def reference(model_path, images):
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=1000, threads=1)
+    return classifier.certify_many(images, None, N0, N, 0.01, seed=42)
+
+
+def test_counts_vary_so_the_comparison_means_something(reference) -> None:
+    spread = [sum(1 for c in r.counts_estimation if c > 0) for r in reference]
+    assert max(spread) >= 2, "the test model must not be constant under noise"
+
+
+@pytest.mark.parametrize("batch_size,threads", [(1, 1), (7, 2), (1000, 2), (256, 1)])
+def test_identical_counts_across_batch_sizes_and_threads(model_path, images, reference, batch_size, threads) -> None:
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=batch_size, threads=threads)
+    results = classifier.certify_many(images, None, N0, N, 0.01, seed=42)
+    assert _counts(results) == _counts(reference)
+    assert [r.radius for r in results] == [r.radius for r in reference]
+
+
+def test_identical_counts_without_prefetch_thread(model_path, images, reference) -> None:
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=33, threads=1)
+    classifier.prefetch = 0
+    assert _counts(classifier.certify_many(images, None, N0, N, 0.01, seed=42)) == _counts(reference)
+
+
+def test_identical_counts_for_shuffled_order_and_shards(model_path, images, reference) -> None:
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=64, threads=1)
+    order = np.random.default_rng(3).permutation(len(images))
+    shuffled = classifier.certify_many(images[order], None, N0, N, 0.01, seed=42, indices=order)
+    assert sorted(_counts(shuffled)) == _counts(reference)
+    shards = [np.array([0, 3]), np.array([1, 2, 5]), np.array([4])]
+    merged = []
+    for shard in shards:
+        merged += classifier.certify_many(images[shard], None, N0, N, 0.01, seed=42, indices=shard)
+    assert sorted(_counts(merged)) == _counts(reference)
+
+
+def test_different_seed_or_index_gives_different_noise(model_path, images, reference) -> None:
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=1000, threads=1)
+    other_seed = classifier.certify_many(images, None, N0, N, 0.01, seed=43)
+    assert _counts(other_seed) != _counts(reference)
+    shifted = classifier.certify(images[0], N0, N, 0.01, seed=42, index=1)
+    assert shifted.counts_estimation != reference[0].counts_estimation
+
+
+def test_noise_stream_is_invariant_to_chunking() -> None:
+    whole = noise_generator(9, 4, 1).standard_normal(size=(25, *CHW), dtype=np.float32)
+    for chunk in (1, 3, 7, 25):
+        generator = noise_generator(9, 4, 1)
+        out = np.empty_like(whole)
+        for start in range(0, 25, chunk):
+            generator.standard_normal(dtype=np.float32, out=out[start : start + chunk])
+        np.testing.assert_array_equal(out, whole)
+
+
+def test_noisy_counter_adds_sigma_times_the_stream_to_x() -> None:
+    """The batches the model sees are exactly x + sigma * z (float32), z the (seed, index, phase) stream."""
+    seen: list[np.ndarray] = []
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.copy())
+        return np.zeros(len(batch), dtype=np.int64)
+
+    x = np.full(CHW, 0.5, dtype=np.float32)
+    counter = NoisyCounter(record, 2, 0.3, batch_size=4, chw=CHW)
+    (counts,) = list(counter.count([NoiseJob(x, 5, 2, 1, 10)]))
+    assert counts.tolist() == [10, 0] and [len(b) for b in seen] == [4, 4, 2]
+    z = noise_generator(5, 2, 1).standard_normal(size=(10, *CHW), dtype=np.float32)
+    expected = z * np.float32(0.3) + x
+    np.testing.assert_array_equal(np.concatenate(seen), expected)
+    assert expected.min() < 0.0 and expected.max() > 1.0  # unclipped
+
+
+def test_phases_are_independent_streams() -> None:
+    a = noise_generator(1, 0, 0).standard_normal(1000)
+    b = noise_generator(1, 0, 1).standard_normal(1000)
+    c = noise_generator(1, 1, 0).standard_normal(1000)
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.2 and abs(np.corrcoef(a, c)[0, 1]) < 0.2
+
+
+def test_memory_does_not_grow_with_n(tmp_path) -> None:
+    chw = (3, 32, 32)
+    path = linear_onnx(tmp_path / "lin.onnx", np.full(chw, 0.01), 0.0, chw)
+    classifier = SmoothedClassifier.from_onnx(path, 0.25, batch_size=200, threads=1)
+    x = np.full(chw, 0.5, dtype=np.float32)
+    peaks = []
+    for n in (2_000, 40_000):
+        tracemalloc.start()
+        classifier.certify(x, 10, n, 0.01, seed=1)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    buffer = 200 * 3 * 32 * 32 * 4
+    assert peaks[1] <= peaks[0] + buffer, peaks
+    assert peaks[1] < 8 * buffer, peaks
+
+
+def test_a_failing_model_call_propagates_and_stops_the_producer() -> None:
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model failed")
+
+    counter = NoisyCounter(broken, 2, 0.1, batch_size=2, chw=CHW)
+    with pytest.raises(RuntimeError, match="model failed"):
+        list(counter.count(NoiseJob(np.zeros(CHW, np.float32), 0, i, 0, 50) for i in range(100)))
