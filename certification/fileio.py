@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 _CHUNK = 1 << 20
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -42,6 +44,7 @@ def atomic_output(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)

@@ -18,7 +18,6 @@ def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     """Point MLflow at a throwaway sqlite store for every test."""
     store = tmp_path_factory.mktemp("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
-    monkeypatch.setenv("SMOOTHCERT_MLFLOW_ARTIFACTS", str(store / "artifacts"))
 
 
 @pytest.fixture()

@@ -58,8 +58,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     env.update({
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
-        "SMOOTHCERT_MLFLOW_ARTIFACTS": str(store / "artifacts"),
-        "DVC_NO_ANALYTICS": "1",
+        "DVC_NO_ANALYTICS": "1", "SMOOTHCERT_TRACKING": "on",
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
     })
