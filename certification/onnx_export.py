@@ -12,11 +12,14 @@
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -93,13 +96,27 @@ def check_opset(opset: int) -> int:
     return opset
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's notes that do not concern this model (torchvision ops, torch deprecations)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike[str], input_shape: Sequence[int], opset: int) -> None:
     """Export ``model`` (eval mode) to ``path`` with a dynamic batch axis; atomic, single file."""
     check_opset(opset)
     model = model.eval()
     example = torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with atomic_output(path, suffix=".onnx") as tmp:
+    with atomic_output(path, suffix=".onnx") as tmp, _quiet_exporter():
         program = torch.onnx.export(
             model,
             (example,),

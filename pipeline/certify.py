@@ -15,12 +15,7 @@ from certification.fileio import read_json, sha256_file, write_json_atomic, writ
 from certification.summary import certify_metrics, curve_csv
 from pipeline.stage import load_document, load_section, run_stage
 
-try:  # MLflow tracking lives in pipeline.tracking; the stage runs without it when that module is absent
-    from pipeline.tracking import log_stage
-except ModuleNotFoundError as exc:
-    if exc.name != "pipeline.tracking":
-        raise
-    log_stage = None
+from pipeline.tracking import log_stage
 
 MODEL = Path("models/model.onnx")
 MODEL_CARD = Path("models/model.json")
@@ -78,20 +73,19 @@ def main() -> int:
     metrics["runtime"] = dict(classifier.base_classifier.session_config)
     write_json_atomic(METRICS, metrics)
     write_text_atomic(CURVE, curve_csv(metrics["curve"]))
-    if log_stage is not None:
-        log_stage(
-            "certify",
-            params=run_params,
-            metrics={
-                "clean_accuracy": metrics["clean_accuracy"]["estimate"],
-                "abstention_rate": metrics["abstention_rate"]["estimate"],
-                "average_certified_radius": metrics["average_certified_radius"],
-                **{f"certified_accuracy_r{row['radius']:g}": row["certified_accuracy"] for row in metrics["curve"]},
-                **{f"certified_lower_r{row['radius']:g}": row["lower_bound"] for row in metrics["curve"]},
-            },
-            artifacts=[METRICS, CURVE, RESULTS.with_suffix(".tsv")],
-            tags={"smoothcert.model_sha256": classifier.base_classifier.sha256},
-        )
+    log_stage(
+        "certify",
+        params=run_params,
+        metrics={
+            "clean_accuracy": metrics["clean_accuracy"]["estimate"],
+            "abstention_rate": metrics["abstention_rate"]["estimate"],
+            "average_certified_radius": metrics["average_certified_radius"],
+            **{f"certified_accuracy_r{row['radius']:g}": row["certified_accuracy"] for row in metrics["curve"]},
+            **{f"certified_lower_r{row['radius']:g}": row["lower_bound"] for row in metrics["curve"]},
+        },
+        artifacts=[METRICS, CURVE, RESULTS.with_suffix(".tsv")],
+        tags={"smoothcert.model_sha256": classifier.base_classifier.sha256},
+    )
     print(f"certify: {metrics['n_examples']} examples, clean accuracy {metrics['clean_accuracy']['estimate']:.3f}, "
           f"ACR {metrics['average_certified_radius']:.3f}; wrote {RESULTS}, {METRICS}, {CURVE}")
     return 0

@@ -11,7 +11,6 @@ Outputs: dossier/evidence.json, dossier/dossier_unsigned.pdf, dossier/dossier.pd
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from certification.signing.keys import common_name, load_signer, passphrase_from
 from certification.signing.sign import Manifestation, sign_as_author
 from certification.signing.verify import verify_dossier
 from pipeline.stage import load_document, load_section, run_stage
+from pipeline.tracking import log_stage
 
 OUT = Path("dossier")
 TEMPLATES = Path("dossier_templates")
@@ -72,15 +72,12 @@ def main() -> int:
             raise InputError("the signed dossier failed its own verification (see above)")
     print(f"dossier: {built.evidence['verdict']['word']}; wrote {OUT / 'dossier.pdf'} "
           f"(unsigned sha256 {sha256_bytes(built.unsigned_pdf)[:16]}...)")
-    if importlib.util.find_spec("pipeline.tracking") is not None:
-        from pipeline.tracking import log_stage
-
-        log_stage("dossier", {"dossier.signing_key": cfg["signing_key"] or "development",
-                              "dossier.approval_fields": ",".join(fields)},
-                  {"dossier.accepted": 1.0 if built.evidence["verdict"]["verdict"] == "ACCEPT" else 0.0},
-                  artifacts=[OUT / "evidence.json", OUT / "dossier.pdf"],
-                  tags={"dossier.development_key": str(identity.development_key).lower(),
-                        "dossier.unsigned_sha256": sha256_bytes(built.unsigned_pdf)})
+    log_stage("dossier", {"dossier.signing_key": cfg["signing_key"] or "development",
+                          "dossier.approval_fields": ",".join(fields)},
+              {"dossier.accepted": 1.0 if built.evidence["verdict"]["verdict"] == "ACCEPT" else 0.0},
+              artifacts=[OUT / "evidence.json", OUT / "dossier.pdf"],
+              tags={"dossier.development_key": str(identity.development_key).lower(),
+                    "dossier.unsigned_sha256": sha256_bytes(built.unsigned_pdf)})
     return 0
 
 

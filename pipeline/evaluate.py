@@ -25,6 +25,7 @@ from certification.errors import InputError
 from certification.failure_modes.report import EvaluationInputs, EvaluationSettings, evaluate_failure_modes, summary_lines
 from certification.fileio import read_json, sha256_file, write_json_atomic, write_text_atomic
 from pipeline.stage import PARAMS_FILE, load_document, run_stage
+from pipeline.tracking import log_stage
 
 MODEL = Path("models/model.onnx")
 MODEL_FP32 = Path("models/model_fp32.onnx")
@@ -148,11 +149,7 @@ def main() -> int:
 
 
 def _log_to_tracking(document: dict[str, Any]) -> None:
-    """Log params, headline metrics and the outputs to MLflow through pipeline.tracking (when present)."""
-    try:
-        from pipeline.tracking import log_stage
-    except ImportError:
-        return
+    """Log params, headline metrics and the outputs to MLflow through pipeline.tracking."""
     attack = document["attack"]
     metrics: dict[str, Any] = {
         "attack_candidates": attack["candidates"],
