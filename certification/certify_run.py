@@ -101,7 +101,7 @@ def result_record(result: CertifyResult, alpha: float, sigma: float, seed: int) 
     return {key: record[key] for key in RECORD_KEYS}
 
 
-def _json_line(obj: dict[str, Any]) -> str:
+def json_line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, allow_nan=False) + "\n"
 
 
@@ -176,10 +176,10 @@ def certify_split(
     resumed = len(records)
     out.parent.mkdir(parents=True, exist_ok=True)
     if resumed:  # keep the header and the complete records (their bytes are a prefix of the file)
-        kept = _json_line({"header": header}) + "".join(_json_line(r) for r in records)
+        kept = json_line({"header": header}) + "".join(json_line(r) for r in records)
         os.truncate(partial, len(kept.encode("utf-8")))
     else:
-        write_text_atomic(partial, _json_line({"header": header}))
+        write_text_atomic(partial, json_line({"header": header}))
     with open(partial, "a", encoding="utf-8") as handle:
         todo = chosen[resumed:]
         bar = progress(total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))
@@ -191,7 +191,7 @@ def certify_split(
                 labels = split.labels[part]
                 for result in classifier.iter_certify(images, labels, n0, n, alpha, seed, indices=part):
                     record = result_record(result, float(alpha), classifier.sigma, int(seed))
-                    handle.write(_json_line(record))
+                    handle.write(json_line(record))
                     handle.flush()
                     os.fsync(handle.fileno())
                     records.append(record)
@@ -201,7 +201,7 @@ def certify_split(
         finally:
             bar.close()
     write_text_atomic(tsv_path_for(out), tsv_text(records))
-    write_text_atomic(out, "".join(_json_line(r) for r in records))
+    write_text_atomic(out, "".join(json_line(r) for r in records))
     partial.unlink()
     return RunOutcome(records=records, resumed=resumed)
 
@@ -255,13 +255,20 @@ def certify_files(
     threads: int | None = None,
     provider: str = "auto",
     show_progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[RunOutcome, SmoothedClassifier, Split]:
-    """Load the ONNX model and the data split, certify (resumably) and write ``out`` and its TSV."""
+    """Load the ONNX model and the data split, certify (resumably) and write ``out`` and its TSV.
+
+    ``shard`` (K, N) certifies only every N-th example of the run, starting at K (see :mod:`certification.shards`).
+    """
     from certification.dataset_io import load_split
+    from certification.shards import shard_indices
 
     parameter_checks(sigma, n0, n, alpha, batch_size, seed, max_examples)
     classifier = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads, provider=provider)
     split = load_split(data_path, num_classes=classifier.num_classes)
     classifier.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
-    outcome = certify_split(classifier, split, out, n0, n, alpha, seed, max_examples=max_examples, show_progress=show_progress)
+    indices = None if shard is None else shard_indices(select_indices(len(split), max_examples, seed), shard)
+    outcome = certify_split(classifier, split, out, n0, n, alpha, seed, max_examples=max_examples, indices=indices,
+                            show_progress=show_progress)
     return outcome, classifier, split

@@ -112,11 +112,11 @@ def certify_metrics(
     radii: Sequence[float],
     confidence: float,
     class_names: Sequence[str] | None,
-    throughput: dict[str, float],
+    throughput: dict[str, float] | None,
 ) -> dict[str, Any]:
     """The whole ``metrics/certify.json`` document: ``model`` {path, sha256}, ``data`` {path, sha256,
     n_examples_total}, ``params`` {sigma, n0, n, alpha, seed, batch_size, max_examples}, then :func:`summarize`."""
     document: dict[str, Any] = {"model": dict(model), "data": dict(data), "params": dict(params)}
     document.update(summarize(records, radii, float(params["alpha"]), confidence, class_names))
-    document["throughput"] = dict(throughput)
+    document["throughput"] = dict(throughput) if throughput is not None else None
     return document

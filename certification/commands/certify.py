@@ -33,6 +33,7 @@ def add_certify_options(parser: argparse.ArgumentParser) -> None:
     _common_options(parser)
     parser.add_argument("--n0", type=int, default=100, help="selection samples per example (default 100)")
     parser.add_argument("--n", type=int, default=100_000, help="estimation samples per example (default 100000)")
+    parser.add_argument("--shard", default=None, metavar="K/N", help="certify only shard K of N (every N-th example from K); merge with `smoothcert merge`")
     parser.add_argument("--summary", type=Path, default=None, help="also write the dataset-level summary JSON here")
     parser.add_argument("--radii", type=float, nargs="+", default=list(DEFAULT_RADII), help="radii of the certified-accuracy curve in the summary")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence of the dataset-level bounds in the summary (default 0.95)")
@@ -73,13 +74,17 @@ def run_certify(args: argparse.Namespace) -> int:
     from certification.fileio import write_json_atomic
     from certification.summary import certify_metrics
 
+    from certification.shards import parse_shard
+
     _check_out(args.out, ".jsonl")
+    shard = None if args.shard is None else parse_shard(args.shard)
     parameter_checks(args.sigma, args.n0, args.n, args.alpha, args.batch_size, args.seed, args.max_examples)
     if args.summary is not None and not 0.0 < args.confidence < 1.0:
         raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
     outcome, classifier, split = certify_files(
         args.model, args.data, args.out, sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha,
         batch_size=args.batch_size, seed=args.seed, max_examples=args.max_examples, threads=args.threads, provider=args.provider,
+        shard=shard,
     )
     if args.summary is not None:
         metrics = certify_metrics(

@@ -1,0 +1,75 @@
+"""Splitting a certification run across machines, and merging the pieces back.
+
+A certificate depends only on (model, data, seed, example index, n0, n, alpha, sigma), never on which machine or
+process computed it. Shard k of N certifies every N-th example of the run's example list, starting at k; the
+merged rows, sorted by index, are exactly those of a single-machine run (timing fields aside).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from certification.certify_run import read_records
+from certification.errors import InputError
+
+#: Fields that must agree across every shard of one run.
+RUN_FIELDS = ("n0", "n", "alpha", "sigma", "seed")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N."""
+    try:
+        k_text, n_text = text.split("/")
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise InputError(f"--shard {text!r}: expected K/N, e.g. 0/4 for the first of four shards") from None
+    if n < 1 or not 0 <= k < n:
+        raise InputError(f"--shard {text!r}: need 0 <= K < N and N >= 1")
+    return k, n
+
+
+def shard_indices(indices: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
+    """The examples of shard (K, N): every N-th entry of the run's example list, starting at K."""
+    k, n = shard
+    chosen = np.asarray(indices, dtype=np.int64)[k::n]
+    if chosen.size == 0:
+        raise InputError(f"shard {k}/{n} has no examples (the run has {len(indices)}); use fewer shards")
+    return chosen
+
+
+def merge_shards(paths: Sequence[str | os.PathLike[str]], expected: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Rows of all shard files, sorted by example index.
+
+    Checks that every shard used the same run parameters, that no example appears twice and, when ``expected``
+    (the run's example indices) is given, that every expected example appears exactly once.
+    """
+    if not paths:
+        raise InputError("no shard files given")
+    rows: list[dict[str, Any]] = []
+    reference: dict[str, Any] | None = None
+    for path in paths:
+        for row in read_records(path):
+            run = {key: row.get(key) for key in RUN_FIELDS}
+            if reference is None:
+                reference = run
+            elif run != reference:
+                changed = next(key for key in RUN_FIELDS if run[key] != reference[key])
+                raise InputError(f"{path}: {changed} = {run[changed]!r} differs from {reference[changed]!r} in an earlier shard; "
+                                 "merge only shards of one run")
+            rows.append(row)
+    rows.sort(key=lambda r: int(r["index"]))
+    seen = np.array([int(r["index"]) for r in rows], dtype=np.int64)
+    duplicates = seen[1:][seen[1:] == seen[:-1]]
+    if duplicates.size:
+        raise InputError(f"example {int(duplicates[0])} appears in more than one shard; each example must be certified once")
+    if expected is not None:
+        missing = np.setdiff1d(np.asarray(expected, dtype=np.int64), seen)
+        extra = np.setdiff1d(seen, np.asarray(expected, dtype=np.int64))
+        if missing.size:
+            raise InputError(f"{missing.size} example(s) of the run are in no shard (first: {int(missing[0])}); certify the missing shard")
+        if extra.size:
+            raise InputError(f"example {int(extra[0])} is not part of this run; check --max-examples and --seed")
+    return rows
+
