@@ -81,16 +81,22 @@ def validate_arrays(images: np.ndarray, labels: np.ndarray, where: str, num_clas
         raise InputError(f"{where}: label {bad} is outside the class range {limit}")
 
 
-def load_split(path: str | Path, num_classes: int | None = None) -> Split:
-    """Load and validate one split file; errors name the file and the problem."""
+def read_npz(path: str | Path, hint: str = "") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles); InputError naming the file when missing or unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: data file not found")
+        raise InputError(f"{path}: data file not found{'; ' + hint if hint else ''}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            return {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def load_split(path: str | Path, num_classes: int | None = None) -> Split:
+    """Load and validate one split file; errors name the file and the problem."""
+    arrays = read_npz(path)
+    path = Path(path)
     for key in ("images", "labels"):
         if key not in arrays:
             raise InputError(f"{path}: missing array '{key}' (found: {', '.join(sorted(arrays)) or 'none'})")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import onnx
 import torch
 
 from certification.errors import InputError
@@ -68,14 +69,10 @@ def ort_session(path: str | os.PathLike[str], threads: int = 2) -> Any:
     """A CPU ONNX Runtime session with pinned threads and full graph optimisation."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    from certification.onnx_model import session_options
+
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise InputError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
 
@@ -129,6 +126,23 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike[str], input_shap
             verbose=False,
         )
         program.save(str(tmp), external_data=False)
+        _strip_source_metadata(tmp)
+
+
+def _strip_source_metadata(path: Path) -> None:
+    """Drop the exporter's per-node provenance (stack traces with absolute file paths, FX node text).
+
+    It does not change the computation, but it would make the artifact's bytes, and so its SHA-256, depend on
+    the folder the code was checked out in. Without it the same weights give the same file everywhere.
+    """
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    for values in (model.graph.input, model.graph.output, model.graph.value_info, model.graph.initializer):
+        for value in values:
+            del value.metadata_props[:]
+    del model.graph.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike[str], x: np.ndarray, sigma: float, seed: int,

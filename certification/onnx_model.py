@@ -31,6 +31,20 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def session_options(threads: int) -> Any:
+    """Pinned onnxruntime session options: ``threads`` intra-op threads, one inter-op thread, sequential
+    execution, full graph optimisation, warnings only. Recorded with results so runs are reproducible."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
 def _choose_provider(provider: str) -> str:
     import onnxruntime as ort
 
@@ -58,12 +72,7 @@ class OnnxClassifier:
         threads = default_threads() if threads is None else int(threads)
         if threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(threads)
         # Memory patterns are planned per input shape; CERTIFY runs batches of several sizes (n0, batch_size and
         # remainders), and per-shape patterns made the arena grow to ~3x the largest batch's needs.
         options.enable_mem_pattern = False

@@ -129,6 +129,16 @@ def test_export_parity_and_dynamic_batch(exported, tiny_data, tiny_result):
     assert report.passed and report.agreement_noisy >= 0.999 and report.max_abs_diff <= 1e-4
 
 
+def test_exported_file_does_not_depend_on_the_checkout_folder(exported):
+    """No exporter provenance (stack traces with absolute paths) in the artifact, so its SHA-256 is portable."""
+    import onnx
+
+    model = onnx.load(str(exported))
+    assert all(len(node.metadata_props) == 0 for node in model.graph.node)
+    repo = str(Path(__file__).resolve().parents[1]).encode()
+    assert repo not in exported.read_bytes()
+
+
 def test_parity_check_fails_for_a_different_model(tmp_path, exported, tiny_data, tiny_result):
     _, val = tiny_data
     path = exported

@@ -16,7 +16,6 @@ Images are resized (bilinear) to the requested square size; output is uint8 (N,S
 from __future__ import annotations
 
 import csv
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from certification.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from certification.data.synthetic import MALIGNANT_CLASSES as SYNTHETIC_MALIGNANT
 from certification.data.synthetic import check_image_size
-from certification.dataset_io import METADATA_FIELDS, validate_arrays
+from certification.dataset_io import METADATA_FIELDS, read_npz, validate_arrays
 from certification.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -78,13 +77,7 @@ def load_npz(path: str | Path, image_size: int) -> RealDataset:
     """Load a DermaMNIST-format file; errors name the missing key or the bad array."""
     size = check_image_size(image_size)
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: data file not found; set data.path to a DermaMNIST-format .npz")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = read_npz(path, hint="set data.path to a DermaMNIST-format .npz")
     for split in SPLITS:
         for kind in ("images", "labels"):
             if f"{split}_{kind}" not in arrays:
