@@ -38,12 +38,13 @@ def _params(path: Path) -> dict[str, Any]:
 
 
 def _fixed_rows(args: argparse.Namespace, smoothed: SmoothedClassifier, images, labels, indices, p: dict) -> tuple[list[dict], float]:
+    """Fixed-n CERTIFY rows and their time in seconds (summed per-example times when read from a results file)."""
     if args.certify_results is not None:
         rows = {r["index"]: r for r in read_records(args.certify_results)}
         chosen = [rows[int(i)] for i in indices if int(i) in rows]
         if len(chosen) != len(indices) or any(r["n0"] != args.n0 or r["n"] != args.n or r["seed"] != p["seed"] for r in chosen):
             sys.exit(f"{args.certify_results}: does not hold n0={args.n0}, n={args.n}, seed={p['seed']} results for these examples")
-        return chosen, float("nan")
+        return chosen, sum(float(r["seconds"]) for r in chosen)
     start = time.perf_counter()
     results = smoothed.certify_many(images, labels, args.n0, args.n, p["alpha"], p["seed"], indices=indices)
     seconds = time.perf_counter() - start
