@@ -39,11 +39,10 @@ def shard_indices(indices: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
     return chosen
 
 
-def merge_shards(paths: Sequence[str | os.PathLike[str]], expected: np.ndarray | None = None) -> list[dict[str, Any]]:
+def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     """Rows of all shard files, sorted by example index.
 
-    Checks that every shard used the same run parameters, that no example appears twice and, when ``expected``
-    (the run's example indices) is given, that every expected example appears exactly once.
+    Checks that every shard used the same run parameters and that no example appears twice.
     """
     if not paths:
         raise InputError("no shard files given")
@@ -64,12 +63,17 @@ def merge_shards(paths: Sequence[str | os.PathLike[str]], expected: np.ndarray |
     duplicates = seen[1:][seen[1:] == seen[:-1]]
     if duplicates.size:
         raise InputError(f"example {int(duplicates[0])} appears in more than one shard; each example must be certified once")
-    if expected is not None:
-        missing = np.setdiff1d(np.asarray(expected, dtype=np.int64), seen)
-        extra = np.setdiff1d(seen, np.asarray(expected, dtype=np.int64))
-        if missing.size:
-            raise InputError(f"{missing.size} example(s) of the run are in no shard (first: {int(missing[0])}); certify the missing shard")
-        if extra.size:
-            raise InputError(f"example {int(extra[0])} is not part of this run; check --max-examples and --seed")
     return rows
+
+
+def check_coverage(rows: Sequence[dict[str, Any]], expected: np.ndarray) -> None:
+    """Raise InputError unless the merged ``rows`` cover exactly the run's example indices ``expected``."""
+    seen = np.array([int(r["index"]) for r in rows], dtype=np.int64)
+    expected = np.asarray(expected, dtype=np.int64)
+    missing = np.setdiff1d(expected, seen)
+    if missing.size:
+        raise InputError(f"{missing.size} example(s) of the run are in no shard (first: {int(missing[0])}); certify the missing shard")
+    extra = np.setdiff1d(seen, expected)
+    if extra.size:
+        raise InputError(f"example {int(extra[0])} is not part of this run; check --max-examples and --seed")
 

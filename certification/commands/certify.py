@@ -72,9 +72,8 @@ def _check_out(out: Path, suffix: str) -> None:
 def run_certify(args: argparse.Namespace) -> int:
     from certification.certify_run import certify_files, parameter_checks, tsv_path_for
     from certification.fileio import write_json_atomic
-    from certification.summary import certify_metrics
-
     from certification.shards import parse_shard
+    from certification.summary import certify_metrics
 
     _check_out(args.out, ".jsonl")
     shard = None if args.shard is None else parse_shard(args.shard)

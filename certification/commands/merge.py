@@ -29,24 +29,22 @@ def run_merge(args: argparse.Namespace) -> int:
     from certification.dataset_io import load_split
     from certification.errors import InputError
     from certification.fileio import sha256_file, write_json_atomic, write_text_atomic
-    from certification.shards import merge_shards
+    from certification.shards import check_coverage, merge_shards
     from certification.summary import certify_metrics
 
     if args.out.suffix != ".jsonl":
         raise InputError(f"--out {args.out}: expected a .jsonl file name")
     if args.summary is not None and args.model is None:
         raise InputError("--summary needs --model (the summary names the certified model by its SHA-256)")
-    expected = None
+    rows = merge_shards(args.shards)
+    first = rows[0]
     total = None
     if args.data is not None:
         total = len(load_split(args.data))
-        first = merge_shards(args.shards[:1])[0]
-        expected = select_indices(total, args.max_examples, int(first["seed"]))
-    rows = merge_shards(args.shards, expected)
+        check_coverage(rows, select_indices(total, args.max_examples, int(first["seed"])))
     write_text_atomic(tsv_path_for(args.out), tsv_text(rows))
     write_text_atomic(args.out, "".join(json_line(r) for r in rows))
     if args.summary is not None:
-        first = rows[0]
         metrics = certify_metrics(
             rows,
             model={"path": str(args.model), "sha256": sha256_file(args.model)},
