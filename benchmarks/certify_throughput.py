@@ -5,12 +5,15 @@ on them), with the same batch size and threads:
 
 (a) ceiling: bare ``session.run`` on pre-generated noisy inputs, in the same batch shapes CERTIFY uses;
 (b) engine: ``SmoothedClassifier.certify_many`` end to end (noise, inference, counting, bounds);
-(b0) the engine without its prefetch thread (noise drawn, then classified, in turn: the "before" figure);
+(b0) the engine without its prefetch thread (noise drawn, then classified, in turn);
+(b1) the engine as it was before the Box-Muller noise stream (numpy's float32 ziggurat), the "before" figure;
 (c) reference: the loop of Cohen et al.'s ``core.py`` (torch eager model, ``x.repeat``, ``torch.randn_like`` noise
     per batch, ``argmax`` and a Python counting loop per batch).
 
-All figures are noisy samples evaluated per second. Prints b/a and b/c; writes a JSON file with the machine's
-description. It also measures (unless ``--skip-memory``) the peak memory of certifying one 64x64 image at n = 100,000 (in a
+All figures are noisy samples evaluated per second. b/a and b/c are medians over repeats of the ratio within a
+repeat (the rows of a repeat run back to back, so drift of a shared machine cancels). Also reported: the cost of
+the noise alone in ns per value, the engine's sampler against numpy's ziggurat. Prints b/a and b/c; writes a JSON
+file with the machine's description. It also measures (unless ``--skip-memory``) the peak memory of certifying one 64x64 image at n = 100,000 (in a
 child process that does not import torch). When onnxruntime offers CUDA, (a) and (b) get a CUDA row as well.
 
     python benchmarks/certify_throughput.py --out benchmarks/results/certify_throughput.json
@@ -62,14 +65,52 @@ def machine() -> dict[str, Any]:
     }
 
 
-def default_width() -> int:
-    """The default model's width: params.yaml train.width (32 when the file or key is missing)."""
+def _param(section: str, key: str, fallback: int) -> int:
     try:
         import yaml
 
-        return int(yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["width"])
+        return int(yaml.safe_load((ROOT / "params.yaml").read_text())[section][key])
     except (OSError, KeyError, TypeError, ValueError):
-        return 32
+        return fallback
+
+
+def default_width() -> int:
+    """The default model's width: params.yaml train.width (32 when the file or key is missing)."""
+    return _param("train", "width", 32)
+
+
+def default_batch_size() -> int:
+    """The pipeline's certification batch: params.yaml certify.batch_size (1000 when missing)."""
+    return _param("certify", "batch_size", 1000)
+
+
+def noise_cost(size: int, sigma: float, repeats: int, images: int = 500) -> dict[str, float]:
+    """Nanoseconds per noise value (x + e for ``images`` images), the engine's sampler against numpy's float32
+    ziggurat (``Generator.standard_normal``, then times sigma plus x: the sampler used before), one thread."""
+    from certification.noise_sampling import NoiseStream
+
+    chw = (3, size, size)
+    x = np.random.default_rng(0).random(chw, dtype=np.float32)
+    out = np.empty((images, *chw), dtype=np.float32)
+    values = out.size
+
+    def stream() -> None:
+        NoiseStream(0, 0, 1, chw, sigma).add_to(x, out)
+
+    def ziggurat() -> None:
+        np.random.default_rng(0).standard_normal(dtype=np.float32, out=out)
+        np.multiply(out, np.float32(sigma), out=out)
+        np.add(out, x, out=out)
+
+    times: dict[str, list[float]] = {"box_muller_stream": [], "numpy_ziggurat": []}
+    for _ in range(max(3, repeats)):
+        for name, fn in (("box_muller_stream", stream), ("numpy_ziggurat", ziggurat)):
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) / values * 1e9)
+    result = {name: statistics.median(v) for name, v in times.items()}
+    result["stream_over_ziggurat"] = statistics.median(a / b for a, b in zip(times["box_muller_stream"], times["numpy_ziggurat"]))
+    return result
 
 
 def build_model(size: int, width: int, directory: Path) -> tuple[Any, Path]:
@@ -107,6 +148,29 @@ def run_ceiling(session: Any, plan: list[int], inputs: np.ndarray) -> float:
     for size in plan:
         session.run([out], {name: inputs[:size]})
     return _rates(sum(plan), start, cpu)
+
+
+def ziggurat_engine(base: Any, sigma: float, batch_size: int, noise_threads: int) -> Any:
+    """The engine with the noise sampler it had before the Box-Muller stream: same threads, buffers and counting,
+    noise from numpy's float32 ziggurat (``Generator.standard_normal``, one generator per batch) then times sigma
+    plus x. Only for the "before" row: the cost of drawing noise the old way, in the same run."""
+    from certification.noise_sampling import NoisyCounter
+    from certification.smoothing import SmoothedClassifier
+
+    class ZigguratCounter(NoisyCounter):
+        def _fill(self, job: Any, start: int, batch: np.ndarray) -> None:
+            seeds = np.random.SeedSequence([job.seed, job.index, job.phase, start])
+            np.random.Generator(np.random.PCG64(seeds)).standard_normal(dtype=np.float32, out=batch)
+            np.multiply(batch, self.sigma, out=batch)
+            np.add(batch, job.x, out=batch)
+
+    class ZigguratEngine(SmoothedClassifier):
+        def _sample_noise(self, jobs: Any, chw: tuple[int, ...]) -> Any:
+            counter = ZigguratCounter(self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size,
+                                      tuple(chw), prefetch=self.prefetch, workers=self.noise_threads)
+            return counter.count(jobs)
+
+    return ZigguratEngine(base, sigma, batch_size=batch_size, noise_threads=noise_threads)
 
 
 def run_engine(classifier: Any, images: np.ndarray, n0: int, n: int) -> float:
@@ -156,7 +220,8 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
 
     torch.set_num_threads(args.threads)
     model, path = build_model(size, args.width, directory)
-    classifier = SmoothedClassifier.from_onnx(path, args.sigma, batch_size=args.batch_size, threads=args.threads, provider=provider)
+    classifier = SmoothedClassifier.from_onnx(path, args.sigma, batch_size=args.batch_size, threads=args.threads, provider=provider,
+                                              noise_threads=args.noise_threads)
     rng = np.random.default_rng(1)
     images = rng.random((args.examples, 3, size, size), dtype=np.float32)
     noisy = np.clip(images[0] + rng.standard_normal((args.batch_size, 3, size, size), dtype=np.float32) * args.sigma, -3, 4)
@@ -165,11 +230,14 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     session = classifier.base_classifier.session
     session.run(None, {"input": noisy[:8]})  # warm-up
     serial = SmoothedClassifier(classifier.base_classifier, args.sigma, batch_size=args.batch_size, prefetch=0)
-    rows: dict[str, list[float]] = {"ceiling": [], "engine": [], "engine_serial": [], "reference": []}
-    cpu_rows: dict[str, list[float]] = {"ceiling": [], "engine": [], "engine_serial": [], "reference": []}
+    before = ziggurat_engine(classifier.base_classifier, args.sigma, args.batch_size, classifier.noise_threads)
+    names = ("ceiling", "engine", "engine_serial", "engine_ziggurat", "reference")
+    rows: dict[str, list[float]] = {name: [] for name in names}
+    cpu_rows: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):  # interleaved, so a burst of load on a shared machine hits every row alike
         runs = {"ceiling": lambda: run_ceiling(session, plan, noisy), "engine": lambda: run_engine(classifier, images, args.n0, args.n),
-                "engine_serial": lambda: run_engine(serial, images, args.n0, args.n)}
+                "engine_serial": lambda: run_engine(serial, images, args.n0, args.n),
+                "engine_ziggurat": lambda: run_engine(before, images, args.n0, args.n)}
         if provider == "cpu":
             runs["reference"] = lambda: run_reference(model, images, args.n0, args.n, args.batch_size, args.sigma, 4)
         for name, run in runs.items():
@@ -179,6 +247,10 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     best = {k: max(v) for k, v in rows.items() if v}
     median = {k: statistics.median(v) for k, v in rows.items() if v}
     cpu_median = {k: statistics.median(v) for k, v in cpu_rows.items() if v}
+    # Ratios are taken within each repeat (its rows ran back to back), then the median over repeats: on a shared
+    # machine whose speed drifts between repeats this is steadier than a ratio of medians.
+    def paired(num: str, den: str, table: dict[str, list[float]] = rows) -> float:
+        return statistics.median(n / d for n, d in zip(table[num], table[den]))
     from certification.edge_cnn import count_flops, count_parameters
 
     result: dict[str, Any] = {
@@ -186,16 +258,24 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
         "model": {"architecture": "edge-dscnn-v1", "width": args.width, "parameters": count_parameters(model),
                   "macs_per_sample": count_flops(model, (3, size, size))},
         "session": classifier.base_classifier.session_config,
+        "noise_threads": classifier.noise_threads,
         "samples_per_second": {"best": best, "median": median, "all": rows},
         "samples_per_cpu_second": {"median": cpu_median, "all": cpu_rows},
-        "engine_over_ceiling": median["engine"] / median["ceiling"],
+        "engine_over_ceiling": paired("engine", "ceiling"),
+        "engine_over_ceiling_of_medians": median["engine"] / median["ceiling"],
         "engine_over_ceiling_best": best["engine"] / best["ceiling"],
-        "engine_serial_over_ceiling": median["engine_serial"] / median["ceiling"],
-        "engine_over_ceiling_cpu": cpu_median["engine"] / cpu_median["ceiling"],
+        "engine_serial_over_ceiling": paired("engine_serial", "ceiling"),
+        "engine_ziggurat_over_ceiling": paired("engine_ziggurat", "ceiling"),
+        "engine_over_ceiling_cpu": paired("engine", "ceiling", cpu_rows),
+        "engine_over_ceiling_per_repeat": [n / d for n, d in zip(rows["engine"], rows["ceiling"])],
     }
+    if provider == "cpu":
+        result["noise_ns_per_value"] = noise_cost(size, args.sigma, args.repeats)
     if "reference" in median:
-        result["engine_over_reference"] = median["engine"] / median["reference"]
+        result["engine_over_reference"] = paired("engine", "reference")
+        result["engine_over_reference_of_medians"] = median["engine"] / median["reference"]
         result["engine_over_reference_best"] = best["engine"] / best["reference"]
+        result["engine_over_reference_per_repeat"] = [n / d for n, d in zip(rows["engine"], rows["reference"])]
     return result
 
 
@@ -238,8 +318,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--width", type=int, default=default_width(), help="edge_cnn width (default: params.yaml train.width)")
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=default_batch_size(), help="default: params.yaml certify.batch_size")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, for every row")
+    parser.add_argument("--noise-threads", type=int, default=None, help="engine's noise threads (default: the cores the onnxruntime threads leave, at least 1)")
     parser.add_argument("--examples", type=int, default=2)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=10_000)
@@ -264,9 +345,14 @@ def main() -> int:
                 med = row["samples_per_second"]["median"]
                 line = (f"{size}x{size} {row['provider']}: ceiling {med['ceiling']:,.0f}/s, engine {med['engine']:,.0f}/s"
                         f" -> b/a = {row['engine_over_ceiling']:.3f} (serial engine {med['engine_serial']:,.0f}/s,"
-                        f" b0/a = {row['engine_serial_over_ceiling']:.3f}; per CPU-second b/a = {row['engine_over_ceiling_cpu']:.3f})")
+                        f" b0/a = {row['engine_serial_over_ceiling']:.3f}; before (ziggurat noise) {med['engine_ziggurat']:,.0f}/s,"
+                        f" {row['engine_ziggurat_over_ceiling']:.3f}; per CPU-second b/a = {row['engine_over_ceiling_cpu']:.3f})")
                 if "reference" in med:
                     line += f"; reference {med['reference']:,.0f}/s -> b/c = {row['engine_over_reference']:.2f}"
+                if "noise_ns_per_value" in row:
+                    cost = row["noise_ns_per_value"]
+                    line += (f"; noise {cost['box_muller_stream']:.1f} ns/value vs numpy ziggurat {cost['numpy_ziggurat']:.1f}"
+                             f" ({cost['stream_over_ziggurat']:.2f}x the time)")
                 print(line, flush=True)
         if args.memory:
             report["memory"] = measure_memory(args, directory)

@@ -256,6 +256,7 @@ def certify_files(
     provider: str = "auto",
     show_progress: bool = True,
     shard: tuple[int, int] | None = None,
+    noise_threads: int | None = None,
 ) -> tuple[RunOutcome, SmoothedClassifier, Split]:
     """Load the ONNX model and the data split, certify (resumably) and write ``out`` and its TSV.
 
@@ -265,7 +266,8 @@ def certify_files(
     from certification.shards import shard_indices
 
     parameter_checks(sigma, n0, n, alpha, batch_size, seed, max_examples)
-    classifier = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads, provider=provider)
+    classifier = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads, provider=provider,
+                                              noise_threads=noise_threads)
     split = load_split(data_path, num_classes=classifier.num_classes)
     classifier.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
     indices = None if shard is None else shard_indices(select_indices(len(split), max_examples, seed), shard)

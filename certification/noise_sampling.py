@@ -1,24 +1,50 @@
 """SAMPLE-UNDER-NOISE, streamed: class counts of the base classifier on x + N(0, sigma^2 I).
 
-Noise for one draw set is a deterministic function of (seed, example index, phase, draw number): the
-generator is numpy's PCG64 seeded from ``SeedSequence([seed, index, phase])`` and the draws are taken in order,
-``standard_normal(dtype=float32)`` (ziggurat), one image of C*H*W values after the other. Cutting that one
-sequence into batches changes nothing, so counts are identical for every batch size, thread count, order of
-examples and split of the work across machines. Different (index, phase) pairs get statistically independent
-streams (SeedSequence's guarantee), so selection and estimation samples are independent and no noise is shared
-between examples (the dataset-level bound relies on that).
+**How the noise is drawn** (``NOISE_SPEC``; an auditor can regenerate every draw from it). Example ``index`` in
+``phase`` (0 selection, 1 estimation, 2 predict) owns the stream ``SeedSequence([seed, index, phase])``, whose
+two spawned children seed two numpy PCG64 generators, R (radii) and A (angles). An image of D = C*H*W values
+is Q = ceil(D/2) Box-Muller pairs; image t of the stream takes the next Q 64-bit words of R and the next
+ceil(Q/2) words of A (``random_raw``), so images are drawn one after the other and cutting the sequence into
+batches of any size changes nothing. For pair j:
 
-The noisy images are x + sigma * z in float32, in [0, 1]-pixel space, NOT clipped to [0, 1]: clipping would
-change the smoothing distribution and void the guarantee.
+- u_j = 2 - float64(0x3FF0000000000000 | (r_j >> 12)), uniform on the grid {k 2^-52 : k = 1..2^52} of (0, 1];
+- theta_j = float32(a_j >> 8) * float32(2 pi / 2^24), a_j the j-th 32-bit half of A's words (low half first);
+- rho_j = sqrt(float32(-2 sigma^2) * log(float32(u_j))) in float32;
+- the noise is e[j] = rho_j cos(theta_j) and e[Q + j] = rho_j sin(theta_j) (flat C order; for odd D the last
+  sine is dropped), and the model sees the float32 image x + e, NOT clipped to [0, 1] (clipping would change the
+  smoothing distribution and void the guarantee).
 
-Memory does not grow with the number of samples: a background thread fills a small ring of preallocated
-(batch, C, H, W) buffers while the main thread runs inference on the previous one (numpy's generator and
-onnxruntime both release the GIL), and counts are accumulated with ``np.bincount``.
+**Why this is the Gaussian the guarantee needs.** Box-Muller is exact: for U uniform on (0, 1] and V uniform on
+[0, 1) independent, sqrt(-2 ln U) (cos 2 pi V, sin 2 pi V) are two independent N(0, 1) (Box and Muller 1958), so
+e ~ N(0, sigma^2 I). The draws differ from that law only by (i) float32 rounding and the finite grids of u and
+theta, as every floating-point sampler does (numpy's float32 ziggurat, used before, included), and (ii) the
+first cell of u's grid: u >= 2^-52 caps a pair's radius at sqrt(104 ln 2) = 8.49 (in units of sigma), which the
+exact law exceeds with probability exactly 2^-52 per pair. Coupling each draw with an exact Gaussian one, a
+certificate of n samples meets a capped pair with probability at most n * Q * 2^-52 (``tail_bound``): 3.5e-9
+at n = 10^4 for 32x32 images and 1.4e-7 at n = 10^5 for 64x64 images, below 0.02% of alpha = 0.001. Like
+rounding, that term is not added to alpha in the bounds; the certify stage records it (``noise`` in
+``metrics/certify.json``) and the dossier states it.
+
+**Independence.** Different (seed, index, phase) give statistically independent streams (SeedSequence's
+guarantee), so selection and estimation samples are independent and no noise is shared between examples (the
+dataset-level bound of :mod:`certification.dataset_bounds` relies on that).
+
+Why not ``Generator.standard_normal``: on the 2-core reference machine numpy's float32 ziggurat costs 12-14 ns
+per value, about as much as the default model's inference per sample; this vectorised form takes about 0.7 of
+that time (``benchmarks/certify_throughput.py`` measures both), fixes every image's bits at a known place in
+its stream, and PCG64's ``advance`` lets any thread draw any batch (:meth:`NoiseStream.skip`).
+
+Memory does not grow with the number of samples: background threads fill a small pool of preallocated
+(batch, C, H, W) buffers while the calling thread runs inference on the previous one (numpy and onnxruntime
+release the GIL), noise is made in cache-sized chunks of images, and counts are accumulated with ``np.bincount``.
+Every batch is drawn from its own place in its stream, so any number of noise threads gives the same counts.
 """
 from __future__ import annotations
 
-import queue
-import threading
+import collections
+import math
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -28,13 +54,106 @@ PHASE_SELECTION = 0
 PHASE_ESTIMATION = 1
 PHASE_PREDICT = 2
 
-#: Recorded in outputs so an auditor can regenerate every noise draw.
-NOISE_SPEC = "gaussian N(0, sigma^2 I), unclipped, float32; numpy PCG64 seeded by SeedSequence([seed, index, phase]); phases 0=selection 1=estimation 2=predict"
+#: Recorded in outputs so an auditor can regenerate every noise draw (the module docstring gives the formulas).
+NOISE_SPEC = (
+    "gaussian N(0, sigma^2 I), unclipped, float32, Box-Muller; SeedSequence([seed, index, phase]).spawn(2) seeds "
+    "numpy PCG64 generators R (radii) and A (angles); image t of D values takes Q = ceil(D/2) words of R and "
+    "ceil(Q/2) words of A; u = 2 - f64(0x3FF0000000000000 | r >> 12), theta = f32(a32 >> 8) * f32(2 pi / 2^24), "
+    "rho = sqrt(f32(-2 sigma^2) * log(f32(u))), e[j] = rho cos theta, e[Q + j] = rho sin theta; "
+    "phases 0=selection 1=estimation 2=predict"
+)
+
+#: Probability, per Box-Muller pair, that the exact law's radius exceeds the largest one the grid of u allows.
+TAIL_PROBABILITY_PER_PAIR = 2.0**-52
+
+_EXPONENT_ONE_F64 = np.uint64(0x3FF0000000000000)
+_ANGLE_SCALE = np.float32(2.0 * math.pi / 2.0**24)
+_CHUNK_VALUES = 1 << 16  # noise is made this many values at a time (whole images), so temporaries stay in cache
 
 
-def noise_generator(seed: int, index: int, phase: int) -> np.random.Generator:
-    """The generator of the noise draws for example ``index`` in ``phase`` (0 selection, 1 estimation, 2 predict)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(index), int(phase)])))
+def pairs_per_image(chw: tuple[int, ...]) -> int:
+    """Q = ceil(C*H*W / 2): Box-Muller pairs per image."""
+    return (math.prod(chw) + 1) // 2
+
+
+def tail_bound(num: int, chw: tuple[int, ...]) -> float:
+    """Upper bound on the probability that any of ``num`` noise images of shape ``chw`` differs from its exact
+    Gaussian coupling beyond float32 rounding (radius cap of the u grid): num * Q * 2^-52."""
+    return float(num) * pairs_per_image(chw) * TAIL_PROBABILITY_PER_PAIR
+
+
+class NoiseStream:
+    """The noise e ~ N(0, sigma^2 I) of the stream (seed, index, phase) for images of shape ``chw``, image after
+    image (module docstring). Successive calls continue the stream, so any split of it into calls gives the
+    same images."""
+
+    def __init__(self, seed: int, index: int, phase: int, chw: tuple[int, ...], sigma: float) -> None:
+        radii, angles = np.random.SeedSequence([int(seed), int(index), int(phase)]).spawn(2)
+        self._radius_bits = np.random.PCG64(radii)
+        self._angle_bits = np.random.PCG64(angles)
+        self.chw = tuple(int(d) for d in chw)
+        self.dim = math.prod(self.chw)
+        self.pairs = (self.dim + 1) // 2
+        self._angle_words = (self.pairs + 1) // 2
+        self._minus_two_var = np.float32(-2.0 * float(sigma) ** 2)
+        self._chunk = max(1, _CHUNK_VALUES // max(self.dim, 1))
+
+    def skip(self, images: int) -> "NoiseStream":
+        """Move the stream ``images`` images ahead without drawing them (PCG64 ``advance``: O(log n) time), so a
+        batch deep in a stream can be drawn on its own, e.g. by another thread. Returns ``self``."""
+        self._radius_bits.advance(int(images) * self.pairs)
+        self._angle_bits.advance(int(images) * self._angle_words)
+        return self
+
+    def add_to(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Write x + e for the next len(out) noise images into ``out`` (float32 (m, C, H, W), C-contiguous);
+        ``x`` is one float32 (C, H, W) image."""
+        if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[1:] != self.chw:
+            raise ValueError(f"noise goes into a C-contiguous float32 (m, {', '.join(map(str, self.chw))}) array, got {out.dtype} {out.shape}")
+        flat = out.reshape(len(out), self.dim)
+        x_flat = np.ascontiguousarray(x, dtype=np.float32).reshape(self.dim)
+        for start in range(0, len(flat), self._chunk):
+            self._fill(x_flat, flat[start : start + self._chunk])
+
+    def sample(self, num: int) -> np.ndarray:
+        """The next ``num`` noise images e alone, float32 (num, C, H, W) (equal to ``add_to`` with x = 0)."""
+        out = np.empty((int(num), *self.chw), dtype=np.float32)
+        self.add_to(np.zeros(self.chw, dtype=np.float32), out)
+        return out
+
+    def _fill(self, x: np.ndarray, out: np.ndarray) -> None:
+        m, q, d = len(out), self.pairs, self.dim
+        words = self._radius_bits.random_raw(m * q)
+        np.right_shift(words, np.uint64(12), out=words)
+        np.bitwise_or(words, _EXPONENT_ONE_F64, out=words)
+        u = words.view(np.float64)
+        np.subtract(2.0, u, out=u)  # (0, 1], exact on the grid k 2^-52
+        rho = u.astype(np.float32)
+        np.log(rho, out=rho)
+        np.multiply(rho, self._minus_two_var, out=rho)
+        np.sqrt(rho, out=rho)
+        rho = rho.reshape(m, q)
+
+        halves = _low_half_first(self._angle_bits.random_raw(m * self._angle_words))
+        np.right_shift(halves, np.uint32(8), out=halves)  # 24-bit integers, exact in float32
+        theta = halves.reshape(m, 2 * self._angle_words)[:, :q].view(np.int32).astype(np.float32)
+        np.multiply(theta, _ANGLE_SCALE, out=theta)
+
+        cosine = out[:, :q]
+        np.cos(theta, out=cosine)
+        np.multiply(cosine, rho, out=cosine)
+        np.add(cosine, x[:q], out=cosine)
+        sine = out[:, q:]
+        np.sin(theta[:, : d - q], out=sine)
+        np.multiply(sine, rho[:, : d - q], out=sine)
+        np.add(sine, x[q:], out=sine)
+
+
+def _low_half_first(words: np.ndarray) -> np.ndarray:
+    """The 32-bit halves of uint64 ``words``, low half first, as one uint32 array (independent of byte order)."""
+    if sys.byteorder == "little":
+        return words.view(np.uint32)
+    return np.stack([words & np.uint64(0xFFFFFFFF), words >> np.uint64(32)], axis=-1).astype(np.uint32).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -48,19 +167,13 @@ class NoiseJob:
     num: int
 
 
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
 class NoisyCounter:
     """Counts base-classifier labels on noisy copies of images, streamed in batches of ``batch_size``.
 
-    ``prefetch`` batches are drawn ahead on a background thread while the model runs (0: draw and classify in
-    turn on the calling thread). Counts do not depend on it.
+    Noise is drawn by ``workers`` background threads, each batch from its own place in its job's stream
+    (:meth:`NoiseStream.skip`), ``prefetch`` batches beyond the workers' ahead of the model, while the calling
+    thread runs inference (``prefetch`` 0: draw and classify in turn on the calling thread). Counts do not
+    depend on either.
     """
 
     def __init__(
@@ -71,6 +184,7 @@ class NoisyCounter:
         batch_size: int,
         chw: tuple[int, int, int],
         prefetch: int = 2,
+        workers: int = 1,
     ) -> None:
         self.classify = classify
         self.num_classes = int(num_classes)
@@ -78,6 +192,7 @@ class NoisyCounter:
         self.batch_size = int(batch_size)
         self.chw = tuple(int(d) for d in chw)
         self.prefetch = max(0, int(prefetch))
+        self.workers = max(1, int(workers))
 
     def count(self, jobs: Iterable[NoiseJob]) -> Iterator[np.ndarray]:
         """Yield, for each job in order, the int64 array (K,) of label counts over its ``num`` noisy copies."""
@@ -90,66 +205,60 @@ class NoisyCounter:
                 yield counts
                 counts = np.zeros(self.num_classes, dtype=np.int64)
 
-    def _noisy_batches(self, jobs: Iterable[NoiseJob], buffers: list[np.ndarray]) -> Iterator[tuple[np.ndarray | None, bool]]:
-        """(x + sigma * z for the next batch of draws, whether it ends its job), cycling through ``buffers``."""
-        slot = 0
+    def _plan(self, jobs: Iterable[NoiseJob]) -> Iterator[tuple[NoiseJob, int, int, bool]]:
+        """(job, first image in its stream, number of images, whether it ends the job) for every batch in order."""
         for job in jobs:
-            generator = noise_generator(job.seed, job.index, job.phase)
-            remaining = int(job.num)
-            if remaining == 0:
-                yield None, True
-            while remaining > 0:
-                size = min(self.batch_size, remaining)
-                batch = buffers[slot % len(buffers)][:size]
-                slot += 1
-                generator.standard_normal(dtype=np.float32, out=batch)
-                np.multiply(batch, self.sigma, out=batch)
-                np.add(batch, job.x, out=batch)
-                remaining -= size
-                yield batch, remaining == 0
+            if int(job.num) == 0:
+                yield job, 0, 0, True
+            for start in range(0, int(job.num), self.batch_size):
+                size = min(self.batch_size, int(job.num) - start)
+                yield job, start, size, start + size == int(job.num)
+
+    def _fill(self, job: NoiseJob, start: int, batch: np.ndarray) -> None:
+        """x + e for images [start, start + len(batch)) of the job's stream, into ``batch``."""
+        NoiseStream(job.seed, job.index, job.phase, self.chw, float(self.sigma)).skip(start).add_to(job.x, batch)
 
     def _batches_in_order(self, jobs: Iterable[NoiseJob]) -> Iterator[tuple[np.ndarray | None, bool]]:
+        """(noisy batch, whether it ends its job) in plan order; a batch is valid until the next one is asked for."""
+        plan = self._plan(jobs)
         if self.prefetch == 0:  # serial: draw a batch, classify it, draw the next
-            yield from self._noisy_batches(jobs, [np.empty((self.batch_size, *self.chw), dtype=np.float32)])
+            buffer = np.empty((self.batch_size, *self.chw), dtype=np.float32)
+            for job, start, size, last in plan:
+                if size:
+                    self._fill(job, start, buffer[:size])
+                yield (buffer[:size] if size else None), last
             return
-        # A buffer is reused only after the consumer has finished with it: at most `prefetch` batches wait in
-        # the queue, one is being filled and one is being classified.
-        buffers = [np.empty((self.batch_size, *self.chw), dtype=np.float32) for _ in range(self.prefetch + 2)]
-        ready: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(jobs, buffers, ready, stop), daemon=True)
-        producer.start()
-        try:
-            while True:
-                item = ready.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.exc
-                yield item  # type: ignore[misc]
-        finally:
-            stop.set()
-            while producer.is_alive():
-                try:
-                    ready.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            producer.join()
+        # Up to `depth` batches are being drawn or wait ready, each in its own buffer, while the caller classifies
+        # one more; a buffer goes back to the pool only when the caller asks for the next batch.
+        depth = self.workers + self.prefetch
+        free = [np.empty((self.batch_size, *self.chw), dtype=np.float32) for _ in range(depth + 1)]
+        pending: collections.deque[tuple[Future[None] | None, np.ndarray | None, int, bool]] = collections.deque()
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="smoothcert-noise") as pool:
 
-    def _produce(self, jobs: Iterable[NoiseJob], buffers: list[np.ndarray], ready: queue.Queue[object], stop: threading.Event) -> None:
-        def put(item: object) -> bool:
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.05)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            for item in self._noisy_batches(jobs, buffers):
-                if not put(item):
+            def submit() -> None:
+                item = next(plan, None)
+                if item is None:
                     return
-            put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it in the caller's thread
-            put(_Failure(exc))
+                job, start, size, last = item
+                if size == 0:
+                    pending.append((None, None, 0, last))
+                    return
+                buffer = free.pop()
+                pending.append((pool.submit(self._fill, job, start, buffer[:size]), buffer, size, last))
+
+            try:
+                for _ in range(depth):
+                    submit()
+                while pending:
+                    future, buffer, size, last = pending.popleft()
+                    if future is None or buffer is None:
+                        yield None, last
+                    else:
+                        future.result()  # re-raises a worker's exception here, in the caller's thread
+                        yield buffer[:size], last
+                        free.append(buffer)
+                    submit()
+            finally:
+                for future, _, _, _ in pending:
+                    if future is not None:
+                        future.cancel()

@@ -2,7 +2,8 @@
 
 * :func:`export_onnx`: ``torch.onnx.export`` (dynamo exporter), input ``"input"`` float32 [batch, C, H, W] in
   [0, 1] with a dynamic batch axis, output ``"logits"`` [batch, K]; one self-contained file (no external
-  data); written atomically.
+  data) without the exporter's source provenance, simplified for inference (:mod:`certification.onnx_rewrites`);
+  written atomically.
 * :func:`check_parity`: runs the file in ONNX Runtime and the module in torch on the same clean and noisy
   inputs; fails with :class:`ParityError` when argmax agreement is below 99.9% or any logit differs by more
   than 1e-4.
@@ -27,6 +28,7 @@ import torch
 
 from certification.errors import InputError
 from certification.fileio import atomic_output, sha256_file
+from certification.onnx_rewrites import simplify
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -126,23 +128,24 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike[str], input_shap
             verbose=False,
         )
         program.save(str(tmp), external_data=False)
-        _strip_source_metadata(tmp)
+        model_proto = onnx.load(str(tmp))
+        _strip_source_metadata(model_proto)
+        simplify(model_proto)
+        onnx.save(model_proto, str(tmp))
 
 
-def _strip_source_metadata(path: Path) -> None:
+def _strip_source_metadata(model: onnx.ModelProto) -> None:
     """Drop the exporter's per-node provenance (stack traces with absolute file paths, FX node text).
 
     It does not change the computation, but it would make the artifact's bytes, and so its SHA-256, depend on
     the folder the code was checked out in. Without it the same weights give the same file everywhere.
     """
-    model = onnx.load(str(path))
     for node in model.graph.node:
         del node.metadata_props[:]
     for values in (model.graph.input, model.graph.output, model.graph.value_info, model.graph.initializer):
         for value in values:
             del value.metadata_props[:]
     del model.graph.metadata_props[:]
-    onnx.save(model, str(path))
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike[str], x: np.ndarray, sigma: float, seed: int,

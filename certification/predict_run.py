@@ -28,11 +28,13 @@ def predict_files(
     seed: int,
     max_examples: int = 0,
     threads: int | None = None,
+    noise_threads: int | None = None,
     provider: str = "auto",
 ) -> list[dict[str, Any]]:
     """PREDICT on the split at ``data_path`` (a seeded subset when ``max_examples`` > 0); write ``out``."""
     parameter_checks(sigma, 1, n, alpha, batch_size, seed, max_examples)
-    classifier = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads, provider=provider)
+    classifier = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads, provider=provider,
+                                              noise_threads=noise_threads)
     split = load_split(data_path, num_classes=classifier.num_classes)
     classifier.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
     chosen = select_indices(len(split), max_examples, seed)

@@ -28,10 +28,10 @@ from certification.noise_sampling import (
     PHASE_PREDICT,
     PHASE_SELECTION,
     NoiseJob,
+    NoiseStream,
     NoisyCounter,
-    noise_generator,
 )
-from certification.onnx_model import OnnxClassifier
+from certification.onnx_model import OnnxClassifier, default_threads
 
 ABSTAIN = -1
 
@@ -96,27 +96,48 @@ def _check_pixels(images: np.ndarray, where: str) -> None:
         raise InputError(f"{where} must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); divide 8-bit pixels by 255")
 
 
+def default_noise_threads(base_classifier: OnnxClassifier) -> int:
+    """Threads for drawing noise: the usable cores that onnxruntime's CPU threads leave free, at least one
+    (with CUDA inference, every core but the one feeding the GPU)."""
+    cores = default_threads()
+    if base_classifier.session_config.get("provider") == "CPUExecutionProvider":
+        return max(1, cores - int(base_classifier.session_config.get("intra_op_num_threads", cores)))
+    return max(1, cores - 1)
+
+
 class SmoothedClassifier:
     """A smoothed classifier g built from an ONNX base classifier f and a noise level sigma."""
 
     ABSTAIN = ABSTAIN
 
-    def __init__(self, base_classifier: OnnxClassifier, sigma: float, batch_size: int = 1000, prefetch: int = 2) -> None:
+    def __init__(self, base_classifier: OnnxClassifier, sigma: float, batch_size: int = 1000, prefetch: int = 2,
+                 noise_threads: int | None = None) -> None:
         """``sigma``: noise standard deviation in [0, 1]-pixel units; ``batch_size``: noisy copies per inference call;
-        ``prefetch``: noisy batches drawn ahead on a background thread (0: none). Neither changes any count."""
+        ``prefetch``: noisy batches drawn ahead of the model (0: none, noise and inference take turns on the calling
+        thread); ``noise_threads``: threads drawing noise (default: the usable cores onnxruntime's threads leave,
+        at least one). None of them changes any count."""
         check_sigma_and_batch(sigma, batch_size)
+        if noise_threads is not None and (isinstance(noise_threads, bool) or not isinstance(noise_threads, (int, np.integer)) or noise_threads < 1):
+            raise InputError(f"the number of noise threads (--noise-threads) must be a positive integer, got {noise_threads!r}")
         self.base_classifier = base_classifier
         self.sigma = float(sigma)
         self.batch_size = int(batch_size)
         self.prefetch = int(prefetch)
+        self.noise_threads = int(noise_threads) if noise_threads is not None else default_noise_threads(base_classifier)
 
     @classmethod
     def from_onnx(
-        cls, path: str | os.PathLike[str], sigma: float, batch_size: int = 1000, threads: int | None = None, provider: str = "auto"
+        cls, path: str | os.PathLike[str], sigma: float, batch_size: int = 1000, threads: int | None = None, provider: str = "auto",
+        noise_threads: int | None = None,
     ) -> "SmoothedClassifier":
-        """Smooth the ONNX model at ``path`` (float32 NCHW input in [0, 1], output (N, K) class scores)."""
+        """Smooth the ONNX model at ``path`` (float32 NCHW input in [0, 1], output (N, K) class scores).
+
+        ``threads``: onnxruntime intra-op threads (default: every usable core but one, which draws the noise);
+        ``noise_threads``: see the constructor. Neither changes any count."""
         check_sigma_and_batch(sigma, batch_size)
-        return cls(OnnxClassifier(path, threads=threads, provider=provider), sigma, batch_size)
+        if threads is None:
+            threads = max(1, default_threads() - 1)
+        return cls(OnnxClassifier(path, threads=threads, provider=provider), sigma, batch_size, noise_threads=noise_threads)
 
     @property
     def num_classes(self) -> int:
@@ -245,7 +266,8 @@ class SmoothedClassifier:
         """SAMPLE-UNDER-NOISE: for each job, the counts (K,) of f(x + e) over its ``num`` draws e ~ N(0, sigma^2 I)
         (unclipped), drawn from the job's own stream (seed, index, phase); streamed in batches."""
         counter = NoisyCounter(
-            self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size, tuple(chw), prefetch=self.prefetch
+            self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size, tuple(chw),
+            prefetch=self.prefetch, workers=self.noise_threads,
         )
         return counter.count(jobs)
 
@@ -259,8 +281,8 @@ class SmoothedClassifier:
         check_parameters(0.25, seed)
         if int(phase) not in (PHASE_SELECTION, PHASE_ESTIMATION, PHASE_PREDICT) or int(index) < 0:
             raise InputError(f"noise stream needs a phase in 0..2 and a non-negative index, got phase {phase}, index {index}")
-        return NoiseCountStream(self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size,
-                                images[0], noise_generator(int(seed), int(index), int(phase)))
+        return NoiseCountStream(self.base_classifier.predict_labels, self.num_classes, self.batch_size, images[0],
+                                NoiseStream(int(seed), int(index), int(phase), images.shape[1:], self.sigma))
 
     # ---------------------------------------------------------------- LOWER-CONF-BOUND
     @staticmethod
@@ -306,17 +328,15 @@ class NoiseCountStream:
     """Label counts of f(x + e) over successive installments of one noise stream (see
     :meth:`SmoothedClassifier.count_stream`). ``drawn`` is the number of draws (model evaluations) so far.
 
-    The arithmetic is that of :class:`certification.noise_sampling.NoisyCounter`: float32 standard normals taken
-    in order from the stream's generator, times float32 sigma, plus x, unclipped.
+    The noise is that of :class:`certification.noise_sampling.NoisyCounter`: the images x + e, e taken in order
+    from the stream's :class:`certification.noise_sampling.NoiseStream`, unclipped.
     """
 
-    def __init__(self, classify, num_classes: int, sigma: float, batch_size: int, x: np.ndarray,
-                 generator: np.random.Generator) -> None:
+    def __init__(self, classify, num_classes: int, batch_size: int, x: np.ndarray, stream: NoiseStream) -> None:
         self._classify = classify
         self._num_classes = int(num_classes)
-        self._sigma = np.float32(sigma)
         self._x = x
-        self._generator = generator
+        self._stream = stream
         self._buffer = np.empty((int(batch_size), *x.shape), dtype=np.float32)
         self.drawn = 0
 
@@ -328,9 +348,7 @@ class NoiseCountStream:
         remaining = int(num)
         while remaining > 0:
             batch = self._buffer[: min(len(self._buffer), remaining)]
-            self._generator.standard_normal(dtype=np.float32, out=batch)
-            np.multiply(batch, self._sigma, out=batch)
-            np.add(batch, self._x, out=batch)
+            self._stream.add_to(self._x, batch)
             counts += np.bincount(self._classify(batch), minlength=self._num_classes)[: self._num_classes]
             remaining -= len(batch)
         self.drawn += int(num)

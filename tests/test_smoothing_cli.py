@@ -145,6 +145,7 @@ def _bad_inputs(files: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "n0 zero": (["--n0", "0"], "n0"),
         "n zero": (["--n", "0"], "n must"),
         "batch size zero": (["--batch-size", "0"], "batch size"),
+        "noise threads zero": (["--noise-threads", "0"], "noise threads"),
     }
     return cases
 
@@ -152,7 +153,10 @@ def _bad_inputs(files: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
 def _with(args: list[str], override: list[str]) -> list[str]:
     args = list(args)
     for flag, value in zip(override[::2], override[1::2]):
-        args[args.index(flag) + 1] = value
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
     return args
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from certification import SmoothedClassifier
-from certification.noise_sampling import NoiseJob, NoisyCounter, noise_generator
+from certification.noise_sampling import NoiseJob, NoiseStream, NoisyCounter
 from smoothing_oracle import conv_onnx, linear_onnx
 
 CHW = (3, 8, 8)
@@ -47,6 +47,19 @@ def test_identical_counts_across_batch_sizes_and_threads(model_path, images, ref
     assert [r.radius for r in results] == [r.radius for r in reference]
 
 
+@pytest.mark.parametrize("noise_threads,batch_size", [(2, 50), (3, 7), (4, 1000)])
+def test_identical_counts_for_any_number_of_noise_threads(model_path, images, reference, noise_threads, batch_size) -> None:
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=batch_size, threads=1, noise_threads=noise_threads)
+    assert classifier.noise_threads == noise_threads
+    assert _counts(classifier.certify_many(images, None, N0, N, 0.01, seed=42)) == _counts(reference)
+
+
+def test_skip_moves_the_stream_ahead_by_whole_images() -> None:
+    whole = NoiseStream(3, 1, 1, (3, 5, 7), 0.25).sample(12)
+    for start in (0, 1, 5, 11):
+        np.testing.assert_array_equal(NoiseStream(3, 1, 1, (3, 5, 7), 0.25).skip(start).sample(12 - start), whole[start:])
+
+
 def test_identical_counts_without_prefetch_thread(model_path, images, reference) -> None:
     classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=33, threads=1)
     classifier.prefetch = 0
@@ -73,18 +86,18 @@ def test_different_seed_or_index_gives_different_noise(model_path, images, refer
     assert shifted.counts_estimation != reference[0].counts_estimation
 
 
-def test_noise_stream_is_invariant_to_chunking() -> None:
-    whole = noise_generator(9, 4, 1).standard_normal(size=(25, *CHW), dtype=np.float32)
+@pytest.mark.parametrize("chw", [CHW, (3, 5, 7), (1, 1, 1)])
+def test_noise_stream_is_invariant_to_chunking(chw) -> None:
+    """Any split of a stream into calls gives the same images, also for odd C*H*W (last sine dropped)."""
+    whole = NoiseStream(9, 4, 1, chw, 0.5).sample(25)
     for chunk in (1, 3, 7, 25):
-        generator = noise_generator(9, 4, 1)
-        out = np.empty_like(whole)
-        for start in range(0, 25, chunk):
-            generator.standard_normal(dtype=np.float32, out=out[start : start + chunk])
-        np.testing.assert_array_equal(out, whole)
+        stream = NoiseStream(9, 4, 1, chw, 0.5)
+        parts = np.concatenate([stream.sample(min(chunk, 25 - start)) for start in range(0, 25, chunk)])
+        np.testing.assert_array_equal(parts, whole)
 
 
-def test_noisy_counter_adds_sigma_times_the_stream_to_x() -> None:
-    """The batches the model sees are exactly x + sigma * z (float32), z the (seed, index, phase) stream."""
+def test_noisy_counter_adds_the_stream_to_x() -> None:
+    """The batches the model sees are exactly x + e (float32), e the (seed, index, phase) noise stream."""
     seen: list[np.ndarray] = []
 
     def record(batch: np.ndarray) -> np.ndarray:
@@ -95,17 +108,19 @@ def test_noisy_counter_adds_sigma_times_the_stream_to_x() -> None:
     counter = NoisyCounter(record, 2, 0.3, batch_size=4, chw=CHW)
     (counts,) = list(counter.count([NoiseJob(x, 5, 2, 1, 10)]))
     assert counts.tolist() == [10, 0] and [len(b) for b in seen] == [4, 4, 2]
-    z = noise_generator(5, 2, 1).standard_normal(size=(10, *CHW), dtype=np.float32)
-    expected = z * np.float32(0.3) + x
+    expected = NoiseStream(5, 2, 1, CHW, 0.3).sample(10) + x
     np.testing.assert_array_equal(np.concatenate(seen), expected)
     assert expected.min() < 0.0 and expected.max() > 1.0  # unclipped
 
 
-def test_phases_are_independent_streams() -> None:
-    a = noise_generator(1, 0, 0).standard_normal(1000)
-    b = noise_generator(1, 0, 1).standard_normal(1000)
-    c = noise_generator(1, 1, 0).standard_normal(1000)
-    assert abs(np.corrcoef(a, b)[0, 1]) < 0.2 and abs(np.corrcoef(a, c)[0, 1]) < 0.2
+def test_phases_and_indices_are_independent_streams() -> None:
+    a = NoiseStream(1, 0, 0, CHW, 1.0).sample(20).ravel()
+    b = NoiseStream(1, 0, 1, CHW, 1.0).sample(20).ravel()
+    c = NoiseStream(1, 1, 0, CHW, 1.0).sample(20).ravel()
+    d = NoiseStream(2, 0, 0, CHW, 1.0).sample(20).ravel()
+    bound = 4 / np.sqrt(a.size)  # four standard errors of a correlation between independent samples
+    for other in (b, c, d):
+        assert abs(np.corrcoef(a, other)[0, 1]) < bound
 
 
 def test_memory_does_not_grow_with_n(tmp_path) -> None:
@@ -131,3 +146,27 @@ def test_a_failing_model_call_propagates_and_stops_the_producer() -> None:
     counter = NoisyCounter(broken, 2, 0.1, batch_size=2, chw=CHW)
     with pytest.raises(RuntimeError, match="model failed"):
         list(counter.count(NoiseJob(np.zeros(CHW, np.float32), 0, i, 0, 50) for i in range(100)))
+
+
+@pytest.mark.parametrize("fail_in", ["model", "noise"])
+def test_a_failure_in_the_model_or_a_noise_thread_reaches_the_caller(fail_in) -> None:
+    """The error surfaces in the calling thread, and the noise threads stop (no hang, no stray thread)."""
+    import threading
+
+    calls = []
+
+    def classify(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        if fail_in == "model" and len(calls) == 3:
+            raise RuntimeError("model failed")
+        return np.zeros(len(batch), dtype=np.int64)
+
+    counter = NoisyCounter(classify, 2, 0.3, batch_size=4, chw=CHW, prefetch=2, workers=2)
+    x = np.full(CHW, 0.5, dtype=np.float32)
+    jobs = [NoiseJob(x, 1, i, 1, 20) for i in range(5)]
+    if fail_in == "noise":
+        jobs[2] = NoiseJob(np.zeros((2, 2), dtype=np.float32), 1, 2, 1, 20)  # wrong image shape: the fill fails
+    before = threading.active_count()
+    with pytest.raises((RuntimeError, ValueError)):
+        list(counter.count(jobs))
+    assert threading.active_count() == before

@@ -139,6 +139,16 @@ def test_exported_file_does_not_depend_on_the_checkout_folder(exported):
     assert repo not in exported.read_bytes()
 
 
+def test_exported_graph_is_simplified_for_inference(exported):
+    """The normalisation's division is folded into the first convolution and the pooling runs as
+    GlobalAveragePool (certification.onnx_rewrites); parity with torch is checked above."""
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(exported)).graph.node]
+    assert ops[0] == "Sub" and ops[1] == "Conv" and "Div" not in ops
+    assert "ReduceMean" not in ops and "GlobalAveragePool" in ops
+
+
 def test_parity_check_fails_for_a_different_model(tmp_path, exported, tiny_data, tiny_result):
     _, val = tiny_data
     path = exported

@@ -20,10 +20,11 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="data split .npz (images uint8 N,H,W,C or float32 N,C,H,W in [0,1]; labels)")
     parser.add_argument("--sigma", required=True, type=float, help="noise standard deviation, L2 in [0,1]-pixel units")
     parser.add_argument("--alpha", type=float, default=0.001, help="per-example failure probability, in (0, 0.5) (default 0.001)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="noisy copies per inference call (default 1000); does not change results")
+    parser.add_argument("--batch-size", type=int, default=250, help="noisy copies per inference call (default 250); does not change results")
     parser.add_argument("--seed", type=int, default=0, help="noise seed; noise of an example depends on (seed, example index) only")
     parser.add_argument("--max-examples", type=int, default=0, help="certify a seeded subset of this size (0 = all); original indices are kept")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores); does not change results")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores but one); does not change results")
+    parser.add_argument("--noise-threads", type=int, default=None, help="threads drawing noise (default: the cores onnxruntime leaves, at least 1); does not change results")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto: CUDA when onnxruntime offers it, else CPU)")
     parser.add_argument("--out", required=True, type=Path, help="output JSONL, one object per example")
 
@@ -82,7 +83,7 @@ def run_certify(args: argparse.Namespace) -> int:
         raise InputError(f"--confidence must lie in (0, 1), got {args.confidence}")
     outcome, classifier, split = certify_files(
         args.model, args.data, args.out, sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha,
-        batch_size=args.batch_size, seed=args.seed, max_examples=args.max_examples, threads=args.threads, provider=args.provider,
+        batch_size=args.batch_size, seed=args.seed, max_examples=args.max_examples, threads=args.threads, noise_threads=args.noise_threads, provider=args.provider,
         shard=shard,
     )
     if args.summary is not None:
@@ -113,7 +114,7 @@ def run_predict(args: argparse.Namespace) -> int:
     _check_out(args.out, ".jsonl")
     records = predict_files(
         args.model, args.data, args.out, sigma=args.sigma, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-        seed=args.seed, max_examples=args.max_examples, threads=args.threads, provider=args.provider,
+        seed=args.seed, max_examples=args.max_examples, threads=args.threads, noise_threads=args.noise_threads, provider=args.provider,
     )
     correct = sum(1 for r in records if r["correct"])
     abstained = sum(1 for r in records if r["prediction"] == -1)

@@ -56,7 +56,8 @@ def format_value(value: Any, fmt: str | None, where: str) -> str:
     if not isinstance(value, (int, float)):
         raise InputError(f"{where}: format '{fmt}' needs a number, got {value!r}")
     formats = {"pct": lambda v: f"{100 * v:.1f}%", "f2": lambda v: f"{v:.2f}", "f3": lambda v: f"{v:.3f}",
-               "f4": lambda v: f"{v:.4f}", "int": lambda v: f"{int(round(v))}"}
+               "f4": lambda v: f"{v:.4f}", "int": lambda v: f"{int(round(v))}",
+               "sci": lambda v: f"{v:.1e}"}
     if fmt not in formats:
         raise InputError(f"{where}: unknown format '|{fmt}'; use one of {', '.join(sorted(formats))}, short")
     return formats[fmt](value)
