@@ -84,6 +84,13 @@ def default_batch_size() -> int:
     return _param("certify", "batch_size", 1000)
 
 
+def ziggurat_noise(generator: np.random.Generator, x: np.ndarray, sigma: float, out: np.ndarray) -> None:
+    """x + sigma * z into ``out``, z from numpy's float32 ziggurat: the engine's noise before the Box-Muller stream."""
+    generator.standard_normal(dtype=np.float32, out=out)
+    np.multiply(out, np.float32(sigma), out=out)
+    np.add(out, x, out=out)
+
+
 def noise_cost(size: int, sigma: float, repeats: int, images: int = 500) -> dict[str, float]:
     """Nanoseconds per noise value (x + e for ``images`` images), the engine's sampler against numpy's float32
     ziggurat (``Generator.standard_normal``, then times sigma plus x: the sampler used before), one thread."""
@@ -98,9 +105,7 @@ def noise_cost(size: int, sigma: float, repeats: int, images: int = 500) -> dict
         NoiseStream(0, 0, 1, chw, sigma).add_to(x, out)
 
     def ziggurat() -> None:
-        np.random.default_rng(0).standard_normal(dtype=np.float32, out=out)
-        np.multiply(out, np.float32(sigma), out=out)
-        np.add(out, x, out=out)
+        ziggurat_noise(np.random.default_rng(0), x, sigma, out)
 
     times: dict[str, list[float]] = {"box_muller_stream": [], "numpy_ziggurat": []}
     for _ in range(max(3, repeats)):
@@ -160,9 +165,7 @@ def ziggurat_engine(base: Any, sigma: float, batch_size: int, noise_threads: int
     class ZigguratCounter(NoisyCounter):
         def _fill(self, job: Any, start: int, batch: np.ndarray) -> None:
             seeds = np.random.SeedSequence([job.seed, job.index, job.phase, start])
-            np.random.Generator(np.random.PCG64(seeds)).standard_normal(dtype=np.float32, out=batch)
-            np.multiply(batch, self.sigma, out=batch)
-            np.add(batch, job.x, out=batch)
+            ziggurat_noise(np.random.Generator(np.random.PCG64(seeds)), job.x, self.sigma, batch)
 
     class ZigguratEngine(SmoothedClassifier):
         def _sample_noise(self, jobs: Any, chw: tuple[int, ...]) -> Any:

@@ -94,7 +94,7 @@ class NoiseStream:
         self._angle_bits = np.random.PCG64(angles)
         self.chw = tuple(int(d) for d in chw)
         self.dim = math.prod(self.chw)
-        self.pairs = (self.dim + 1) // 2
+        self.pairs = pairs_per_image(self.chw)
         self._angle_words = (self.pairs + 1) // 2
         self._minus_two_var = np.float32(-2.0 * float(sigma) ** 2)
         self._chunk = max(1, _CHUNK_VALUES // max(self.dim, 1))

@@ -109,16 +109,15 @@ def global_average_pool(model: onnx.ModelProto) -> int:
              for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
              if value.type.tensor_type.HasField("shape") and value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     made = 0
-    for position, node in enumerate(list(graph.node)):
+    for index, node in enumerate(list(graph.node)):  # a rewrite replaces a node in place: indices stay valid
         if node.op_type != "ReduceMean" or _attribute(node, "keepdims", 1) != 1:
             continue
         if ranks.get(node.input[0]) != 4 or sorted(a % 4 for a in (_reduce_axes(graph, node) or [])) != [2, 3]:
             continue
         if _attribute(node, "noop_with_empty_axes", 0) != 0:
             continue
-        index = list(graph.node).index(node)
         graph.node.remove(node)
-        graph.node.insert(index, helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=node.name or f"global_average_pool_{position}"))
+        graph.node.insert(index, helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=node.name or f"global_average_pool_{index}"))
         if len(node.input) > 1 and node.input[1]:
             _drop_unused_initializer(graph, node.input[1])
         made += 1

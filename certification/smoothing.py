@@ -101,7 +101,7 @@ def default_noise_threads(base_classifier: OnnxClassifier) -> int:
     (with CUDA inference, every core but the one feeding the GPU)."""
     cores = default_threads()
     if base_classifier.session_config.get("provider") == "CPUExecutionProvider":
-        return max(1, cores - int(base_classifier.session_config.get("intra_op_num_threads", cores)))
+        return max(1, cores - int(base_classifier.session_config["intra_op_num_threads"]))
     return max(1, cores - 1)
 
 
