@@ -14,13 +14,16 @@ All figures are noisy samples evaluated per second. b/a and b/c are medians over
 repeat (the rows of a repeat run back to back, so drift of a shared machine cancels). Also reported: the cost of
 the noise alone in ns per value, the engine's sampler against numpy's ziggurat. Prints b/a and b/c; writes a JSON
 file with the machine's description. It also measures (unless ``--skip-memory``) the peak memory of certifying one 64x64 image at n = 100,000 (in a
-child process that does not import torch). When onnxruntime offers CUDA, (a) and (b) get a CUDA row as well.
+child process that does not import torch). When onnxruntime offers CUDA (onnxruntime-gpu), every row is also
+measured with the CUDA provider, the reference loop then running torch on the GPU as the original does
+(``--providers`` picks the providers to measure).
 
     python benchmarks/certify_throughput.py --out benchmarks/results/certify_throughput.json
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -182,8 +185,10 @@ def run_engine(classifier: Any, images: np.ndarray, n0: int, n: int) -> float:
     return _rates(len(images) * (n0 + n), start, cpu)
 
 
-def run_reference(model: Any, images: np.ndarray, n0: int, n: int, batch_size: int, sigma: float, num_classes: int) -> float:
-    """Cohen et al.'s core.py Smooth.certify/_sample_noise, on CPU, timing the whole loop."""
+def run_reference(model: Any, images: np.ndarray, n0: int, n: int, batch_size: int, sigma: float, num_classes: int,
+                  device: str = "cpu") -> float:
+    """Cohen et al.'s core.py Smooth.certify/_sample_noise on ``device`` (the original runs it on a CUDA GPU),
+    timing the whole loop; ``model`` must already be on ``device``."""
     import torch
     from scipy.stats import norm
     from statsmodels.stats.proportion import proportion_confint
@@ -208,7 +213,7 @@ def run_reference(model: Any, images: np.ndarray, n0: int, n: int, batch_size: i
 
     start, cpu = time.perf_counter(), time.process_time()
     for image in images:
-        x = torch.from_numpy(image)
+        x = torch.from_numpy(image).to(device)
         c_hat = sample_noise(x, n0).argmax().item()
         n_a = sample_noise(x, n)[c_hat].item()
         p_a = proportion_confint(n_a, n, alpha=2 * 0.001, method="beta")[0]
@@ -234,6 +239,10 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     session.run(None, {"input": noisy[:8]})  # warm-up
     serial = SmoothedClassifier(classifier.base_classifier, args.sigma, batch_size=args.batch_size, prefetch=0)
     before = ziggurat_engine(classifier.base_classifier, args.sigma, args.batch_size, classifier.noise_threads)
+    # The reference runs where the original would: torch on CPU for the CPU rows, torch on the GPU for CUDA rows
+    # (none when this torch has no CUDA).
+    reference_device = "cpu" if provider == "cpu" else ("cuda" if torch.cuda.is_available() else None)
+    reference_model = model if reference_device in (None, "cpu") else copy.deepcopy(model).to(reference_device)
     names = ("ceiling", "engine", "engine_serial", "engine_ziggurat", "reference")
     rows: dict[str, list[float]] = {name: [] for name in names}
     cpu_rows: dict[str, list[float]] = {name: [] for name in names}
@@ -241,8 +250,9 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
         runs = {"ceiling": lambda: run_ceiling(session, plan, noisy), "engine": lambda: run_engine(classifier, images, args.n0, args.n),
                 "engine_serial": lambda: run_engine(serial, images, args.n0, args.n),
                 "engine_ziggurat": lambda: run_engine(before, images, args.n0, args.n)}
-        if provider == "cpu":
-            runs["reference"] = lambda: run_reference(model, images, args.n0, args.n, args.batch_size, args.sigma, 4)
+        if reference_device is not None:
+            runs["reference"] = lambda: run_reference(reference_model, images, args.n0, args.n, args.batch_size, args.sigma, 4,
+                                                      reference_device)
         for name, run in runs.items():
             wall, cpu = run()
             rows[name].append(wall)
@@ -262,6 +272,7 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
                   "macs_per_sample": count_flops(model, (3, size, size))},
         "session": classifier.base_classifier.session_config,
         "noise_threads": classifier.noise_threads,
+        "reference_device": reference_device,
         "samples_per_second": {"best": best, "median": median, "all": rows},
         "samples_per_cpu_second": {"median": cpu_median, "all": cpu_rows},
         "engine_over_ceiling": paired("engine", "ceiling"),
@@ -323,6 +334,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=default_width(), help="edge_cnn width (default: params.yaml train.width)")
     parser.add_argument("--batch-size", type=int, default=default_batch_size(), help="default: params.yaml certify.batch_size")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, for every row")
+    parser.add_argument("--providers", nargs="+", choices=("cpu", "cuda"), default=None,
+                        help="execution providers to measure (default: cpu, and cuda when onnxruntime offers it)")
     parser.add_argument("--noise-threads", type=int, default=None, help="engine's noise threads (default: the cores the onnxruntime threads leave, at least 1)")
     parser.add_argument("--examples", type=int, default=2)
     parser.add_argument("--n0", type=int, default=100)
@@ -338,7 +351,9 @@ def main() -> int:
 
     report: dict[str, Any] = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": []}
     report["settings"]["out"] = str(args.out)
-    providers = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else [])
+    providers = args.providers or ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else [])
+    if "cuda" in providers and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        parser.error(f"onnxruntime {onnxruntime.__version__} here offers no CUDAExecutionProvider; install onnxruntime-gpu or drop --providers cuda")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for size in [] if args.memory_only else args.sizes:

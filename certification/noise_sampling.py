@@ -4,11 +4,12 @@
 ``phase`` (0 selection, 1 estimation, 2 predict) owns the stream ``SeedSequence([seed, index, phase])``, whose
 two spawned children seed two numpy PCG64 generators, R (radii) and A (angles). An image of D = C*H*W values
 is Q = ceil(D/2) Box-Muller pairs; image t of the stream takes the next Q 64-bit words of R and the next
-ceil(Q/2) words of A (``random_raw``), so images are drawn one after the other and cutting the sequence into
-batches of any size changes nothing. For pair j:
+ceil(Q/2) words of A, so images are drawn one after the other and cutting the sequence into batches of any
+size changes nothing. For pair j, with r_j the j-th word of R and a_j the j-th 32-bit half of A's words (low half
+first), both read through numpy's ``Generator.random`` (float64 from r >> 11, float32 from a >> 8):
 
-- u_j = 2 - float64(0x3FF0000000000000 | (r_j >> 12)), uniform on the grid {k 2^-52 : k = 1..2^52} of (0, 1];
-- theta_j = float32(a_j >> 8) * float32(2 pi / 2^24), a_j the j-th 32-bit half of A's words (low half first);
+- u_j = 1 - (r_j >> 11) 2^-53 (exact in float64), uniform on the grid {k 2^-53 : k = 1..2^53} of (0, 1];
+- theta_j = float32((a_j >> 8) 2^-24) * float32(2 pi) in float32;
 - rho_j = sqrt(float32(-2 sigma^2) * log(float32(u_j))) in float32;
 - the noise is e[j] = rho_j cos(theta_j) and e[Q + j] = rho_j sin(theta_j) (flat C order; for odd D the last
   sine is dropped), and the model sees the float32 image x + e, NOT clipped to [0, 1] (clipping would change the
@@ -18,10 +19,10 @@ batches of any size changes nothing. For pair j:
 [0, 1) independent, sqrt(-2 ln U) (cos 2 pi V, sin 2 pi V) are two independent N(0, 1) (Box and Muller 1958), so
 e ~ N(0, sigma^2 I). The draws differ from that law only by (i) float32 rounding and the finite grids of u and
 theta, as every floating-point sampler does (numpy's float32 ziggurat, used before, included), and (ii) the
-first cell of u's grid: u >= 2^-52 caps a pair's radius at sqrt(104 ln 2) = 8.49 (in units of sigma), which the
-exact law exceeds with probability exactly 2^-52 per pair. Coupling each draw with an exact Gaussian one, a
-certificate of n samples meets a capped pair with probability at most n * Q * 2^-52 (``tail_bound``): 3.5e-9
-at n = 10^4 for 32x32 images and 1.4e-7 at n = 10^5 for 64x64 images, below 0.02% of alpha = 0.001. Like
+first cell of u's grid: u >= 2^-53 caps a pair's radius at sqrt(106 ln 2) = 8.57 (in units of sigma), which the
+exact law exceeds with probability exactly 2^-53 per pair. Coupling each draw with an exact Gaussian one, a
+certificate of n samples meets a capped pair with probability at most n * Q * 2^-53 (``tail_bound``): 1.7e-9
+at n = 10^4 for 32x32 images and 6.8e-8 at n = 10^5 for 64x64 images, below 0.01% of alpha = 0.001. Like
 rounding, that term is not added to alpha in the bounds; the certify stage records it (``noise`` in
 ``metrics/certify.json``) and the dossier states it.
 
@@ -29,21 +30,26 @@ rounding, that term is not added to alpha in the bounds; the certify stage recor
 guarantee), so selection and estimation samples are independent and no noise is shared between examples (the
 dataset-level bound of :mod:`certification.dataset_bounds` relies on that).
 
-Why not ``Generator.standard_normal``: on the 2-core reference machine numpy's float32 ziggurat costs 12-14 ns
-per value, about as much as the default model's inference per sample; this vectorised form takes about 0.7 of
-that time (``benchmarks/certify_throughput.py`` measures both), fixes every image's bits at a known place in
-its stream, and PCG64's ``advance`` lets any thread draw any batch (:meth:`NoiseStream.skip`).
+Why not ``Generator.standard_normal``: numpy's float32 ziggurat costs 12-18 ns per value on the machines
+measured, about as much as the default model's inference per sample; this vectorised form takes 0.4-0.8 of that
+time (``benchmarks/certify_throughput.py`` measures both), fixes every image's bits at a known place in its
+stream, and PCG64's ``advance`` lets any thread draw any batch (:meth:`NoiseStream.skip`).
+
+Why ~1M values per chunk and reused work arrays: each chunk costs about a dozen numpy calls, and a thread holds
+the GIL between them. With 64k-value chunks and fresh temporaries, 15 noise threads on a 16-core Xeon drew less
+noise than 4 (page faults of the temporaries and GIL hand-offs); with 1M-value chunks written into per-thread
+arrays that are reused, they scale to ~6x one thread (``Generator.random(out=...)`` fills them, where
+``random_raw`` would allocate).
 
 Memory does not grow with the number of samples: background threads fill a small pool of preallocated
 (batch, C, H, W) buffers while the calling thread runs inference on the previous one (numpy and onnxruntime
-release the GIL), noise is made in cache-sized chunks of images, and counts are accumulated with ``np.bincount``.
+release the GIL), noise is made in chunks of whole images (about 1M values), and counts are accumulated with ``np.bincount``.
 Every batch is drawn from its own place in its stream, so any number of noise threads gives the same counts.
 """
 from __future__ import annotations
 
 import collections
 import math
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,17 +65,17 @@ PHASE_PREDICT = 2
 NOISE_SPEC = (
     "gaussian N(0, sigma^2 I), unclipped, float32, Box-Muller; SeedSequence([seed, index, phase]).spawn(2) seeds "
     "numpy PCG64 generators R (radii) and A (angles); image t of D values takes Q = ceil(D/2) words of R and "
-    "ceil(Q/2) words of A; u = 2 - f64(0x3FF0000000000000 | r >> 12), theta = f32(a32 >> 8) * f32(2 pi / 2^24), "
+    "ceil(Q/2) words of A; u = 1 - (r >> 11) 2^-53, theta = f32((a32 >> 8) 2^-24) * f32(2 pi) (a32: 32-bit halves "
+    "of A's words, low half first; both as numpy Generator.random reads them), "
     "rho = sqrt(f32(-2 sigma^2) * log(f32(u))), e[j] = rho cos theta, e[Q + j] = rho sin theta; "
     "phases 0=selection 1=estimation 2=predict"
 )
 
 #: Probability, per Box-Muller pair, that the exact law's radius exceeds the largest one the grid of u allows.
-TAIL_PROBABILITY_PER_PAIR = 2.0**-52
+TAIL_PROBABILITY_PER_PAIR = 2.0**-53
 
-_EXPONENT_ONE_F64 = np.uint64(0x3FF0000000000000)
-_ANGLE_SCALE = np.float32(2.0 * math.pi / 2.0**24)
-_CHUNK_VALUES = 1 << 16  # noise is made this many values at a time (whole images), so temporaries stay in cache
+_TWO_PI = np.float32(2.0 * math.pi)
+_CHUNK_VALUES = 1 << 20  # noise is made this many values at a time (whole images): see the module docstring
 
 
 def pairs_per_image(chw: tuple[int, ...]) -> int:
@@ -79,7 +85,7 @@ def pairs_per_image(chw: tuple[int, ...]) -> int:
 
 def tail_bound(num: int, chw: tuple[int, ...]) -> float:
     """Upper bound on the probability that any of ``num`` noise images of shape ``chw`` differs from its exact
-    Gaussian coupling beyond float32 rounding (radius cap of the u grid): num * Q * 2^-52."""
+    Gaussian coupling beyond float32 rounding (radius cap of the u grid): num * Q * 2^-53."""
     return float(num) * pairs_per_image(chw) * TAIL_PROBABILITY_PER_PAIR
 
 
@@ -92,6 +98,8 @@ class NoiseStream:
         radii, angles = np.random.SeedSequence([int(seed), int(index), int(phase)]).spawn(2)
         self._radius_bits = np.random.PCG64(radii)
         self._angle_bits = np.random.PCG64(angles)
+        self._radius_uniforms = np.random.Generator(self._radius_bits)
+        self._angle_uniforms = np.random.Generator(self._angle_bits)
         self.chw = tuple(int(d) for d in chw)
         self.dim = math.prod(self.chw)
         self.pairs = pairs_per_image(self.chw)
@@ -124,22 +132,16 @@ class NoiseStream:
 
     def _fill(self, x: np.ndarray, out: np.ndarray) -> None:
         m, q, d = len(out), self.pairs, self.dim
-        words = self._radius_bits.random_raw(m * q)
-        np.right_shift(words, np.uint64(12), out=words)
-        np.bitwise_or(words, _EXPONENT_ONE_F64, out=words)
-        u = words.view(np.float64)
-        np.subtract(2.0, u, out=u)  # (0, 1], exact on the grid k 2^-52
-        rho = u.astype(np.float32)
+        uniform, rho, theta = _scratch(m * q, m * 2 * self._angle_words)
+        self._radius_uniforms.random(out=uniform)  # (r >> 11) 2^-53 on [0, 1)
+        np.subtract(1.0, uniform, out=rho, casting="same_kind")  # float32(u), u = 1 - U exact in float64, on (0, 1]
         np.log(rho, out=rho)
         np.multiply(rho, self._minus_two_var, out=rho)
         np.sqrt(rho, out=rho)
         rho = rho.reshape(m, q)
-
-        halves = _low_half_first(self._angle_bits.random_raw(m * self._angle_words))
-        np.right_shift(halves, np.uint32(8), out=halves)  # 24-bit integers, exact in float32
-        theta = halves.reshape(m, 2 * self._angle_words)[:, :q].view(np.int32).astype(np.float32)
-        np.multiply(theta, _ANGLE_SCALE, out=theta)
-
+        self._angle_uniforms.random(dtype=np.float32, out=theta)  # (a32 >> 8) 2^-24, 32-bit halves low first
+        theta = theta.reshape(m, 2 * self._angle_words)[:, :q]
+        np.multiply(theta, _TWO_PI, out=theta)
         cosine = out[:, :q]
         np.cos(theta, out=cosine)
         np.multiply(cosine, rho, out=cosine)
@@ -150,11 +152,18 @@ class NoiseStream:
         np.add(sine, x[q:], out=sine)
 
 
-def _low_half_first(words: np.ndarray) -> np.ndarray:
-    """The 32-bit halves of uint64 ``words``, low half first, as one uint32 array (independent of byte order)."""
-    if sys.byteorder == "little":
-        return words.view(np.uint32)
-    return np.stack([words & np.uint64(0xFFFFFFFF), words >> np.uint64(32)], axis=-1).astype(np.uint32).reshape(-1)
+_SCRATCH = threading.local()  # per thread: the work arrays of NoiseStream._fill, reused from chunk to chunk
+
+
+def _scratch(pairs: int, halves: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's work arrays: float64 (pairs,), float32 (pairs,), float32 (halves,) views of buffers that
+    are reused, so drawing noise allocates (and page-faults) nothing after a thread's first chunk."""
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None or buffers[0].size < pairs or buffers[2].size < halves:
+        size = max(pairs, buffers[0].size if buffers else 0)
+        buffers = (np.empty(size, np.float64), np.empty(size, np.float32), np.empty(max(halves, size + 2), np.float32))
+        _SCRATCH.buffers = buffers
+    return buffers[0][:pairs], buffers[1][:pairs], buffers[2][:halves]
 
 
 @dataclass(frozen=True)

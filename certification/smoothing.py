@@ -96,6 +96,16 @@ def _check_pixels(images: np.ndarray, where: str) -> None:
         raise InputError(f"{where} must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); divide 8-bit pixels by 255")
 
 
+def default_inference_threads() -> int:
+    """onnxruntime intra-op threads when none are given: half the usable cores, rounded up (1 on 2 cores).
+
+    The other half draws noise (:func:`default_noise_threads`). On the default model a noise value costs about
+    as much CPU time per sample as inference (``benchmarks/certify_throughput.py``), and its inference stops
+    gaining from threads beyond about 8 (measured on a 16-core Xeon: 15 onnxruntime threads with 1 noise
+    thread ran at 0.3 of an even split)."""
+    return max(1, (default_threads() + 1) // 2)
+
+
 def default_noise_threads(base_classifier: OnnxClassifier) -> int:
     """Threads for drawing noise: the usable cores that onnxruntime's CPU threads leave free, at least one
     (with CUDA inference, every core but the one feeding the GPU)."""
@@ -132,11 +142,11 @@ class SmoothedClassifier:
     ) -> "SmoothedClassifier":
         """Smooth the ONNX model at ``path`` (float32 NCHW input in [0, 1], output (N, K) class scores).
 
-        ``threads``: onnxruntime intra-op threads (default: every usable core but one, which draws the noise);
+        ``threads``: onnxruntime intra-op threads (default: :func:`default_inference_threads`, half the cores);
         ``noise_threads``: see the constructor. Neither changes any count."""
         check_sigma_and_batch(sigma, batch_size)
         if threads is None:
-            threads = max(1, default_threads() - 1)
+            threads = default_inference_threads()
         return cls(OnnxClassifier(path, threads=threads, provider=provider), sigma, batch_size, noise_threads=noise_threads)
 
     @property

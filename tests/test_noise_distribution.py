@@ -71,42 +71,49 @@ def test_every_position_has_unit_variance(draws) -> None:
     assert stats.kstest(variances * n, "chi2", args=(n,)).pvalue > 1e-4
 
 
-class _FixedWords:
-    """A stand-in bit generator returning one fixed 64-bit word: pins the formulas of NOISE_SPEC."""
+class _FixedUniforms:
+    """A stand-in for the Generator that reads a stream's words: always returns one fixed uniform."""
 
-    def __init__(self, word: int) -> None:
-        self.word = np.uint64(word)
+    def __init__(self, value: float) -> None:
+        self.value = value
 
-    def random_raw(self, size: int) -> np.ndarray:
-        return np.full(size, self.word, dtype=np.uint64)
+    def random(self, dtype: type = np.float64, out: np.ndarray | None = None) -> None:
+        out[...] = self.value
 
 
-@pytest.mark.parametrize("word,radius", [(0xFFFFFFFFFFFFFFFF, math.sqrt(104 * math.log(2))), (0, 0.0),
-                                         (0x8000000000000000, math.sqrt(2 * math.log(2)))])
-def test_radius_formula_and_its_cap(word, radius) -> None:
-    """u = 2 - f64(0x3FF.. | w >> 12): all-ones words give u = 2^-52, the largest radius sqrt(104 ln 2) = 8.49."""
+@pytest.mark.parametrize("uniform,radius", [(1.0 - 2.0**-53, math.sqrt(106 * math.log(2))), (0.0, 0.0), (0.5, math.sqrt(2 * math.log(2)))])
+def test_radius_formula_and_its_cap(uniform, radius) -> None:
+    """u = 1 - U: the largest U that Generator.random returns, 1 - 2^-53, gives the largest radius sqrt(106 ln 2) = 8.57."""
     stream = NoiseStream(0, 0, 0, (1, 2, 2), 1.0)
-    stream._radius_bits = _FixedWords(word)
-    stream._angle_bits = _FixedWords(0)  # theta = 0: cos 1, sin 0
+    stream._radius_uniforms = _FixedUniforms(uniform)
+    stream._angle_uniforms = _FixedUniforms(0.0)  # theta = 0: cos 1, sin 0
     e = stream.sample(1).ravel()
     np.testing.assert_allclose(e, [radius, radius, 0.0, 0.0], rtol=2e-6, atol=0)
 
 
-def test_angle_bits_layout() -> None:
-    """theta_j = (a_j >> 8) 2 pi / 2^24 from the 32-bit halves of A's words, low half first."""
-    stream = NoiseStream(0, 0, 0, (1, 2, 2), 2.0)
-    stream._radius_bits = _FixedWords(0x8000000000000000)  # u = 1/2: rho = sigma sqrt(2 ln 2)
-    quarter, eighth = 1 << 30, 1 << 29  # angles pi/2 (low half) and pi/4 (high half)
-    stream._angle_bits = _FixedWords(quarter | (eighth << 32))
-    e = stream.sample(1).ravel()
-    rho = 2.0 * math.sqrt(2 * math.log(2))
-    expected = [rho * math.cos(math.pi / 2), rho * math.cos(math.pi / 4), rho * math.sin(math.pi / 2), rho * math.sin(math.pi / 4)]
-    np.testing.assert_allclose(e, expected, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("chw", [(3, 4, 4), (1, 3, 3), (3, 5, 5)])  # Q even; Q odd (one angle half unused per image)
+def test_noise_is_the_documented_function_of_the_raw_words(chw) -> None:
+    """NOISE_SPEC recomputed from the raw PCG64 words of the two streams, bit for bit, for three images:
+    u = 1 - (r >> 11) 2^-53, theta = f32((a32 >> 8) 2^-24) * f32(2 pi) from the low-first 32-bit halves of A."""
+    sigma, images = 0.3, 3
+    stream = NoiseStream(5, 9, 1, chw, sigma)
+    d = math.prod(chw)
+    q = pairs_per_image(chw)
+    words_per_image = (q + 1) // 2
+    radii, angles = np.random.SeedSequence([5, 9, 1]).spawn(2)
+    r = np.random.PCG64(radii).random_raw(images * q).reshape(images, q)
+    a = np.random.PCG64(angles).random_raw(images * words_per_image).reshape(images, words_per_image)
+    u = 1.0 - (r >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    halves = np.stack([a & np.uint64(0xFFFFFFFF), a >> np.uint64(32)], axis=-1).reshape(images, -1)[:, :q]
+    theta = ((halves >> np.uint64(8)).astype(np.float64) * 2.0**-24).astype(np.float32) * np.float32(2 * math.pi)
+    rho = np.sqrt(np.float32(-2 * sigma**2) * np.log(u.astype(np.float32)))
+    expected = np.concatenate([rho * np.cos(theta), (rho * np.sin(theta))[:, : d - q]], axis=1)
+    np.testing.assert_array_equal(stream.sample(images).reshape(images, d), expected)
 
 
 def test_tail_bound_is_the_documented_figure() -> None:
-    assert TAIL_PROBABILITY_PER_PAIR == 2.0**-52
-    # the radius cap is exceeded by the exact law with probability exp(-r^2 / 2) = 2^-52 per pair
-    assert math.exp(-104 * math.log(2) / 2) == pytest.approx(TAIL_PROBABILITY_PER_PAIR, rel=1e-12)
-    assert tail_bound(10_000, (3, 32, 32)) == pytest.approx(10_000 * 1536 * 2.0**-52)
-    assert tail_bound(100_000, (3, 64, 64)) < 1.5e-7
+    assert TAIL_PROBABILITY_PER_PAIR == 2.0**-53
+    # the radius cap is exceeded by the exact law with probability exp(-r^2 / 2) = 2^-53 per pair
+    assert math.exp(-106 * math.log(2) / 2) == pytest.approx(TAIL_PROBABILITY_PER_PAIR, rel=1e-12)
+    assert tail_bound(10_000, (3, 32, 32)) == pytest.approx(10_000 * 1536 * 2.0**-53)
+    assert tail_bound(100_000, (3, 64, 64)) < 7e-8

@@ -6,7 +6,7 @@ import onnxruntime
 import pytest
 
 from certification.errors import InputError
-from certification.onnx_model import OnnxClassifier
+from certification.onnx_model import OnnxClassifier, provider_list
 from smoothing_oracle import conv_onnx, linear_onnx
 
 
@@ -40,3 +40,10 @@ def test_cuda_is_refused_clearly_when_absent(tmp_path) -> None:
     with pytest.raises(InputError, match="CUDAExecutionProvider"):
         OnnxClassifier(conv_onnx(tmp_path / "m.onnx", (3, 8, 8)), provider="cuda")
     assert OnnxClassifier(tmp_path / "m.onnx", threads=1).session_config["provider"] == "CPUExecutionProvider"
+
+
+def test_cuda_sessions_use_the_heuristic_cudnn_search() -> None:
+    """CERTIFY alternates batch shapes; cuDNN's exhaustive search reruns at each change (10x slower measured)."""
+    cuda, cpu = provider_list("CUDAExecutionProvider")
+    assert cuda == ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}) and cpu == "CPUExecutionProvider"
+    assert provider_list("CPUExecutionProvider") == ["CPUExecutionProvider"]

@@ -170,3 +170,13 @@ def test_a_failure_in_the_model_or_a_noise_thread_reaches_the_caller(fail_in) ->
     with pytest.raises((RuntimeError, ValueError)):
         list(counter.count(jobs))
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("cores,inference,noise", [(1, 1, 1), (2, 1, 1), (3, 2, 1), (16, 8, 8)])
+def test_default_threads_split_the_cores_between_inference_and_noise(model_path, monkeypatch, cores, inference, noise) -> None:
+    """By default onnxruntime gets half the usable cores (rounded up) and the noise threads the rest, at least one."""
+    import certification.smoothing as smoothing
+
+    monkeypatch.setattr(smoothing, "default_threads", lambda: cores)
+    classifier = SmoothedClassifier.from_onnx(model_path, 0.25, batch_size=100)
+    assert (classifier.base_classifier.session_config["intra_op_num_threads"], classifier.noise_threads) == (inference, noise)

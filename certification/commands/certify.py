@@ -23,7 +23,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=250, help="noisy copies per inference call (default 250); does not change results")
     parser.add_argument("--seed", type=int, default=0, help="noise seed; noise of an example depends on (seed, example index) only")
     parser.add_argument("--max-examples", type=int, default=0, help="certify a seeded subset of this size (0 = all); original indices are kept")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores but one); does not change results")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: half the cores, rounded up); does not change results")
     parser.add_argument("--noise-threads", type=int, default=None, help="threads drawing noise (default: the cores onnxruntime leaves, at least 1); does not change results")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto: CUDA when onnxruntime offers it, else CPU)")
     parser.add_argument("--out", required=True, type=Path, help="output JSONL, one object per example")

@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--certified-only", action="store_true",
                         help="stop once 'certified at R' is decided, without settling abstention (fewer samples; "
                         "predictions then abstain unless already established, which is conservative)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores but one, which draws noise)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: half the cores, rounded up; the rest draw noise)")
     parser.add_argument("--out", required=True, type=Path, help="output JSONL, one decision per example")
     parser.set_defaults(func=run_decide)
 
