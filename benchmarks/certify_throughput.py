@@ -351,8 +351,9 @@ def main() -> int:
 
     report: dict[str, Any] = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": []}
     report["settings"]["out"] = str(args.out)
-    providers = args.providers or ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else [])
-    if "cuda" in providers and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+    cuda_available = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    providers = args.providers or ["cpu"] + (["cuda"] if cuda_available else [])
+    if "cuda" in providers and not cuda_available:
         parser.error(f"onnxruntime {onnxruntime.__version__} here offers no CUDAExecutionProvider; install onnxruntime-gpu or drop --providers cuda")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -96,10 +96,8 @@ class NoiseStream:
 
     def __init__(self, seed: int, index: int, phase: int, chw: tuple[int, ...], sigma: float) -> None:
         radii, angles = np.random.SeedSequence([int(seed), int(index), int(phase)]).spawn(2)
-        self._radius_bits = np.random.PCG64(radii)
-        self._angle_bits = np.random.PCG64(angles)
-        self._radius_uniforms = np.random.Generator(self._radius_bits)
-        self._angle_uniforms = np.random.Generator(self._angle_bits)
+        self._radius_uniforms = np.random.Generator(np.random.PCG64(radii))
+        self._angle_uniforms = np.random.Generator(np.random.PCG64(angles))
         self.chw = tuple(int(d) for d in chw)
         self.dim = math.prod(self.chw)
         self.pairs = pairs_per_image(self.chw)
@@ -110,8 +108,8 @@ class NoiseStream:
     def skip(self, images: int) -> "NoiseStream":
         """Move the stream ``images`` images ahead without drawing them (PCG64 ``advance``: O(log n) time), so a
         batch deep in a stream can be drawn on its own, e.g. by another thread. Returns ``self``."""
-        self._radius_bits.advance(int(images) * self.pairs)
-        self._angle_bits.advance(int(images) * self._angle_words)
+        self._radius_uniforms.bit_generator.advance(int(images) * self.pairs)
+        self._angle_uniforms.bit_generator.advance(int(images) * self._angle_words)
         return self
 
     def add_to(self, x: np.ndarray, out: np.ndarray) -> None:
@@ -160,8 +158,8 @@ def _scratch(pairs: int, halves: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     are reused, so drawing noise allocates (and page-faults) nothing after a thread's first chunk."""
     buffers = getattr(_SCRATCH, "buffers", None)
     if buffers is None or buffers[0].size < pairs or buffers[2].size < halves:
-        size = max(pairs, buffers[0].size if buffers else 0)
-        buffers = (np.empty(size, np.float64), np.empty(size, np.float32), np.empty(max(halves, size + 2), np.float32))
+        pairs_size, halves_size = (pairs, halves) if buffers is None else (max(pairs, buffers[0].size), max(halves, buffers[2].size))
+        buffers = (np.empty(pairs_size, np.float64), np.empty(pairs_size, np.float32), np.empty(halves_size, np.float32))
         _SCRATCH.buffers = buffers
     return buffers[0][:pairs], buffers[1][:pairs], buffers[2][:halves]
 

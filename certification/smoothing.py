@@ -31,7 +31,7 @@ from certification.noise_sampling import (
     NoiseStream,
     NoisyCounter,
 )
-from certification.onnx_model import OnnxClassifier, default_threads
+from certification.onnx_model import PROVIDERS, OnnxClassifier, default_threads
 
 ABSTAIN = -1
 
@@ -110,7 +110,7 @@ def default_noise_threads(base_classifier: OnnxClassifier) -> int:
     """Threads for drawing noise: the usable cores that onnxruntime's CPU threads leave free, at least one
     (with CUDA inference, every core but the one feeding the GPU)."""
     cores = default_threads()
-    if base_classifier.session_config.get("provider") == "CPUExecutionProvider":
+    if base_classifier.session_config.get("provider") == PROVIDERS["cpu"]:
         return max(1, cores - int(base_classifier.session_config["intra_op_num_threads"]))
     return max(1, cores - 1)
 
