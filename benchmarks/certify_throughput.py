@@ -7,6 +7,9 @@ on them), with the same batch size and threads:
 (b) engine: ``SmoothedClassifier.certify_many`` end to end (noise, inference, counting, bounds);
 (b0) the engine without its prefetch thread (noise drawn, then classified, in turn);
 (b1) the engine as it was before the Box-Muller noise stream (numpy's float32 ziggurat), the "before" figure;
+(b2) the engine on pre-drawn noise (its noise step copies ready noisy images): b2/a is what threads, hand-offs,
+     copies and counting cost; b/b2 what drawing the noise costs on top, mostly by slowing inference on the
+     cores next to it (shared caches, memory bandwidth, clock);
 (c) reference: the loop of Cohen et al.'s ``core.py`` (torch eager model, ``x.repeat``, ``torch.randn_like`` noise
     per batch, ``argmax`` and a Python counting loop per batch).
 
@@ -158,25 +161,44 @@ def run_ceiling(session: Any, plan: list[int], inputs: np.ndarray) -> float:
     return _rates(sum(plan), start, cpu)
 
 
-def ziggurat_engine(base: Any, sigma: float, batch_size: int, noise_threads: int) -> Any:
-    """The engine with the noise sampler it had before the Box-Muller stream: same threads, buffers and counting,
-    noise from numpy's float32 ziggurat (``Generator.standard_normal``, one generator per batch) then times sigma
-    plus x. Only for the "before" row: the cost of drawing noise the old way, in the same run."""
+def engine_with_fill(base: Any, sigma: float, batch_size: int, noise_threads: int, fill: Any) -> Any:
+    """The engine (same threads, buffers, hand-offs, inference and counting) with its noise step replaced by
+    ``fill(job, start, batch)``: for the diagnosis rows only."""
     from certification.noise_sampling import NoisyCounter
     from certification.smoothing import SmoothedClassifier
 
-    class ZigguratCounter(NoisyCounter):
+    class Counter(NoisyCounter):
         def _fill(self, job: Any, start: int, batch: np.ndarray) -> None:
-            seeds = np.random.SeedSequence([job.seed, job.index, job.phase, start])
-            ziggurat_noise(np.random.Generator(np.random.PCG64(seeds)), job.x, self.sigma, batch)
+            fill(job, start, batch)
 
-    class ZigguratEngine(SmoothedClassifier):
+    class Engine(SmoothedClassifier):
         def _sample_noise(self, jobs: Any, chw: tuple[int, ...]) -> Any:
-            counter = ZigguratCounter(self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size,
-                                      tuple(chw), prefetch=self.prefetch, workers=self.noise_threads)
+            counter = Counter(self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size,
+                              tuple(chw), prefetch=self.prefetch, workers=self.noise_threads)
             return counter.count(jobs)
 
-    return ZigguratEngine(base, sigma, batch_size=batch_size, noise_threads=noise_threads)
+    return Engine(base, sigma, batch_size=batch_size, noise_threads=noise_threads)
+
+
+def ziggurat_engine(base: Any, sigma: float, batch_size: int, noise_threads: int) -> Any:
+    """The engine with the noise sampler it had before the Box-Muller stream: noise from numpy's float32 ziggurat
+    (``Generator.standard_normal``, one generator per batch) then times sigma plus x. The "before" row."""
+
+    def fill(job: Any, start: int, batch: np.ndarray) -> None:
+        seeds = np.random.SeedSequence([job.seed, job.index, job.phase, start])
+        ziggurat_noise(np.random.Generator(np.random.PCG64(seeds)), job.x, sigma, batch)
+
+    return engine_with_fill(base, sigma, batch_size, noise_threads, fill)
+
+
+def predrawn_engine(base: Any, sigma: float, batch_size: int, noise_threads: int, noisy: np.ndarray) -> Any:
+    """The engine with drawing noise replaced by copying pre-drawn noisy images: what everything but the noise
+    costs (its b/a), and so, next to the engine's row, what drawing the noise costs on top."""
+
+    def fill(job: Any, start: int, batch: np.ndarray) -> None:
+        np.copyto(batch, noisy[: len(batch)])
+
+    return engine_with_fill(base, sigma, batch_size, noise_threads, fill)
 
 
 def run_engine(classifier: Any, images: np.ndarray, n0: int, n: int) -> float:
@@ -231,25 +253,32 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     classifier = SmoothedClassifier.from_onnx(path, args.sigma, batch_size=args.batch_size, threads=args.threads, provider=provider,
                                               noise_threads=args.noise_threads)
     rng = np.random.default_rng(1)
-    images = rng.random((args.examples, 3, size, size), dtype=np.float32)
-    noisy = np.clip(images[0] + rng.standard_normal((args.batch_size, 3, size, size), dtype=np.float32) * args.sigma, -3, 4)
-    noisy = np.ascontiguousarray(noisy, dtype=np.float32)
-    plan = batch_plan(args.examples, args.n0, args.n, args.batch_size)
+    noisy = rng.random((3, size, size), dtype=np.float32) + rng.standard_normal((args.batch_size, 3, size, size), dtype=np.float32) * args.sigma
+    noisy = np.ascontiguousarray(np.clip(noisy, -3, 4), dtype=np.float32)
     session = classifier.base_classifier.session
     session.run(None, {"input": noisy[:8]})  # warm-up
+    # Enough examples that the ceiling row runs for --min-seconds: on many cores a row of two examples lasts a
+    # tenth of a second, and thread start-up and a neighbour's burst of load then decide the ratio.
+    per_example = sum(batch_plan(1, args.n0, args.n, args.batch_size))
+    rate, _ = run_ceiling(session, batch_plan(1, args.n0, args.n, args.batch_size), noisy)
+    examples = max(args.examples, math.ceil(args.min_seconds * rate / per_example))
+    images = rng.random((examples, 3, size, size), dtype=np.float32)
+    plan = batch_plan(examples, args.n0, args.n, args.batch_size)
     serial = SmoothedClassifier(classifier.base_classifier, args.sigma, batch_size=args.batch_size, prefetch=0)
     before = ziggurat_engine(classifier.base_classifier, args.sigma, args.batch_size, classifier.noise_threads)
+    predrawn = predrawn_engine(classifier.base_classifier, args.sigma, args.batch_size, classifier.noise_threads, noisy)
     # The reference runs where the original would: torch on CPU for the CPU rows, torch on the GPU for CUDA rows
     # (none when this torch has no CUDA).
     reference_device = "cpu" if provider == "cpu" else ("cuda" if torch.cuda.is_available() else None)
     reference_model = model if reference_device in (None, "cpu") else copy.deepcopy(model).to(reference_device)
-    names = ("ceiling", "engine", "engine_serial", "engine_ziggurat", "reference")
+    names = ("ceiling", "engine", "engine_serial", "engine_ziggurat", "engine_predrawn", "reference")
     rows: dict[str, list[float]] = {name: [] for name in names}
     cpu_rows: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.repeats):  # interleaved, so a burst of load on a shared machine hits every row alike
         runs = {"ceiling": lambda: run_ceiling(session, plan, noisy), "engine": lambda: run_engine(classifier, images, args.n0, args.n),
                 "engine_serial": lambda: run_engine(serial, images, args.n0, args.n),
-                "engine_ziggurat": lambda: run_engine(before, images, args.n0, args.n)}
+                "engine_ziggurat": lambda: run_engine(before, images, args.n0, args.n),
+                "engine_predrawn": lambda: run_engine(predrawn, images, args.n0, args.n)}
         if reference_device is not None:
             runs["reference"] = lambda: run_reference(reference_model, images, args.n0, args.n, args.batch_size, args.sigma, 4,
                                                       reference_device)
@@ -267,7 +296,7 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     from certification.edge_cnn import count_flops, count_parameters
 
     result: dict[str, Any] = {
-        "image_size": size, "provider": classifier.base_classifier.session_config["provider"],
+        "image_size": size, "provider": classifier.base_classifier.session_config["provider"], "examples": examples,
         "model": {"architecture": "edge-dscnn-v1", "width": args.width, "parameters": count_parameters(model),
                   "macs_per_sample": count_flops(model, (3, size, size))},
         "session": classifier.base_classifier.session_config,
@@ -280,6 +309,7 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
         "engine_over_ceiling_best": best["engine"] / best["ceiling"],
         "engine_serial_over_ceiling": paired("engine_serial", "ceiling"),
         "engine_ziggurat_over_ceiling": paired("engine_ziggurat", "ceiling"),
+        "engine_predrawn_over_ceiling": paired("engine_predrawn", "ceiling"),
         "engine_over_ceiling_cpu": paired("engine", "ceiling", cpu_rows),
         "engine_over_ceiling_per_repeat": [n / d for n, d in zip(rows["engine"], rows["ceiling"])],
     }
@@ -337,7 +367,9 @@ def main() -> int:
     parser.add_argument("--providers", nargs="+", choices=("cpu", "cuda"), default=None,
                         help="execution providers to measure (default: cpu, and cuda when onnxruntime offers it)")
     parser.add_argument("--noise-threads", type=int, default=None, help="engine's noise threads (default: the cores the onnxruntime threads leave, at least 1)")
-    parser.add_argument("--examples", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=2, help="examples per row, at least (see --min-seconds)")
+    parser.add_argument("--min-seconds", type=float, default=1.5,
+                        help="run each size with enough examples that its ceiling row lasts this long (default 1.5)")
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--sigma", type=float, default=0.25)
@@ -365,7 +397,8 @@ def main() -> int:
                 line = (f"{size}x{size} {row['provider']}: ceiling {med['ceiling']:,.0f}/s, engine {med['engine']:,.0f}/s"
                         f" -> b/a = {row['engine_over_ceiling']:.3f} (serial engine {med['engine_serial']:,.0f}/s,"
                         f" b0/a = {row['engine_serial_over_ceiling']:.3f}; before (ziggurat noise) {med['engine_ziggurat']:,.0f}/s,"
-                        f" {row['engine_ziggurat_over_ceiling']:.3f}; per CPU-second b/a = {row['engine_over_ceiling_cpu']:.3f})")
+                        f" {row['engine_ziggurat_over_ceiling']:.3f}; on pre-drawn noise {med['engine_predrawn']:,.0f}/s,"
+                        f" {row['engine_predrawn_over_ceiling']:.3f}; per CPU-second b/a = {row['engine_over_ceiling_cpu']:.3f})")
                 if "reference" in med:
                     line += f"; reference {med['reference']:,.0f}/s -> b/c = {row['engine_over_reference']:.2f}"
                 if "noise_ns_per_value" in row:

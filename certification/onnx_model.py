@@ -115,6 +115,10 @@ class OnnxClassifier:
         if out_shape and len(out_shape) != 2:
             raise InputError(f"{self.path}: output '{self.output_name}' has shape {out_shape}; expected (N, K) class scores")
         self.providers: list[str] = list(self.session.get_providers())
+        if provider == "cuda" and self.providers[0] != PROVIDERS["cuda"]:
+            # onnxruntime lists CUDA when its build has it, then runs on the CPU if CUDA will not start
+            raise InputError(f"{self.path}: onnxruntime could not start {PROVIDERS['cuda']} (no visible GPU, or CUDA/cuDNN "
+                             f"libraries missing) and would run on {self.providers[0]}; fix the CUDA setup or use provider 'cpu'")
         self.session_config: dict[str, Any] = {
             "provider": self.providers[0],
             "intra_op_num_threads": threads,

@@ -72,13 +72,19 @@ def test_every_position_has_unit_variance(draws) -> None:
 
 
 class _FixedUniforms:
-    """A stand-in for the Generator that reads a stream's words: always returns one fixed uniform."""
+    """A stand-in for the Generator that reads a stream's words: always returns one fixed uniform, and raw
+    words whose 32-bit halves read as that uniform ((a >> 8) 2^-24 = value, value on the 2^-24 grid)."""
 
     def __init__(self, value: float) -> None:
         self.value = value
+        self.bit_generator = self
 
     def random(self, dtype: type = np.float64, out: np.ndarray | None = None) -> None:
         out[...] = self.value
+
+    def random_raw(self, size: int) -> np.ndarray:
+        half = np.uint64(int(self.value * 2**24) << 8)
+        return np.full(size, half | (half << np.uint64(32)), dtype=np.uint64)
 
 
 @pytest.mark.parametrize("uniform,radius", [(1.0 - 2.0**-53, math.sqrt(106 * math.log(2))), (0.0, 0.0), (0.5, math.sqrt(2 * math.log(2)))])

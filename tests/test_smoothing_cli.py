@@ -179,3 +179,20 @@ def test_predict_bad_input(files, capsys) -> None:
     out = files["dir"] / "p.jsonl"
     args = ["predict", "--model", str(files["model"]), "--data", str(files["data"]), "--sigma", "-1", "--out", str(out)]
     assert main(args) == 2 and "sigma" in capsys.readouterr().err and not out.exists()
+
+
+def test_certify_runs_without_the_dossier_and_signing_stack(files) -> None:
+    """A machine with only the numerical stack (a certification worker) can certify: neither the command line
+    nor certify imports pypdf, pyHanko, reportlab, mlflow or torch."""
+    blocked = ("pypdf", "pyhanko", "reportlab", "mlflow", "torch")
+    program = (  # a finder that answers "not installed" for the blocked packages, as on such a machine
+        "import importlib.abc, sys\n"
+        "class NotInstalled(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}: raise ModuleNotFoundError(f'No module named {{name!r}}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        "from certification.cli import main\nsys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", program, *_certify_args(files, "--max-examples", "2")],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert len(_read_jsonl(files["out"])) == 2

@@ -42,6 +42,21 @@ def test_cuda_is_refused_clearly_when_absent(tmp_path) -> None:
     assert OnnxClassifier(tmp_path / "m.onnx", threads=1).session_config["provider"] == "CPUExecutionProvider"
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_cuda_asked_for_but_not_started_is_an_error(tmp_path, monkeypatch) -> None:
+    """onnxruntime-gpu lists CUDA, then runs on the CPU when CUDA cannot start (no GPU, missing libraries): an
+    explicit provider 'cuda' must then fail, 'auto' may go on with the CPU and records it. The CPU-only
+    onnxruntime here falls back in that same way when told that CUDA is available."""
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    listed = ["CUDAExecutionProvider", *onnxruntime.get_available_providers()]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed)
+    path = conv_onnx(tmp_path / "m.onnx", (3, 8, 8))
+    with pytest.raises(InputError, match="could not start CUDAExecutionProvider.*provider 'cpu'"):
+        OnnxClassifier(path, provider="cuda")
+    assert OnnxClassifier(path, threads=1, provider="auto").session_config["provider"] == "CPUExecutionProvider"
+
+
 def test_cuda_sessions_use_the_heuristic_cudnn_search() -> None:
     """CERTIFY alternates batch shapes; cuDNN's exhaustive search reruns at each change (10x slower measured)."""
     cuda, cpu = provider_list("CUDAExecutionProvider")

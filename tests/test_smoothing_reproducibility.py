@@ -96,8 +96,12 @@ def test_noise_stream_is_invariant_to_chunking(chw) -> None:
         np.testing.assert_array_equal(parts, whole)
 
 
-def test_noisy_counter_adds_the_stream_to_x() -> None:
-    """The batches the model sees are exactly x + e (float32), e the (seed, index, phase) noise stream."""
+@pytest.mark.parametrize("sigma", [0.3, 0.1])
+def test_noisy_counter_adds_the_stream_to_x(sigma: float) -> None:
+    """The batches the model sees are exactly x + e (float32), e the (seed, index, phase) noise stream of sigma
+    as given (for 0.1, rounding sigma to float32 before forming -2 sigma^2 would move it by one float32 step)."""
+    if sigma == 0.1:
+        assert np.float32(-2.0 * sigma**2) != np.float32(-2.0 * float(np.float32(sigma)) ** 2)
     seen: list[np.ndarray] = []
 
     def record(batch: np.ndarray) -> np.ndarray:
@@ -105,12 +109,12 @@ def test_noisy_counter_adds_the_stream_to_x() -> None:
         return np.zeros(len(batch), dtype=np.int64)
 
     x = np.full(CHW, 0.5, dtype=np.float32)
-    counter = NoisyCounter(record, 2, 0.3, batch_size=4, chw=CHW)
+    counter = NoisyCounter(record, 2, sigma, batch_size=4, chw=CHW)
     (counts,) = list(counter.count([NoiseJob(x, 5, 2, 1, 10)]))
     assert counts.tolist() == [10, 0] and [len(b) for b in seen] == [4, 4, 2]
-    expected = NoiseStream(5, 2, 1, CHW, 0.3).sample(10) + x
+    expected = NoiseStream(5, 2, 1, CHW, sigma).sample(10) + x
     np.testing.assert_array_equal(np.concatenate(seen), expected)
-    assert expected.min() < 0.0 and expected.max() > 1.0  # unclipped
+    assert sigma < 0.3 or (expected.min() < 0.0 and expected.max() > 1.0)  # unclipped
 
 
 def test_phases_and_indices_are_independent_streams() -> None:

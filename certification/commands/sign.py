@@ -6,11 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from certification.dossier.attachments import EVIDENCE_ATTACHMENT, read_pdf_content
 from certification.errors import InputError
-from certification.fileio import write_bytes_atomic
-from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
-from certification.signing.sign import Manifestation, sign_field
+
+# The PDF and signing stack (pypdf, pyHanko) is imported in the handlers: building the command line, or running
+# another subcommand such as certify, must not need it.
 
 DEFAULT_PASSPHRASE_ENV = "SMOOTHCERT_KEY_PASSPHRASE"
 
@@ -35,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _recorded_role(pdf: bytes, field: str) -> dict[str, str]:
     """Role and meaning the dossier's attached evidence gives for ``field`` (empty when not recorded)."""
+    from certification.dossier.attachments import EVIDENCE_ATTACHMENT, read_pdf_content
+
     try:
         evidence = json.loads(read_pdf_content(pdf).attachments[EVIDENCE_ATTACHMENT])
         return dict(evidence["signing"]["approvals"][field])
@@ -43,6 +44,10 @@ def _recorded_role(pdf: bytes, field: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from certification.fileio import write_bytes_atomic
+    from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
+    from certification.signing.sign import Manifestation, sign_field
+
     if not args.pdf.is_file():
         raise InputError(f"{args.pdf}: dossier not found")
     signer = load_signer(args.key, passphrase_from_env(args.passphrase_env), args.passphrase_env)

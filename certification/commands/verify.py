@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from certification.signing.verify import verify_dossier
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("verify", help="verify a signed dossier (signatures, evidence, model hash)",
@@ -20,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from certification.signing.verify import verify_dossier  # here: other subcommands must not need pyHanko
+
     report = verify_dossier(args.pdf, trust_root=args.trust_root, model=args.model)
     print(f"{report.path}: {report.trust_root_note}")
     for check in report.checks:
