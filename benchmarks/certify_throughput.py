@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from certify_memory import MEMORY_IMAGE_SIZE, measure_memory  # noqa: E402  (beside this file)
 
 
 def machine() -> dict[str, Any]:
@@ -259,9 +260,9 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     session.run(None, {"input": noisy[:8]})  # warm-up
     # Enough examples that the ceiling row runs for --min-seconds: on many cores a row of two examples lasts a
     # tenth of a second, and thread start-up and a neighbour's burst of load then decide the ratio.
-    per_example = sum(batch_plan(1, args.n0, args.n, args.batch_size))
-    rate, _ = run_ceiling(session, batch_plan(1, args.n0, args.n, args.batch_size), noisy)
-    examples = max(args.examples, math.ceil(args.min_seconds * rate / per_example))
+    one_example = batch_plan(1, args.n0, args.n, args.batch_size)
+    rate, _ = run_ceiling(session, one_example, noisy)
+    examples = max(args.examples, math.ceil(args.min_seconds * rate / sum(one_example)))
     images = rng.random((examples, 3, size, size), dtype=np.float32)
     plan = batch_plan(examples, args.n0, args.n, args.batch_size)
     serial = SmoothedClassifier(classifier.base_classifier, args.sigma, batch_size=args.batch_size, prefetch=0)
@@ -323,41 +324,6 @@ def bench_size(size: int, args: argparse.Namespace, directory: Path, provider: s
     return result
 
 
-MEMORY_CHILD = r"""
-import json, sys, time, tracemalloc
-import numpy as np
-sys.path.insert(0, sys.argv[1])
-from certification.smoothing import SmoothedClassifier
-
-def status(key):  # VmHWM: this process's peak resident memory (ru_maxrss would include the forked parent's)
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-clf = SmoothedClassifier.from_onnx(sys.argv[2], 0.25, batch_size=int(sys.argv[4]), threads=int(sys.argv[5]), provider="cpu")
-x = np.random.default_rng(0).random((3, int(sys.argv[6]), int(sys.argv[6])), dtype=np.float32)
-loaded = status("VmHWM")
-tracemalloc.start()
-t = time.perf_counter()
-clf.certify(x, 100, int(sys.argv[3]), 0.001, seed=0)
-seconds = time.perf_counter() - t
-traced = tracemalloc.get_traced_memory()[1]
-print(json.dumps({"n": int(sys.argv[3]), "peak_rss_mib": status("VmHWM"), "rss_after_model_load_mib": loaded,
-                  "tracemalloc_peak_numpy_mib": traced / 2**20, "seconds": seconds}))
-"""
-
-
-def measure_memory(args: argparse.Namespace, directory: Path, size: int = 64) -> list[dict[str, Any]]:
-    path = directory / f"edge_cnn_{size}.onnx"
-    if not path.exists():
-        build_model(size, args.width, directory)
-    rows = []
-    for n in (10_000, 100_000):
-        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(ROOT), str(path), str(n), str(args.batch_size), str(args.threads), str(size)],
-                             capture_output=True, text=True, check=True)
-        rows.append({"image_size": size, **json.loads(out.stdout.strip().splitlines()[-1])})
-    return rows
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
@@ -407,11 +373,10 @@ def main() -> int:
                              f" ({cost['stream_over_ziggurat']:.2f}x the time)")
                 print(line, flush=True)
         if args.memory:
-            report["memory"] = measure_memory(args, directory)
-            for row in report["memory"]:
-                print(f"memory {row['image_size']}x{row['image_size']} n={row['n']:,}: peak RSS {row['peak_rss_mib']:.0f} MiB "
-                      f"(after model load {row['rss_after_model_load_mib']:.0f} MiB), numpy peak {row['tracemalloc_peak_numpy_mib']:.0f} MiB, "
-                      f"{row['seconds']:.1f} s", flush=True)
+            path = directory / f"edge_cnn_{MEMORY_IMAGE_SIZE}.onnx"
+            if not path.exists():
+                build_model(MEMORY_IMAGE_SIZE, args.width, directory)
+            report["memory"] = measure_memory(path, MEMORY_IMAGE_SIZE, args.batch_size, args.threads)
     report["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import collections
 import math
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,7 +77,6 @@ TAIL_PROBABILITY_PER_PAIR = 2.0**-53
 
 _TWO_PI = np.float32(2.0 * math.pi)
 _TWO_TO_MINUS_24 = np.float32(2.0**-24)
-_LITTLE_ENDIAN = sys.byteorder == "little"  # uint64 words viewed as uint32 pairs give the low half first
 _CHUNK_VALUES = 1 << 20  # noise is made this many values at a time (whole images): see the module docstring
 
 
@@ -101,7 +99,7 @@ class NoiseStream:
     def __init__(self, seed: int, index: int, phase: int, chw: tuple[int, ...], sigma: float) -> None:
         radii, angles = np.random.SeedSequence([int(seed), int(index), int(phase)]).spawn(2)
         self._radius_uniforms = np.random.Generator(np.random.PCG64(radii))
-        self._angle_uniforms = np.random.Generator(np.random.PCG64(angles))
+        self._angle_bits = np.random.PCG64(angles)  # read raw: see _angle_fractions
         self.chw = tuple(int(d) for d in chw)
         self.dim = math.prod(self.chw)
         self.pairs = pairs_per_image(self.chw)
@@ -113,7 +111,7 @@ class NoiseStream:
         """Move the stream ``images`` images ahead without drawing them (PCG64 ``advance``: O(log n) time), so a
         batch deep in a stream can be drawn on its own, e.g. by another thread. Returns ``self``."""
         self._radius_uniforms.bit_generator.advance(int(images) * self.pairs)
-        self._angle_uniforms.bit_generator.advance(int(images) * self._angle_words)
+        self._angle_bits.advance(int(images) * self._angle_words)
         return self
 
     def add_to(self, x: np.ndarray, out: np.ndarray) -> None:
@@ -158,10 +156,8 @@ class NoiseStream:
         ``Generator.random(dtype=float32)`` returns, read from the raw words (one generator call per word instead
         of one per half: 0.6 of the time). Exact: a32 >> 8 < 2^24 converts to float32 exactly, and times 2^-24
         is exact."""
-        if not _LITTLE_ENDIAN:  # pragma: no cover - the raw words' halves would come high first
-            self._angle_uniforms.random(dtype=np.float32, out=out)
-            return
-        halves = self._angle_uniforms.bit_generator.random_raw(len(out) // 2).view(np.uint32)
+        words = self._angle_bits.random_raw(len(out) // 2)
+        halves = words.astype("<u8", copy=False).view("<u4")  # low half first on any host (no copy on little-endian)
         np.right_shift(halves, np.uint32(8), out=halves)
         np.copyto(out, halves, casting="unsafe")
         np.multiply(out, _TWO_TO_MINUS_24, out=out)

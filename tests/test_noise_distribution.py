@@ -72,12 +72,11 @@ def test_every_position_has_unit_variance(draws) -> None:
 
 
 class _FixedUniforms:
-    """A stand-in for the Generator that reads a stream's words: always returns one fixed uniform, and raw
+    """A stand-in for the generators that read a stream's words: always returns one fixed uniform, or raw
     words whose 32-bit halves read as that uniform ((a >> 8) 2^-24 = value, value on the 2^-24 grid)."""
 
     def __init__(self, value: float) -> None:
         self.value = value
-        self.bit_generator = self
 
     def random(self, dtype: type = np.float64, out: np.ndarray | None = None) -> None:
         out[...] = self.value
@@ -92,7 +91,7 @@ def test_radius_formula_and_its_cap(uniform, radius) -> None:
     """u = 1 - U: the largest U that Generator.random returns, 1 - 2^-53, gives the largest radius sqrt(106 ln 2) = 8.57."""
     stream = NoiseStream(0, 0, 0, (1, 2, 2), 1.0)
     stream._radius_uniforms = _FixedUniforms(uniform)
-    stream._angle_uniforms = _FixedUniforms(0.0)  # theta = 0: cos 1, sin 0
+    stream._angle_bits = _FixedUniforms(0.0)  # theta = 0: cos 1, sin 0
     e = stream.sample(1).ravel()
     np.testing.assert_allclose(e, [radius, radius, 0.0, 0.0], rtol=2e-6, atol=0)
 
