@@ -27,6 +27,15 @@ at n = 10^4 for 32x32 images and 6.8e-8 at n = 10^5 for 64x64 images, below 0.01
 rounding, that term is not added to alpha in the bounds; the certify stage records it (``noise`` in
 ``metrics/certify.json``) and the dossier states it.
 
+**Which float32 log, cos and sin.** They are numpy's, and their last bits depend on numpy's version and on the
+loop numpy dispatches for the CPU: on an AVX2 machine numpy 2.4's baseline (SSE) loops and its AVX2 (X86_V3) loops
+disagree on 17% of cos, 12% of sin and 22% of log values (1 unit in the last place; log up to 4), and on 22% of
+the noise values (up to 5 units, 1.8e-7 at sigma 0.25). The default run's 200 certificates were nevertheless
+identical with the baseline and the AVX2 loops (none of the 2.02M noisy samples classified differently), and on an
+AVX2 AMD and an AVX-512 Intel machine. So the draws are reproduced bit for bit where :func:`noise_kernels`
+(recorded with the results) matches; elsewhere a sample near a decision boundary may be classified differently.
+Either way the noise is a float32 rounding of the same Gaussian, and the certificates are valid.
+
 **Independence.** Different (seed, index, phase) give statistically independent streams (SeedSequence's
 guarantee), so selection and estimation samples are independent and no noise is shared between examples (the
 dataset-level bound of :mod:`certification.dataset_bounds` relies on that).
@@ -78,6 +87,21 @@ TAIL_PROBABILITY_PER_PAIR = 2.0**-53
 _TWO_PI = np.float32(2.0 * math.pi)
 _TWO_TO_MINUS_24 = np.float32(2.0**-24)
 _CHUNK_VALUES = 1 << 20  # noise is made this many values at a time (whole images): see the module docstring
+
+
+def noise_kernels() -> dict[str, str]:
+    """The float32 math the noise was drawn with: numpy's version and, for log, cos and sin, the CPU loop numpy
+    dispatches (e.g. ``X86_V3`` for AVX2, ``baseline(X86_V2)``; "unknown" where numpy cannot say). Recorded
+    with certificates because these loops round some values differently (module docstring)."""
+    kernels = {"numpy": np.__version__}
+    try:
+        from numpy.lib.introspect import opt_func_info
+    except ImportError:  # numpy < 2.0
+        opt_func_info = None
+    for name in ("log", "cos", "sin"):
+        info = opt_func_info(func_name=f"^{name}$", signature="float32") if opt_func_info is not None else {}
+        kernels[name] = str(info.get(name, {}).get("ff", {}).get("current", "unknown"))
+    return kernels
 
 
 def pairs_per_image(chw: tuple[int, ...]) -> int:

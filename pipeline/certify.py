@@ -12,7 +12,7 @@ from typing import Any
 from certification.certify_run import certify_files
 from certification.errors import InputError
 from certification.fileio import read_json, sha256_file, write_json_atomic, write_text_atomic
-from certification.noise_sampling import NOISE_SPEC, tail_bound
+from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
 from certification.summary import certify_metrics, curve_csv
 from pipeline.stage import load_document, load_section, run_stage
 
@@ -72,7 +72,7 @@ def main() -> int:
         throughput=outcome.throughput(),
     )
     metrics["runtime"] = {**classifier.base_classifier.session_config, "noise_threads": classifier.noise_threads}
-    metrics["noise"] = {"spec": NOISE_SPEC,
+    metrics["noise"] = {"spec": NOISE_SPEC, "kernels": noise_kernels(),
                         "tail_bound_per_certificate": tail_bound(int(params["n0"]) + int(params["n"]), split.image_shape_chw)}
     write_json_atomic(METRICS, metrics)
     write_text_atomic(CURVE, curve_csv(metrics["curve"]))

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from certification.dataset_bounds import certified_rate_bound, proportion_bound
 from certification.fileio import sha256_file, write_json_atomic
-from certification.noise_sampling import NOISE_SPEC, tail_bound
+from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
 MALIGNANT = ["melanoma", "basal_cell_carcinoma"]
@@ -113,7 +113,7 @@ def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
         "average_certified_radius": sum(radii) / n, "median_radius": float(np.median([r["radius"] for r in rows])),
         "curve": _curve(rows, n), "per_class": {c: {"n_examples": int((labels == k).sum())} for k, c in enumerate(CLASSES)},
         "throughput": {"examples_per_second": 12.5, "samples_per_second": 1375.0},
-        "noise": {"spec": NOISE_SPEC, "tail_bound_per_certificate": tail_bound(N0 + N, (3, 32, 32))}})
+        "noise": {"spec": NOISE_SPEC, "kernels": noise_kernels(), "tail_bound_per_certificate": tail_bound(N0 + N, (3, 32, 32))}})
     gate_r, thr = 0.25, 0.45
     k = sum(1 for r in rows if r["correct"] and r["radius"] >= gate_r)
     cert = certified_rate_bound(k, n, ALPHA, CONF)

@@ -7,13 +7,19 @@ tests pin the formulas of ``NOISE_SPEC`` (radius cap, bit layout) that the tail 
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from certification.noise_sampling import NoiseStream, TAIL_PROBABILITY_PER_PAIR, pairs_per_image, tail_bound
+from certification.noise_sampling import NoiseStream, TAIL_PROBABILITY_PER_PAIR, noise_kernels, pairs_per_image, tail_bound
 
 CHW = (3, 16, 16)  # D = 768 values, Q = 384 pairs per image
 SIGMA = 0.5
@@ -122,3 +128,30 @@ def test_tail_bound_is_the_documented_figure() -> None:
     assert math.exp(-106 * math.log(2) / 2) == pytest.approx(TAIL_PROBABILITY_PER_PAIR, rel=1e-12)
     assert tail_bound(10_000, (3, 32, 32)) == pytest.approx(10_000 * 1536 * 2.0**-53)
     assert tail_bound(100_000, (3, 64, 64)) < 7e-8
+
+
+_DRAW_IN_CHILD = """
+import json, sys, numpy as np
+from certification.noise_sampling import NoiseStream, noise_kernels
+print(json.dumps(noise_kernels()))
+np.save(sys.argv[1], NoiseStream(2, 7, 1, (3, 32, 32), 0.25).sample(200))
+"""
+
+
+def test_noise_kernels_follow_numpy_dispatch_and_other_loops_only_round_differently(tmp_path) -> None:
+    """The recorded kernels are the loops numpy runs: with its SIMD loops switched off (NPY_DISABLE_CPU_FEATURES)
+    a child process reports the baseline loops, and its noise is the same Gaussian draws up to float32 rounding
+    (on the AVX2 VM 12-22% of log/cos/sin values differ in the last bits, hence the record)."""
+    here = noise_kernels()
+    assert here["numpy"] == np.__version__ and set(here) == {"numpy", "log", "cos", "sin"}
+    if platform.machine().lower() not in ("x86_64", "amd64") or "baseline" in here["cos"] or here["cos"] == "unknown":
+        pytest.skip(f"needs numpy SIMD loops on x86-64 to switch off; here: {here}")
+    out = tmp_path / "noise.npy"
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4"}
+    done = subprocess.run([sys.executable, "-c", _DRAW_IN_CHILD, str(out)], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"numpy": np.__version__, "log": "baseline(X86_V2)", "cos": "baseline(X86_V2)", "sin": "baseline(X86_V2)"}
+    baseline_noise = np.load(out)
+    own_noise = NoiseStream(2, 7, 1, (3, 32, 32), 0.25).sample(200)
+    np.testing.assert_allclose(baseline_noise, own_noise, rtol=1e-5, atol=1e-6)

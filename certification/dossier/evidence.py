@@ -210,7 +210,8 @@ def collect_evidence(root: str | os.PathLike[str], params: Mapping[str, Any], do
         raise InputError(f"{paths['test']}: file not found; run the data stage")
     _same(require(splits, "test.sha256", src["datasheet"]), test_sha, "the test split hash", src["datasheet"])
     _same(require(certify, "data.sha256", src["certify"]), test_sha, "the test split hash", src["certify"])
-    for key in ("params.n", "params.n0", "params.alpha", "params.sigma", "params.seed", "noise.spec", "noise.tail_bound_per_certificate"):
+    for key in ("params.n", "params.n0", "params.alpha", "params.sigma", "params.seed", "noise.spec", "noise.kernels.numpy",
+                "noise.kernels.log", "noise.kernels.cos", "noise.kernels.sin", "noise.tail_bound_per_certificate"):
         require(certify, key, src["certify"])
     for key in ("n_examples", "confidence", "bound_method", "clean_accuracy", "abstention_rate", "curve",
                 "average_certified_radius", "median_radius", "per_class"):
