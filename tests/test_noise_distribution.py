@@ -155,3 +155,9 @@ def test_noise_kernels_follow_numpy_dispatch_and_other_loops_only_round_differen
     baseline_noise = np.load(out)
     own_noise = NoiseStream(2, 7, 1, (3, 32, 32), 0.25).sample(200)
     np.testing.assert_allclose(baseline_noise, own_noise, rtol=1e-5, atol=1e-6)
+
+
+def test_noise_kernels_say_unknown_where_numpy_cannot_tell(monkeypatch) -> None:
+    """numpy before 2.0 has no numpy.lib.introspect: the record says "unknown" rather than failing the run."""
+    monkeypatch.setitem(sys.modules, "numpy.lib.introspect", None)  # makes the import raise ImportError
+    assert noise_kernels() == {"numpy": np.__version__, "log": "unknown", "cos": "unknown", "sin": "unknown"}
