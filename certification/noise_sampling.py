@@ -93,15 +93,13 @@ def noise_kernels() -> dict[str, str]:
     """The float32 math the noise was drawn with: numpy's version and, for log, cos and sin, the CPU loop numpy
     dispatches (e.g. ``X86_V3`` for AVX2, ``baseline(X86_V2)``; "unknown" where numpy cannot say). Recorded
     with certificates because these loops round some values differently (module docstring)."""
-    kernels = {"numpy": np.__version__}
+    names = ("log", "cos", "sin")
     try:
         from numpy.lib.introspect import opt_func_info
     except ImportError:  # numpy < 2.0
-        opt_func_info = None
-    for name in ("log", "cos", "sin"):
-        info = opt_func_info(func_name=f"^{name}$", signature="float32") if opt_func_info is not None else {}
-        kernels[name] = str(info.get(name, {}).get("ff", {}).get("current", "unknown"))
-    return kernels
+        return {"numpy": np.__version__, **dict.fromkeys(names, "unknown")}
+    info = opt_func_info(func_name=f"^({'|'.join(names)})$", signature="float32")
+    return {"numpy": np.__version__, **{name: str(info.get(name, {}).get("ff", {}).get("current", "unknown")) for name in names}}
 
 
 def pairs_per_image(chw: tuple[int, ...]) -> int:
