@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install repro test bench system-deps clean-venv
+.PHONY: install repro test test-fast bench system-deps clean-venv
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ repro: install
 
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow (real dvc runs, trainings, the cluster recipe).
+test-fast: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/certify_throughput.py

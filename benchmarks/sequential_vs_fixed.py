@@ -20,11 +20,11 @@ from typing import Any
 
 import yaml
 
-from certification.certify_run import read_records, select_indices
-from certification.dataset_io import load_split
+from certification.certify_run import RunOptions, open_run, record_from_result
 from certification.fileio import read_json, write_json_atomic
 from certification.gate import Protocol, evaluate
-from certification.gate_io import decision_rows_from_certify
+from certification.gate_io import decisions_from_certify
+from certification.records import CertifyRecord, read_certify_records
 from certification.sequential import iter_decide
 from certification.smoothing import SmoothedClassifier
 
@@ -37,19 +37,19 @@ def _params(path: Path) -> dict[str, Any]:
             "max_examples": int(certify["max_examples"]), "batch_size": int(certify["batch_size"]), "gate": gate}
 
 
-def _fixed_rows(args: argparse.Namespace, smoothed: SmoothedClassifier, images, labels, indices, p: dict) -> tuple[list[dict], float]:
+def _fixed_rows(args: argparse.Namespace, smoothed: SmoothedClassifier, images, labels, indices,
+                p: dict) -> tuple[list[CertifyRecord], float]:
     """Fixed-n CERTIFY rows and their time in seconds (summed per-example times when read from a results file)."""
     if args.certify_results is not None:
-        rows = {r["index"]: r for r in read_records(args.certify_results)}
+        rows = {r.index: r for r in read_certify_records(args.certify_results)}
         chosen = [rows[int(i)] for i in indices if int(i) in rows]
-        if len(chosen) != len(indices) or any(r["n0"] != args.n0 or r["n"] != args.n or r["seed"] != p["seed"] for r in chosen):
+        if len(chosen) != len(indices) or any(r.n0 != args.n0 or r.n != args.n or r.seed != p["seed"] for r in chosen):
             sys.exit(f"{args.certify_results}: does not hold n0={args.n0}, n={args.n}, seed={p['seed']} results for these examples")
-        return chosen, sum(float(r["seconds"]) for r in chosen)
+        return chosen, sum(r.seconds for r in chosen)
     start = time.perf_counter()
     results = smoothed.certify_many(images, labels, args.n0, args.n, p["alpha"], p["seed"], indices=indices)
     seconds = time.perf_counter() - start
-    rows = [{**r.to_dict(), "correct": r.correct, "alpha": p["alpha"], "sigma": p["sigma"], "seed": p["seed"]} for r in results]
-    return rows, seconds
+    return [record_from_result(r, p["alpha"], p["sigma"], p["seed"]) for r in results], seconds
 
 
 def main() -> int:
@@ -69,36 +69,36 @@ def main() -> int:
     p = _params(args.params)
     radius = float(p["gate"]["radius"])
     model = read_json(args.model_json)
-    smoothed = SmoothedClassifier.from_onnx(args.model, p["sigma"], batch_size=p["batch_size"], threads=args.threads)
-    split = load_split(args.data, num_classes=smoothed.num_classes)
     max_examples = p["max_examples"] if args.max_examples is None else args.max_examples
-    indices = select_indices(len(split), max_examples, p["seed"])
+    options = RunOptions(sigma=p["sigma"], alpha=p["alpha"], seed=p["seed"], batch_size=p["batch_size"],
+                         max_examples=max_examples, threads=args.threads)
+    smoothed, split, indices = open_run(args.model, args.data, options)
     images, labels = split.model_input(indices), split.labels[indices]
 
     fixed_rows, fixed_seconds = _fixed_rows(args, smoothed, images, labels, indices, p)
-    fixed = decision_rows_from_certify(fixed_rows, radius, smoothed.base_classifier.sha256)
+    fixed = decisions_from_certify(fixed_rows, radius, smoothed.base_classifier.sha256)
     report: dict[str, Any] = {
         "model_sha256": smoothed.base_classifier.sha256, "data": str(args.data), "n_examples": len(indices),
         "radius": radius, "sigma": p["sigma"], "alpha": p["alpha"], "n0": args.n0, "n": args.n, "seed": p["seed"],
-        "fixed": {"evaluations": sum(r["evaluations"] for r in fixed), "seconds": fixed_seconds,
-                  "certified": sum(r["certified"] for r in fixed)},
+        "fixed": {"evaluations": sum(r.evaluations for r in fixed), "seconds": fixed_seconds,
+                  "certified": sum(r.certified for r in fixed)},
     }
     protocol = {k: v for k, v in p["gate"].items() if k != "mode"}
-    fixed_verdict = evaluate(fixed_rows, Protocol.from_dict({**protocol, "mode": "fixed"}), model["class_names"],
+    fixed_verdict = evaluate(fixed, Protocol.from_dict({**protocol, "mode": "fixed"}), model["class_names"],
                              model["malignant_classes"], p["alpha"], report["model_sha256"])
     for name, resolve in (("sequential", True), ("sequential_certified_only", False)):
         start = time.perf_counter()
-        decisions = [d.to_dict() for d in iter_decide(smoothed, images, labels, radius, args.n0, args.n, p["alpha"],
-                                                      p["seed"], indices=indices, resolve_abstention=resolve)]
+        decisions = list(iter_decide(smoothed, images, labels, radius, args.n0, args.n, p["alpha"], p["seed"],
+                                     indices=indices, resolve_abstention=resolve))
         seconds = time.perf_counter() - start
-        evaluations = sum(d["evaluations"] for d in decisions)
-        disagree = [int(f["index"]) for f, d in zip(fixed, decisions) if f["certified"] != d["certified"]]
+        evaluations = sum(d.evaluations for d in decisions)
+        disagree = [f.index for f, d in zip(fixed, decisions) if f.certified != d.certified]
         entry = {
-            "evaluations": evaluations, "seconds": seconds, "certified": sum(d["certified"] for d in decisions),
+            "evaluations": evaluations, "seconds": seconds, "certified": sum(d.certified for d in decisions),
             "ratio": report["fixed"]["evaluations"] / evaluations,
             "certified_agreement": 1 - len(disagree) / len(decisions), "disagreeing_indices": disagree,
-            "prediction_agreement": sum(f["prediction"] == d["prediction"] for f, d in zip(fixed, decisions)) / len(decisions),
-            "stopped_at": {str(n): sum(d["n"] == n for d in decisions) for n in sorted({d["n"] for d in decisions})},
+            "prediction_agreement": sum(f.prediction == d.prediction for f, d in zip(fixed, decisions)) / len(decisions),
+            "stopped_at": {str(n): sum(d.n == n for d in decisions) for n in sorted({d.n for d in decisions})},
         }
         if resolve:
             verdict = evaluate(decisions, Protocol.from_dict({**protocol, "mode": "sequential"}), model["class_names"],

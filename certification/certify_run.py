@@ -22,18 +22,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from certification.dataset_io import Split
-from certification.errors import InputError
-from certification.fileio import write_text_atomic
+from certification.dataset_io import Split, load_split
+from certification.errors import InputError, ParameterError, StaleArtifactError
+from certification.fileio import sha256_file, write_text_atomic
 from certification.progress import progress
-from certification.smoothing import CertifyResult, SmoothedClassifier, check_parameters
+from certification.records import CertifyRecord, certify_jsonl_text, certify_tsv_text, json_line
+from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
+from certification.shards import shard_indices
+from certification.smoothing import CertifyResult, SmoothedClassifier, check_parameters, check_sigma_and_batch
+from certification.summary import certify_metrics, throughput
 
 FORMAT = "smoothcert-certify-partial/1"
-RECORD_KEYS = (
-    "index", "label", "prediction", "correct", "radius", "n0", "n", "n_a", "p_lower",
-    "alpha", "sigma", "seed", "seconds", "counts_selection", "counts_estimation",
-)
-TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
 #: Examples handed to the engine at once (bounds the float32 copy of the data held in memory).
 CHUNK_EXAMPLES = 128
 _SUBSET_TAG = 0x53554253  # "SUBS": keeps subset selection apart from the noise streams of the same seed
@@ -43,7 +42,7 @@ def select_indices(total: int, max_examples: int, seed: int) -> np.ndarray:
     """Sorted test-set positions to certify: all of them when ``max_examples`` is 0 or at least ``total``,
     else a seeded uniform sample without replacement (the positions stay the examples' original indices)."""
     if max_examples < 0:
-        raise InputError(f"max_examples must be 0 (all) or positive, got {max_examples}")
+        raise ParameterError(f"max_examples must be 0 (all) or positive, got {max_examples}")
     if max_examples == 0 or max_examples >= total:
         return np.arange(total, dtype=np.int64)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), _SUBSET_TAG])))
@@ -61,53 +60,33 @@ def partial_path_for(out: Path) -> Path:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a certification run produced: the records in index order and its throughput."""
+    """What a certification run produced: the records in index order, and how many came from a partial file."""
 
-    records: list[dict[str, Any]]
+    records: list[CertifyRecord]
     resumed: int  # examples taken from a partial file of an interrupted run
 
-    @property
-    def seconds(self) -> float:
-        return float(sum(r["seconds"] for r in self.records))
-
     def throughput(self) -> dict[str, float]:
-        seconds = self.seconds
-        samples = sum(r["n0"] + r["n"] for r in self.records)
-        return {
-            "examples_per_second": len(self.records) / seconds if seconds > 0 else 0.0,
-            "samples_per_second": samples / seconds if seconds > 0 else 0.0,
-        }
+        return throughput(self.records)
 
 
-def result_record(result: CertifyResult, alpha: float, sigma: float, seed: int) -> dict[str, Any]:
-    """The JSONL object of one example."""
-    record = {
-        "index": result.index,
-        "label": result.label,
-        "prediction": result.prediction,
-        "correct": bool(result.correct),
-        "radius": result.radius,
-        "n0": result.n0,
-        "n": result.n,
-        "n_a": result.n_a,
-        "p_lower": result.p_lower,
-        "alpha": alpha,
-        "sigma": sigma,
-        "seed": seed,
-        "seconds": result.seconds,
-        "counts_selection": result.counts_selection,
-        "counts_estimation": result.counts_estimation,
-    }
-    return {key: record[key] for key in RECORD_KEYS}
+def record_from_result(result: CertifyResult, alpha: float, sigma: float, seed: int) -> CertifyRecord:
+    """The record of one example's CERTIFY result."""
+    return CertifyRecord(
+        index=result.index, label=int(result.label) if result.label is not None else 0, prediction=result.prediction,
+        correct=bool(result.correct), radius=result.radius, n0=result.n0, n=result.n, n_a=result.n_a,
+        p_lower=result.p_lower, alpha=alpha, sigma=sigma, seed=seed, seconds=result.seconds,
+        counts_selection=result.counts_selection, counts_estimation=result.counts_estimation,
+    )
 
 
-def json_line(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, allow_nan=False) + "\n"
+def write_run_files(out: str | os.PathLike[str], records: Sequence[CertifyRecord]) -> None:
+    """Write ``out`` (JSONL) and the TSV beside it, each atomically."""
+    out = Path(out)
+    write_text_atomic(tsv_path_for(out), certify_tsv_text(records))
+    write_text_atomic(out, certify_jsonl_text(records))
 
 
 def _run_header(classifier: SmoothedClassifier, split: Split, indices: np.ndarray, n0: int, n: int, alpha: float, seed: int) -> dict[str, Any]:
-    from certification.fileio import sha256_file
-
     return {
         "format": FORMAT,
         "model_sha256": classifier.base_classifier.sha256,
@@ -122,7 +101,7 @@ def _run_header(classifier: SmoothedClassifier, split: Split, indices: np.ndarra
     }
 
 
-def _read_partial(path: Path, header: dict[str, Any], indices: np.ndarray) -> list[dict[str, Any]]:
+def _read_partial(path: Path, header: dict[str, Any], indices: np.ndarray) -> list[CertifyRecord]:
     """Records of an interrupted run with the same header; [] when there is none or it belongs to another run."""
     if not path.is_file():
         return []
@@ -136,13 +115,13 @@ def _read_partial(path: Path, header: dict[str, Any], indices: np.ndarray) -> li
     if stored != header:
         print(f"warning: {path} belongs to a different run (model, data or parameters changed); starting afresh", file=sys.stderr)
         return []
-    records = []
+    records: list[CertifyRecord] = []
     for position, line in enumerate(lines[1:]):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = CertifyRecord.from_dict(json.loads(line), str(path))
+        except (json.JSONDecodeError, InputError):
             break
-        if position >= len(indices) or record.get("index") != int(indices[position]) or set(record) != set(RECORD_KEYS):
+        if position >= len(indices) or record.index != int(indices[position]):
             break
         records.append(record)
     return records
@@ -176,7 +155,7 @@ def certify_split(
     resumed = len(records)
     out.parent.mkdir(parents=True, exist_ok=True)
     if resumed:  # keep the header and the complete records (their bytes are a prefix of the file)
-        kept = json_line({"header": header}) + "".join(json_line(r) for r in records)
+        kept = json_line({"header": header}) + certify_jsonl_text(records)
         os.truncate(partial, len(kept.encode("utf-8")))
     else:
         write_text_atomic(partial, json_line({"header": header}))
@@ -190,8 +169,8 @@ def certify_split(
                 images = split.model_input(part)
                 labels = split.labels[part]
                 for result in classifier.iter_certify(images, labels, n0, n, alpha, seed, indices=part):
-                    record = result_record(result, float(alpha), classifier.sigma, int(seed))
-                    handle.write(json_line(record))
+                    record = record_from_result(result, float(alpha), classifier.sigma, int(seed))
+                    handle.write(json_line(record.to_dict()))
                     handle.flush()
                     os.fsync(handle.fileno())
                     records.append(record)
@@ -200,77 +179,107 @@ def certify_split(
                         bar.set_postfix(ex_s=f"{1 / result.seconds:.2f}", samples_s=f"{samples_per_example / result.seconds:,.0f}")
         finally:
             bar.close()
-    write_text_atomic(tsv_path_for(out), tsv_text(records))
-    write_text_atomic(out, "".join(json_line(r) for r in records))
+    write_run_files(out, records)
     partial.unlink()
     return RunOutcome(records=records, resumed=resumed)
 
 
-def tsv_text(records: Sequence[dict[str, Any]]) -> str:
-    """Reference-style certify log: ``idx label predict radius correct time`` (radius at full precision)."""
-    rows = [TSV_HEADER]
-    for r in records:
-        rows.append(f"{r['index']}\t{r['label']}\t{r['prediction']}\t{r['radius']!r}\t{int(r['correct'])}\t{r['seconds']:.4f}")
-    return "\n".join(rows) + "\n"
-
-
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Records of a finished certification JSONL file (InputError when missing or malformed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: certification results not found; run the certify stage first")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-    if not records:
-        raise InputError(f"{path}: no certification records")
-    return records
-
-
 def parameter_checks(sigma: float, n0: int, n: int, alpha: float, batch_size: int, seed: int, max_examples: int) -> None:
     """Every numeric parameter of a certification run, checked before any file is read or written."""
-    from certification.smoothing import check_sigma_and_batch
-
     check_sigma_and_batch(sigma, batch_size)
     check_parameters(alpha, seed, n0=n0, n=n)
     if not isinstance(max_examples, (int, np.integer)) or max_examples < 0:
-        raise InputError(f"max_examples must be 0 (all) or a positive integer, got {max_examples!r}")
+        raise ParameterError(f"max_examples must be 0 (all) or a positive integer, got {max_examples!r}")
 
 
-def certify_files(
-    model_path: str | os.PathLike[str],
-    data_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    sigma: float,
-    n0: int,
-    n: int,
-    alpha: float,
-    batch_size: int,
-    seed: int,
-    max_examples: int = 0,
-    threads: int | None = None,
-    provider: str = "auto",
-    show_progress: bool = True,
-    shard: tuple[int, int] | None = None,
-    noise_threads: int | None = None,
-) -> tuple[RunOutcome, SmoothedClassifier, Split]:
+@dataclass(frozen=True)
+class RunOptions:
+    """What every run of the smoothed classifier over a split needs (certify, predict and decide alike): noise sigma
+    ([0,1]-pixel L2 units), per-example alpha, noise seed, the seeded subset size (0 = all), and the runtime knobs,
+    which never change a result (batch size, onnxruntime and noise threads, execution provider)."""
+
+    sigma: float
+    alpha: float
+    seed: int
+    batch_size: int
+    max_examples: int = 0
+    threads: int | None = None
+    noise_threads: int | None = None
+    provider: str = "auto"
+
+    def check(self, n0: int, n: int) -> None:
+        """Every number checked before any file is read or written (``n0``/``n``: the run's sample sizes)."""
+        parameter_checks(self.sigma, n0, n, self.alpha, self.batch_size, self.seed, self.max_examples)
+
+
+def open_run(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], options: RunOptions,
+             num_classes: int | None = None) -> tuple[SmoothedClassifier, Split, np.ndarray]:
+    """The smoothed classifier of the ONNX model, the data split it runs on, checked against each other (input
+    shape, label range, and ``num_classes`` when the model card gives one) before any noise is drawn, and the
+    run's example indices (:func:`select_indices`)."""
+    classifier = SmoothedClassifier.from_onnx(model_path, options.sigma, batch_size=options.batch_size,
+                                              threads=options.threads, provider=options.provider,
+                                              noise_threads=options.noise_threads)
+    if num_classes is not None and num_classes != classifier.num_classes:
+        raise StaleArtifactError(f"{model_path}: the model has {classifier.num_classes} outputs but its model card lists "
+                                 f"{num_classes} classes; re-run export (or pass the matching model card)")
+    split = load_split(data_path, num_classes=classifier.num_classes)
+    classifier.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
+    return classifier, split, select_indices(len(split), options.max_examples, options.seed)
+
+
+def certify_files(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], out: str | os.PathLike[str],
+                  options: RunOptions, n0: int, n: int, *, shard: tuple[int, int] | None = None,
+                  num_classes: int | None = None, show_progress: bool = True) -> tuple[RunOutcome, SmoothedClassifier, Split]:
     """Load the ONNX model and the data split, certify (resumably) and write ``out`` and its TSV.
 
     ``shard`` (K, N) certifies only every N-th example of the run, starting at K (see :mod:`certification.shards`).
+    ``num_classes``, when given (the model card's class count), must equal the model's output count; it is
+    checked before any example is certified.
     """
-    from certification.dataset_io import load_split
-    from certification.shards import shard_indices
-
-    parameter_checks(sigma, n0, n, alpha, batch_size, seed, max_examples)
-    classifier = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads, provider=provider,
-                                              noise_threads=noise_threads)
-    split = load_split(data_path, num_classes=classifier.num_classes)
-    classifier.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
-    indices = None if shard is None else shard_indices(select_indices(len(split), max_examples, seed), shard)
-    outcome = certify_split(classifier, split, out, n0, n, alpha, seed, max_examples=max_examples, indices=indices,
+    options.check(n0, n)
+    classifier, split, chosen = open_run(model_path, data_path, options, num_classes)
+    indices = chosen if shard is None else shard_indices(chosen, shard)
+    outcome = certify_split(classifier, split, out, n0, n, options.alpha, options.seed, indices=indices,
                             show_progress=show_progress)
     return outcome, classifier, split
+
+
+def noise_record(samples_per_example: int, image_shape_chw: tuple[int, int, int]) -> dict[str, Any]:
+    """What drew the noise: the exact recipe, numpy's float32 loops, and the tail bound per certificate."""
+    return {"spec": NOISE_SPEC, "kernels": noise_kernels(),
+            "tail_bound_per_certificate": tail_bound(int(samples_per_example), image_shape_chw)}
+
+
+def runtime_record(classifier: SmoothedClassifier) -> dict[str, Any]:
+    """The onnxruntime session configuration and the number of noise threads of ``classifier``."""
+    return {**classifier.base_classifier.session_config, "noise_threads": classifier.noise_threads}
+
+
+def run_metrics(
+    outcome: RunOutcome,
+    classifier: SmoothedClassifier,
+    split: Split,
+    *,
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    max_examples: int,
+    radii: Sequence[float],
+    confidence: float,
+    class_names: Sequence[str] | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The ``metrics/certify.json`` document of a finished run (:func:`certification.summary.certify_metrics`)."""
+    if class_names is not None and len(class_names) != classifier.num_classes:
+        raise StaleArtifactError(f"{len(class_names)} class names are given but the model has {classifier.num_classes} outputs; "
+                                 "re-run export (or fix the model card)")
+    first = outcome.records[0]
+    class_names = list(class_names) if class_names is not None else [str(k) for k in range(classifier.num_classes)]
+    return certify_metrics(
+        outcome.records,
+        model={"path": Path(model_path).as_posix(), "sha256": classifier.base_classifier.sha256},
+        data={"path": Path(data_path).as_posix(), "sha256": sha256_file(data_path), "n_examples_total": len(split)},
+        max_examples=max_examples, radii=radii, confidence=confidence, class_names=class_names,
+        runtime=runtime_record(classifier), noise=noise_record(first.n0 + first.n, split.image_shape_chw),
+        batch_size=batch_size,
+    )

@@ -1,6 +1,6 @@
 """``smoothcert``: the command-line face of the library.
 
-Each module in :mod:`certification.commands` defines ``register(subparsers)`` and adds one subcommand whose
+Each public module in :mod:`certification.commands` defines ``register(subparsers)`` and adds one subcommand whose
 handler returns the exit code. Bad input raises :class:`~certification.errors.InputError`; it is printed as
 one line and the command exits 2.
 """
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers (e.g. _options), not subcommands
+            continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(subparsers)
     return parser

@@ -16,6 +16,8 @@ from certification.errors import InputError
 
 #: Metadata fields the synthetic generator records for every image (real data may carry fewer).
 METADATA_FIELDS = ("fitzpatrick", "hair", "illumination", "vignette", "blur")
+#: Names of the Fitzpatrick skin types 1..6 (the ``fitzpatrick`` metadata value k is FITZPATRICK_NAMES[k - 1]).
+FITZPATRICK_NAMES = ("I", "II", "III", "IV", "V", "VI")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Errors the library raises for bad input.
 
-Every user-facing problem is an :class:`InputError` whose message is one line that names the
-problem and, where possible, the fix. The CLI prints it as ``error: <message>`` and exits 2.
+Every user-facing problem is an :class:`InputError` whose message is one line that names the problem and,
+where possible, the fix. The CLI and the pipeline stages print it as ``error: <message>`` and exit 2, whatever
+the subclass: the subclasses only say which kind of problem it is, for callers that want to tell them apart.
 """
 from __future__ import annotations
 
@@ -11,3 +12,15 @@ class InputError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class MissingInputError(InputError):
+    """A file the step needs does not exist (run the step that writes it first)."""
+
+
+class StaleArtifactError(InputError):
+    """Files that must describe the same artifact disagree (a hash, a count, a model): rerun the pipeline."""
+
+
+class ParameterError(InputError):
+    """A parameter or option is out of range or of the wrong type; nothing has been read or written yet."""

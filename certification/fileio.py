@@ -69,6 +69,18 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def require_key(document: Any, dotted: str, source: str, fix: str = "rerun the stage that writes it") -> Any:
+    """``document[a][b]...`` for ``dotted`` = "a.b..."; InputError naming ``source``, the key and ``fix`` when absent."""
+    from certification.errors import InputError
+
+    value = document
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise InputError(f"{source}: missing key '{dotted}'; {fix}")
+        value = value[part]
+    return value
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, raising :class:`~certification.errors.InputError` with the path on failure."""
     from certification.errors import InputError

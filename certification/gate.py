@@ -15,14 +15,10 @@ Pass/fail is always decided on the bound, never on the point estimate. Every bou
 ``confidence`` on its own (no correction across the criteria is applied: each criterion is a separate claim,
 and the verdict ACCEPT needs all of them).
 
-Rows come in two kinds, told apart by their keys:
-
-- certify rows (``results/certify.jsonl``: ``radius`` present): certified correct at r* iff
-  ``correct`` and ``radius >= r*``;
-- decision rows (``results/gate.jsonl``, ``smoothcert decide``: ``certified`` present, with
-  ``radius_threshold`` equal to r*): certified correct at r* iff ``certified`` and ``correct``.
-
-In both, ``prediction == -1`` is an abstention and ``correct`` means a non-abstaining correct prediction.
+The rows are :class:`~certification.records.DecisionRecord` objects ("certified at r*?" per example), made by
+the sequential test (mode ``sequential``) or read off fixed-n CERTIFY rows (mode ``fixed``,
+:meth:`~certification.records.DecisionRecord.from_certify`). An example is certified correct at r* iff
+``certified`` and ``correct``; ``prediction == ABSTAIN`` is an abstention.
 """
 from __future__ import annotations
 
@@ -32,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from certification.dataset_bounds import certified_rate_bound, proportion_bound
-from certification.errors import InputError
+from certification.errors import InputError, StaleArtifactError
 from certification.fileio import sha256_bytes
+from certification.records import DecisionRecord
 
 MODES = ("fixed", "sequential")
 ACCEPT, REJECT = "ACCEPT", "REJECT"
@@ -167,6 +164,11 @@ class Verdict:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: not a gate verdict ({type(exc).__name__}: {exc}); rerun the gate stage") from None
+        for c in criteria:
+            holds = c.bound >= c.threshold if c.comparison == ">=" else c.bound <= c.threshold
+            if c.comparison not in (">=", "<=") or holds != c.passed:
+                raise InputError(f"{source}: criterion {c.name} says {'pass' if c.passed else 'fail'} but its bound "
+                                 f"{c.bound} {c.comparison} {c.threshold} does not agree; rerun the gate stage")
         expected = ACCEPT if criteria and all(c.passed for c in criteria) else REJECT
         if verdict.verdict != expected or list(data.get("failed", verdict.failed)) != verdict.failed:
             raise InputError(f"{source}: verdict {verdict.verdict!r} contradicts its criteria; rerun the gate stage")
@@ -181,49 +183,37 @@ class _Outcomes:
     certified_correct: list[bool]
     correct: list[bool]
     abstained: list[bool]
-    kind: str
 
 
-def _outcomes(rows: Sequence[Mapping[str, Any]], radius: float, num_classes: int, alpha: float) -> _Outcomes:
+def _outcomes(rows: Sequence[DecisionRecord], protocol: Protocol, num_classes: int, alpha: float) -> _Outcomes:
     if not rows:
         raise InputError("the results hold zero examples; run certification on at least one example")
-    kinds = {"certify" if "radius" in row else f"decision:{row.get('mode', 'sequential')}" for row in rows}
-    if len(kinds) != 1:
-        raise InputError("the results mix certify rows and decision rows (or modes); use one results file")
-    certify_rows = kinds == {"certify"}
-    kind = "fixed" if certify_rows else kinds.pop().split(":", 1)[1]
-    needed = ("index", "label", "prediction", "correct", "alpha") + (("radius",) if certify_rows else ("certified", "radius_threshold"))
-    labels, certified_correct, correct, abstained, seen = [], [], [], [], set()
+    modes = {row.mode for row in rows}
+    if len(modes) != 1:
+        raise InputError("the results mix decision modes; use one results file")
+    mode = modes.pop()
+    if mode != protocol.mode:
+        raise InputError(f"the protocol's mode is '{protocol.mode}' but the results are {mode} rows; "
+                         f"give {'results/certify.jsonl' if protocol.mode == 'fixed' else 'sequential decision rows (results/gate.jsonl)'}")
+    sigmas = {row.sigma for row in rows}
+    if len(sigmas) != 1:
+        raise StaleArtifactError(f"the results mix sigma {sorted(sigmas)}; judge the rows of one certification run")
+    seen: set[int] = set()
     for position, row in enumerate(rows):
-        missing = [key for key in needed if key not in row]
-        if missing:
-            raise InputError(f"results row {position}: missing key '{missing[0]}'; rows must follow the results/certify.jsonl or decision schema")
-        index, label, prediction = row["index"], row["label"], row["prediction"]
-        if index in seen:
-            raise InputError(f"results row {position}: example index {index} appears twice; merge shards without duplicates")
-        seen.add(index)
-        if not isinstance(label, int) or not 0 <= label < num_classes:
-            raise InputError(f"results row {position}: label {label!r} is not a class index in [0, {num_classes})")
-        if not isinstance(prediction, int) or not -1 <= prediction < num_classes:
-            raise InputError(f"results row {position}: prediction {prediction!r} is not -1 (abstain) or a class index")
-        if not math.isclose(float(row["alpha"]), alpha, rel_tol=1e-12):
-            raise InputError(f"results row {position}: alpha {row['alpha']} differs from {alpha}; certify all examples with one alpha")
-        is_correct = bool(row["correct"])
-        if is_correct != (prediction == label):
-            raise InputError(f"results row {position}: 'correct' contradicts prediction {prediction} and label {label}")
-        if certify_rows:
-            at_radius = is_correct and float(row["radius"]) >= radius
-        else:
-            if not math.isclose(float(row["radius_threshold"]), radius, rel_tol=1e-12, abs_tol=1e-12):
-                raise InputError(f"results row {position}: decided at radius {row['radius_threshold']}, but the protocol radius is {radius}; rerun the decision at the protocol radius")
-            if row["certified"] and prediction == -1:
-                raise InputError(f"results row {position}: certified but abstaining; the decision rows are inconsistent")
-            at_radius = is_correct and bool(row["certified"])
-        labels.append(int(label))
-        certified_correct.append(at_radius)
-        correct.append(is_correct)
-        abstained.append(prediction == -1)
-    return _Outcomes(labels, certified_correct, correct, abstained, kind)
+        if row.index in seen:
+            raise InputError(f"results row {position}: example index {row.index} appears twice; merge shards without duplicates")
+        seen.add(row.index)
+        if not 0 <= row.label < num_classes:
+            raise InputError(f"results row {position}: label {row.label!r} is not a class index in [0, {num_classes})")
+        if not row.prediction < num_classes:
+            raise InputError(f"results row {position}: prediction {row.prediction!r} is not -1 (abstain) or a class index")
+        if not math.isclose(row.alpha, alpha, rel_tol=1e-12):
+            raise InputError(f"results row {position}: alpha {row.alpha} differs from {alpha}; certify all examples with one alpha")
+        if not math.isclose(row.radius_threshold, protocol.radius, rel_tol=1e-12, abs_tol=1e-12):
+            raise InputError(f"results row {position}: decided at radius {row.radius_threshold}, but the protocol radius is "
+                             f"{protocol.radius}; rerun the decision at the protocol radius")
+    return _Outcomes([r.label for r in rows], [r.correct and r.certified for r in rows], [r.correct for r in rows],
+                     [r.abstained for r in rows])
 
 
 def _lower_criterion(name: str, description: str, successes: int, trials: int, alpha: float, threshold: float, confidence: float) -> Criterion:
@@ -236,7 +226,7 @@ def _lower_criterion(name: str, description: str, successes: int, trials: int, a
 
 
 def evaluate(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[DecisionRecord],
     protocol: Protocol,
     class_names: Sequence[str],
     malignant_classes: Sequence[str],
@@ -246,8 +236,8 @@ def evaluate(
     """Judge per-example results against the protocol; see the module docstring for the criteria.
 
     ``alpha`` is the per-example failure probability of the certificates (every row must carry it);
-    ``model_sha256`` names the artifact the rows were computed on. Raises InputError on malformed rows,
-    zero examples, or results whose kind does not match ``protocol.mode``.
+    ``model_sha256`` names the artifact the rows were computed on (every row must name it). Raises InputError
+    on inconsistent rows, zero examples, or results whose mode does not match ``protocol.mode``.
     """
     rows = list(rows)
     if not 0.0 <= alpha < 1.0:
@@ -256,10 +246,11 @@ def evaluate(
     unknown = [c for c in malignant_classes if c not in names]
     if unknown:
         raise InputError(f"malignant class '{unknown[0]}' is not one of the classes {', '.join(names)}")
-    outcomes = _outcomes(rows, protocol.radius, len(names), alpha)
-    if outcomes.kind != protocol.mode:
-        raise InputError(f"the protocol's mode is '{protocol.mode}' but the results are {outcomes.kind} rows; "
-                         f"give {'results/certify.jsonl' if protocol.mode == 'fixed' else 'sequential decision rows (results/gate.jsonl)'}")
+    others = sorted({r.model_sha256 for r in rows} - {model_sha256})
+    if others:
+        raise StaleArtifactError(f"the results were computed on model {others[0][:12]}..., not on {model_sha256[:12]}...; "
+                                 "rerun certification on the current model")
+    outcomes = _outcomes(rows, protocol, len(names), alpha)
     n, r, conf = len(rows), protocol.radius, protocol.confidence
     criteria = [_lower_criterion(
         "certified_accuracy", f"certified accuracy at radius {r:g}", sum(outcomes.certified_correct), n, alpha,

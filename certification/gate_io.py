@@ -10,14 +10,16 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import yaml
 
-from certification.certify_run import read_records
-from certification.errors import InputError
+from certification.errors import InputError, StaleArtifactError
 from certification.fileio import read_json
 from certification.gate import Protocol, Verdict, evaluate
+from certification.model_card import load_model_description
+from certification.records import CertifyRecord, DecisionRecord, read_result_rows
+from certification.summary import read_certify_metrics
 
 
 def load_protocol(path: str | os.PathLike[str], section: str = "gate") -> Protocol:
@@ -45,80 +47,71 @@ def load_protocol(path: str | os.PathLike[str], section: str = "gate") -> Protoc
     return Protocol.from_dict(document[section], source=f"{path} section '{section}'")
 
 
-def load_model_description(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """models/model.json, checked for the fields the gate needs (sha256, class_names, malignant_classes)."""
-    model = read_json(path)
-    if not isinstance(model, dict):
-        raise InputError(f"{path}: expected a JSON object describing the model")
-    for key in ("sha256", "class_names", "malignant_classes"):
-        if key not in model:
-            raise InputError(f"{path}: missing key '{key}'; rerun the export stage")
-    if not isinstance(model["class_names"], list) or len(model["class_names"]) < 2:
-        raise InputError(f"{path}: 'class_names' must list at least two classes")
-    if not isinstance(model["malignant_classes"], list):
-        raise InputError(f"{path}: 'malignant_classes' must be a list of class names")
-    return model
-
-
-def results_alpha(rows: Sequence[Mapping[str, Any]], source: str) -> float:
+def results_alpha(rows: Sequence[CertifyRecord | DecisionRecord], source: str) -> float:
     """The per-example alpha shared by every row."""
-    alphas = {float(row["alpha"]) for row in rows if "alpha" in row}
-    if len(alphas) != 1 or any("alpha" not in row for row in rows):
+    alphas = {row.alpha for row in rows}
+    if len(alphas) != 1:
         raise InputError(f"{source}: every row must carry the same 'alpha' (found {sorted(alphas) or 'none'})")
     return alphas.pop()
 
 
-def check_results_model(rows: Sequence[Mapping[str, Any]], model_sha256: str, source: str,
-                        certify_json: str | os.PathLike[str] | None) -> None:
-    """Refuse results computed on another model than the one models/model.json names.
-
-    Decision rows carry ``model_sha256`` themselves; certify rows are named by metrics/certify.json
-    (``certify_json``), whose example count and alpha must also match the rows.
-    """
-    if rows and "radius" not in rows[0]:
-        hashes = {row.get("model_sha256") for row in rows}
-        if hashes != {model_sha256}:
-            found = ", ".join(sorted(str(h) for h in hashes))
-            raise InputError(f"{source}: decisions were made on model {found}, but model.json names {model_sha256}; rerun the gate stage")
-        return
-    if certify_json is None:
-        raise InputError(f"{source}: certify rows do not name their model; pass --certify-json metrics/certify.json")
-    summary = read_json(certify_json)
-    try:
-        certified_sha = summary["model"]["sha256"]
-        n_examples = int(summary["n_examples"])
-        alpha = float(summary["params"]["alpha"])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{certify_json}: not a certification summary (needs model.sha256, n_examples, params.alpha)") from None
+def check_certify_summary(rows: Sequence[CertifyRecord], model_sha256: str, source: str,
+                          certify_json: str | os.PathLike[str]) -> dict[str, Any]:
+    """Refuse certify rows that metrics/certify.json (``certify_json``) does not describe: another model than
+    ``model_sha256``, another example count or alpha. Returns the summary."""
+    summary = read_certify_metrics(certify_json)
+    certified_sha = summary["model"]["sha256"]
     if certified_sha != model_sha256:
-        raise InputError(f"model hash mismatch: {certify_json} certified {certified_sha} but model.json names {model_sha256}; rerun certification on the current model")
-    if n_examples != len(rows):
-        raise InputError(f"{source} has {len(rows)} rows but {certify_json} reports {n_examples} examples; rerun certification")
-    if not math.isclose(alpha, results_alpha(rows, source), rel_tol=1e-12):
-        raise InputError(f"{source}: alpha differs from {certify_json}; rerun certification")
+        raise StaleArtifactError(f"model hash mismatch: {certify_json} certified {certified_sha} but model.json names "
+                                 f"{model_sha256}; rerun certification on the current model")
+    if int(summary["n_examples"]) != len(rows):
+        raise StaleArtifactError(f"{source} has {len(rows)} rows but {certify_json} reports {summary['n_examples']} "
+                                 "examples; rerun certification")
+    if not math.isclose(float(summary["params"]["alpha"]), results_alpha(rows, source), rel_tol=1e-12):
+        raise StaleArtifactError(f"{source}: alpha differs from {certify_json}; rerun certification")
+    return summary
 
 
-def decision_rows_from_certify(rows: Sequence[Mapping[str, Any]], radius: float, model_sha256: str) -> list[dict[str, Any]]:
-    """Per-example decisions at ``radius`` read off fixed-n CERTIFY rows (mode "fixed"): certified iff not
-    abstaining and radius >= r*; evaluations = n0 + n. Same schema as the sequential decisions."""
-    decisions = []
-    for row in rows:
-        certified = row["prediction"] != -1 and float(row["radius"]) >= radius
-        decisions.append({
-            "index": row["index"], "label": row["label"], "prediction": row["prediction"], "certified": bool(certified),
-            "correct": bool(row["correct"]), "evaluations": int(row["n0"]) + int(row["n"]),
-            "radius_threshold": float(radius), "alpha": float(row["alpha"]), "sigma": float(row["sigma"]),
-            "n0": int(row["n0"]), "n": int(row["n"]), "n_a": int(row["n_a"]), "seed": int(row["seed"]),
-            "certified_radius": float(row["radius"]), "mode": "fixed", "model_sha256": model_sha256,
-        })
-    return decisions
+def decisions_from_certify(rows: Sequence[CertifyRecord], radius: float, model_sha256: str) -> list[DecisionRecord]:
+    """Per-example decisions at ``radius`` read off fixed-n CERTIFY rows (mode "fixed")."""
+    return [DecisionRecord.from_certify(row, radius, model_sha256) for row in rows]
+
+
+def load_decisions(results: str | os.PathLike[str], protocol: Protocol, model_sha256: str,
+                   certify_json: str | os.PathLike[str] | None) -> list[DecisionRecord]:
+    """The rows the gate judges: decision rows as they are, certify rows (checked against ``certify_json``)
+    turned into decisions at the protocol radius."""
+    rows = read_result_rows(results)
+    if rows and isinstance(rows[0], DecisionRecord):
+        return list(rows)  # type: ignore[arg-type]
+    if certify_json is None:
+        raise InputError(f"{results}: certify rows do not name their model; pass --certify-json metrics/certify.json")
+    check_certify_summary(rows, model_sha256, str(results), certify_json)  # type: ignore[arg-type]
+    return decisions_from_certify(rows, protocol.radius, model_sha256)  # type: ignore[arg-type]
 
 
 def evaluate_files(results: str | os.PathLike[str], protocol: Protocol, model_json: str | os.PathLike[str],
-                   certify_json: str | os.PathLike[str] | None = None) -> Verdict:
-    """Read and cross-check the files, then :func:`certification.gate.evaluate`."""
+                   certify_json: str | os.PathLike[str] | None = None) -> tuple[Verdict, list[DecisionRecord]]:
+    """Read and cross-check the files, then :func:`certification.gate.evaluate`; returns the verdict and the rows."""
     model = load_model_description(model_json)
-    rows = read_records(results)
-    check_results_model(rows, model["sha256"], str(results), certify_json)
-    return evaluate(rows, protocol, model["class_names"], model["malignant_classes"], results_alpha(rows, str(results)),
-                    model["sha256"])
+    rows = load_decisions(results, protocol, model["sha256"], certify_json)
+    verdict = evaluate(rows, protocol, model["class_names"], model["malignant_classes"], results_alpha(rows, str(results)),
+                       model["sha256"])
+    return verdict, rows
+
+
+def gate_document(verdict: Verdict, rows: Sequence[DecisionRecord]) -> dict[str, Any]:
+    """The ``metrics/gate.json`` document: the verdict and the model evaluations the decisions used."""
+    evaluations = sum(r.evaluations for r in rows)
+    document = verdict.to_dict()
+    document["evaluations"] = {"total": evaluations, "per_example": evaluations / len(rows)}
+    return document
+
+
+def read_gate_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``metrics/gate.json``, checked to be a complete, self-consistent verdict (:meth:`Verdict.from_dict`)."""
+    document = read_json(path)
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: expected a JSON object (a gate verdict)")
+    Verdict.from_dict(document, source=str(path))
+    return document

@@ -40,16 +40,16 @@ Either way the noise is a float32 rounding of the same Gaussian, and the certifi
 guarantee), so selection and estimation samples are independent and no noise is shared between examples (the
 dataset-level bound of :mod:`certification.dataset_bounds` relies on that).
 
-Why not ``Generator.standard_normal``: numpy's float32 ziggurat costs 12-18 ns per value on the machines
-measured, about as much as the default model's inference per sample; this vectorised form takes 0.4-0.8 of that
-time (``benchmarks/certify_throughput.py`` measures both), fixes every image's bits at a known place in its
+Why not ``Generator.standard_normal``: numpy's float32 ziggurat costs about as much per value as the default
+model's inference per sample, and this vectorised form is cheaper (``benchmarks/certify_throughput.py`` measures
+both; ``benchmarks/RESULTS.md`` keeps the figures); it also fixes every image's bits at a known place in its
 stream, and PCG64's ``advance`` lets any thread draw any batch (:meth:`NoiseStream.skip`).
 
 Why ~1M values per chunk and reused work arrays: each chunk costs about a dozen numpy calls, and a thread holds
-the GIL between them. With 64k-value chunks and fresh temporaries, 15 noise threads on a 16-core Xeon drew less
-noise than 4 (page faults of the temporaries and GIL hand-offs); with 1M-value chunks written into per-thread
-arrays that are reused, they scale to ~6x one thread (``Generator.random(out=...)`` fills them; only the angle
-words come from ``random_raw``, whose ~2 MB array per chunk the allocator hands back chunk after chunk).
+the GIL between them. Small chunks with fresh temporaries stop scaling with threads (page faults of the
+temporaries and GIL hand-offs); large chunks written into per-thread arrays that are reused do scale
+(``Generator.random(out=...)`` fills them; only the angle words come from ``random_raw``, whose ~2 MB array per
+chunk the allocator hands back chunk after chunk).
 
 Memory does not grow with the number of samples: background threads fill a small pool of preallocated
 (batch, C, H, W) buffers while the calling thread runs inference on the previous one (numpy and onnxruntime

@@ -28,6 +28,7 @@ import torch
 
 from certification.errors import InputError
 from certification.fileio import atomic_output, sha256_file
+from certification.onnx_model import open_session, session_logits
 from certification.onnx_rewrites import simplify
 
 INPUT_NAME = "input"
@@ -65,27 +66,6 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "agreement": self.agreement, "max_abs_diff": self.max_abs_diff, "passed": self.passed}
-
-
-def ort_session(path: str | os.PathLike[str], threads: int = 2) -> Any:
-    """A CPU ONNX Runtime session with pinned threads and full graph optimisation."""
-    import onnxruntime as ort
-
-    from certification.onnx_model import session_options
-
-    try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise InputError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
-
-
-def ort_logits(session: Any, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Logits of an ONNX Runtime session for float32 NCHW ``x``, in batches."""
-    outputs = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)})[0]
-        for i in range(0, x.shape[0], batch_size)
-    ]
-    return np.concatenate(outputs, axis=0)
 
 
 def check_opset(opset: int) -> int:
@@ -156,7 +136,7 @@ def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike[str], x: n
     """
     if x.shape[0] == 0:
         raise InputError("parity check needs at least one input")
-    session = ort_session(onnx_path, threads)
+    session = open_session(onnx_path, threads, "cpu")
     noise = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
     noisy = (x + np.float32(sigma) * noise).astype(np.float32)
     stats: dict[str, tuple[float, float]] = {}
@@ -164,7 +144,7 @@ def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike[str], x: n
     for name, inputs in (("clean", x), ("noisy", noisy)):
         with torch.no_grad():
             reference = model(torch.from_numpy(inputs)).numpy()
-        got = ort_logits(session, inputs)
+        got = session_logits(session, inputs)
         stats[name] = (float(np.mean(reference.argmax(1) == got.argmax(1))), float(np.max(np.abs(reference - got))))
     report = ParityReport(
         samples=int(x.shape[0]), sigma=float(sigma),
@@ -220,8 +200,8 @@ def quantize_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLik
 
 def prediction_agreement(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str], x: np.ndarray, threads: int = 2) -> float:
     """Fraction of inputs on which two ONNX models predict the same class."""
-    a = ort_logits(ort_session(path_a, threads), x).argmax(1)
-    b = ort_logits(ort_session(path_b, threads), x).argmax(1)
+    a = session_logits(open_session(path_a, threads, "cpu"), x).argmax(1)
+    b = session_logits(open_session(path_b, threads, "cpu"), x).argmax(1)
     return float(np.mean(a == b))
 
 

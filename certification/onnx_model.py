@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from certification.errors import InputError
+from certification.errors import InputError, MissingInputError, ParameterError
 from certification.fileio import sha256_file
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 #: Options of onnxruntime's CUDA provider. cuDNN's exhaustive algorithm search (onnxruntime's default) runs again
-#: whenever the batch shape changes, and CERTIFY alternates shapes (n0, batch_size, remainders): measured on an
-#: H100 with the default model at 32x32, batches of 100 and 250 in turn ran at 39k samples/s with the exhaustive
-#: search and 190k/s with the heuristic one (390k/s vs 411k/s at one fixed shape).
+#: whenever the batch shape changes, and CERTIFY alternates shapes (n0, batch_size, remainders), which made the
+#: exhaustive search several times slower than the heuristic one (figures in benchmarks/RESULTS.md).
 CUDA_PROVIDER_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}
 
 
@@ -72,6 +71,38 @@ def _choose_provider(provider: str) -> str:
     return PROVIDERS[provider]
 
 
+def open_session(path: str | os.PathLike[str], threads: int | None = None, provider: str = "cpu", *,
+                 spinning: bool = False, mem_pattern: bool = True) -> Any:
+    """The one way the library opens an ONNX model: an onnxruntime session with :func:`session_options`
+    (``threads`` intra-op threads, default every usable core) on the chosen provider. One-line InputError when
+    the file is missing or onnxruntime cannot load it."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: model file not found; run the export stage or pass an existing .onnx file")
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ParameterError(f"threads must be at least 1, got {threads}")
+    options = session_options(threads)
+    options.enable_mem_pattern = bool(mem_pattern)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    chosen = _choose_provider(provider)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=provider_list(chosen))
+    except Exception as exc:  # onnxruntime raises its own exception types for every load failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+
+
+def session_logits(session: Any, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Scores of a one-input session for float32 NCHW ``x`` in [0, 1], computed in batches."""
+    name = session.get_inputs()[0].name
+    outputs = [session.run(None, {name: np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)})[0]
+               for i in range(0, x.shape[0], batch_size)]
+    return np.concatenate(outputs, axis=0)
+
+
 class OnnxClassifier:
     """A classifier f: float32 (N, C, H, W) in [0, 1] -> labels in [0, K), backed by an onnxruntime session."""
 
@@ -81,22 +112,10 @@ class OnnxClassifier:
         import onnxruntime as ort
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"{self.path}: model file not found; run the export stage or pass an existing .onnx file")
         threads = default_threads() if threads is None else int(threads)
-        if threads < 1:
-            raise InputError(f"threads must be at least 1, got {threads}")
-        options = session_options(threads)
         # Memory patterns are planned per input shape; CERTIFY runs batches of several sizes (n0, batch_size and
         # remainders), and per-shape patterns made the arena grow to ~3x the largest batch's needs.
-        options.enable_mem_pattern = False
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        chosen = _choose_provider(provider)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=provider_list(chosen))
-        except Exception as exc:  # onnxruntime raises its own exception types for every load failure
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
+        self.session = open_session(self.path, threads, provider, spinning=spinning, mem_pattern=False)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise InputError(f"{self.path}: expected one input and one output, found {len(inputs)} inputs and {len(outputs)} outputs")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -46,9 +46,9 @@ from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
 from certification.errors import InputError
+from certification.records import ABSTAIN, DecisionRecord
 from certification.noise_sampling import PHASE_ESTIMATION, PHASE_SELECTION
 
-ABSTAIN = -1
 
 
 def look_schedule(n_max: int, first: int = 100) -> tuple[int, ...]:
@@ -107,37 +107,6 @@ class SequentialTest:
 
 
 @dataclass(frozen=True)
-class SequentialDecision:
-    """One example's answer. ``certified``: g is constant (class ``prediction``) on the ball of radius
-    ``radius_threshold`` (probability of a false claim <= alpha). ``evaluations`` = n0 + estimation draws ``n``."""
-
-    index: int
-    label: int | None
-    prediction: int
-    certified: bool
-    correct: bool
-    evaluations: int
-    radius_threshold: float
-    alpha: float
-    sigma: float
-    n0: int
-    n: int
-    n_a: int
-    n_max: int
-    looks_used: int
-    p_lower: float
-    p_upper: float
-    seed: int
-    seconds: float
-    counts_selection: list[int]
-    abstention_resolved: bool = True
-    mode: str = "sequential"
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class LookOutcome:
     """Where the test stopped: ``n`` estimation draws (the look ``looks_used``), ``n_a`` successes, the bounds
     there, and the answers (``certified`` at R; ``predicts``: lower bound >= 1/2, else abstain)."""
@@ -170,28 +139,32 @@ def run_test(test: SequentialTest, draw_successes: Callable[[int], int], resolve
     return LookOutcome(bool(certified), lower >= 0.5, drawn, n_a, used, lower, upper)
 
 
-def _decide_one(smoothed, x: np.ndarray, label: int | None, index: int, test: SequentialTest, n0: int, seed: int,
-                resolve_abstention: bool) -> SequentialDecision:
+def _decide_one(smoothed, x: np.ndarray, label: int, index: int, test: SequentialTest, n0: int, seed: int,
+                resolve_abstention: bool) -> DecisionRecord:
+    """One example's answer (a :class:`~certification.records.DecisionRecord`, mode ``sequential``): ``certified``
+    means g is constant (class ``prediction``) on the ball of radius ``radius_threshold``, with probability of a
+    false claim <= alpha; ``evaluations`` = n0 + estimation draws ``n``."""
     start = time.perf_counter()
     counts_selection = smoothed.count_stream(x, seed, index, PHASE_SELECTION).draw(n0)
     c_hat = int(np.argmax(counts_selection))
     estimation = smoothed.count_stream(x, seed, index, PHASE_ESTIMATION)
     outcome = run_test(test, lambda m: int(estimation.draw(m)[c_hat]), resolve_abstention)
     prediction = c_hat if outcome.predicts else ABSTAIN
-    return SequentialDecision(
-        index=int(index), label=label, prediction=prediction, certified=outcome.certified,
-        correct=label is not None and prediction == label, evaluations=int(n0) + outcome.n,
+    return DecisionRecord(
+        index=int(index), label=int(label), prediction=prediction, certified=outcome.certified,
+        correct=prediction == label and prediction != ABSTAIN, evaluations=int(n0) + outcome.n,
         radius_threshold=float(test.radius), alpha=float(test.alpha), sigma=float(test.sigma), n0=int(n0),
-        n=outcome.n, n_a=outcome.n_a, n_max=test.looks[-1], looks_used=outcome.looks_used, p_lower=outcome.p_lower,
-        p_upper=outcome.p_upper, seed=int(seed), seconds=time.perf_counter() - start,
-        counts_selection=[int(c) for c in counts_selection], abstention_resolved=resolve_abstention,
+        n=outcome.n, n_a=outcome.n_a, seed=int(seed), mode="sequential", model_sha256=smoothed.base_classifier.sha256,
+        details={"n_max": test.looks[-1], "looks_used": outcome.looks_used, "p_lower": outcome.p_lower,
+                 "p_upper": outcome.p_upper, "seconds": time.perf_counter() - start,
+                 "counts_selection": [int(c) for c in counts_selection], "abstention_resolved": resolve_abstention},
     )
 
 
 def iter_decide(
     smoothed,
     images: np.ndarray,
-    labels: Sequence[int] | np.ndarray | None,
+    labels: Sequence[int] | np.ndarray,
     radius: float,
     n0: int,
     n_max: int,
@@ -200,7 +173,7 @@ def iter_decide(
     indices: Sequence[int] | np.ndarray | None = None,
     first_look: int = 100,
     resolve_abstention: bool = True,
-) -> Iterator[SequentialDecision]:
+) -> Iterator[DecisionRecord]:
     """SEQUENTIAL-DECIDE each image of a float32 (N, C, H, W) batch in [0, 1] with ``smoothed`` (a
     SmoothedClassifier); example j uses the noise streams of index ``indices[j]`` (default j), the same streams as
     CERTIFY, so decisions are reproducible and independent of order and sharding. See the module docstring."""
@@ -209,7 +182,7 @@ def iter_decide(
         raise InputError(f"images must be float32 (N, C, H, W), got shape {images.shape}")
     count = images.shape[0]
     index_list = list(range(count)) if indices is None else [int(i) for i in np.asarray(indices).reshape(-1)]
-    label_list = [None] * count if labels is None else [int(v) for v in np.asarray(labels).reshape(-1)]
+    label_list = [int(v) for v in np.asarray(labels).reshape(-1)]
     if len(index_list) != count or len(label_list) != count:
         raise InputError(f"need one index and one label per image ({count}), got {len(index_list)} and {len(label_list)}")
     if not isinstance(n0, (int, np.integer)) or n0 < 1:
@@ -220,7 +193,7 @@ def iter_decide(
 
 
 def decide_many(smoothed, images: np.ndarray, labels, radius: float, n0: int, n_max: int, alpha: float, seed: int,
-                indices=None, first_look: int = 100, resolve_abstention: bool = True) -> list[SequentialDecision]:
+                indices=None, first_look: int = 100, resolve_abstention: bool = True) -> list[DecisionRecord]:
     """The list of :func:`iter_decide`'s decisions."""
     return list(iter_decide(smoothed, images, labels, radius, n0, n_max, alpha, seed, indices, first_look,
                             resolve_abstention))

@@ -7,50 +7,29 @@ counts_selection, abstention_resolved, mode ("sequential"), model_sha256. The ex
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
-from certification.certify_run import parameter_checks, select_indices
-from certification.dataset_io import load_split
-from certification.errors import InputError
+from certification.certify_run import RunOptions, open_run
+from certification.errors import ParameterError
 from certification.fileio import write_text_atomic
 from certification.progress import progress
+from certification.records import DecisionRecord, decision_jsonl_text
 from certification.sequential import iter_decide
-from certification.smoothing import SmoothedClassifier
 
 CHUNK_EXAMPLES = 128
 
 
-def decide_files(
-    model_path: str | os.PathLike[str],
-    data_path: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None,
-    *,
-    radius: float,
-    sigma: float,
-    n0: int,
-    n_max: int,
-    alpha: float,
-    seed: int,
-    batch_size: int,
-    max_examples: int = 0,
-    first_look: int = 100,
-    resolve_abstention: bool = True,
-    threads: int | None = None,
-    show_progress: bool = True,
-) -> list[dict[str, Any]]:
+def decide_files(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], out: str | os.PathLike[str] | None,
+                 options: RunOptions, radius: float, n0: int, n_max: int, *, first_look: int = 100,
+                 resolve_abstention: bool = True, show_progress: bool = True) -> list[DecisionRecord]:
     """Decide every selected example of ``data_path`` at ``radius`` with the ONNX model; write ``out`` atomically
     (when given) and return the rows."""
-    parameter_checks(sigma, n0, n_max, alpha, batch_size, seed, max_examples)
-    if not isinstance(radius, (int, float)) or radius < 0:
-        raise InputError(f"radius must be a non-negative number ([0,1]-pixel L2 units), got {radius!r}")
-    smoothed = SmoothedClassifier.from_onnx(model_path, sigma, batch_size=batch_size, threads=threads)
-    split = load_split(data_path, num_classes=smoothed.num_classes)
-    smoothed.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
-    indices = select_indices(len(split.labels), max_examples, seed)
-    model_sha256 = smoothed.base_classifier.sha256
-    rows: list[dict[str, Any]] = []
+    options.check(n0, n_max)
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
+        raise ParameterError(f"radius must be a non-negative number ([0,1]-pixel L2 units), got {radius!r}")
+    smoothed, split, indices = open_run(model_path, data_path, options)
+    alpha, seed = options.alpha, options.seed
+    rows: list[DecisionRecord] = []
     bar = progress(total=len(indices), desc="decide", unit="ex", **({} if show_progress else {"disable": True}))
     try:
         for start in range(0, len(indices), CHUNK_EXAMPLES):
@@ -58,10 +37,10 @@ def decide_files(
             images = split.model_input(chunk)
             for decision in iter_decide(smoothed, images, split.labels[chunk], radius, n0, n_max, alpha, seed,
                                         indices=chunk, first_look=first_look, resolve_abstention=resolve_abstention):
-                rows.append({**decision.to_dict(), "model_sha256": model_sha256})
+                rows.append(decision)
                 bar.update(1)
     finally:
         bar.close()
     if out is not None:
-        write_text_atomic(out, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+        write_text_atomic(out, decision_jsonl_text(rows))
     return rows

@@ -7,12 +7,12 @@ merged rows, sorted by index, are exactly those of a single-machine run (timing 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from certification.certify_run import read_records
-from certification.errors import InputError
+from certification.errors import InputError, ParameterError, StaleArtifactError
+from certification.records import CertifyRecord, read_certify_records
 
 #: Fields that must agree across every shard of one run.
 RUN_FIELDS = ("n0", "n", "alpha", "sigma", "seed")
@@ -24,9 +24,9 @@ def parse_shard(text: str) -> tuple[int, int]:
         k_text, n_text = text.split("/")
         k, n = int(k_text), int(n_text)
     except ValueError:
-        raise InputError(f"--shard {text!r}: expected K/N, e.g. 0/4 for the first of four shards") from None
+        raise ParameterError(f"--shard {text!r}: expected K/N, e.g. 0/4 for the first of four shards") from None
     if n < 1 or not 0 <= k < n:
-        raise InputError(f"--shard {text!r}: need 0 <= K < N and N >= 1")
+        raise ParameterError(f"--shard {text!r}: need 0 <= K < N and N >= 1")
     return k, n
 
 
@@ -35,40 +35,40 @@ def shard_indices(indices: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
     k, n = shard
     chosen = np.asarray(indices, dtype=np.int64)[k::n]
     if chosen.size == 0:
-        raise InputError(f"shard {k}/{n} has no examples (the run has {len(indices)}); use fewer shards")
+        raise ParameterError(f"shard {k}/{n} has no examples (the run has {len(indices)}); use fewer shards")
     return chosen
 
 
-def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> list[CertifyRecord]:
     """Rows of all shard files, sorted by example index.
 
     Checks that every shard used the same run parameters and that no example appears twice.
     """
     if not paths:
         raise InputError("no shard files given")
-    rows: list[dict[str, Any]] = []
-    reference: dict[str, Any] | None = None
+    rows: list[CertifyRecord] = []
+    reference: dict[str, object] | None = None
     for path in paths:
-        for row in read_records(path):
-            run = {key: row.get(key) for key in RUN_FIELDS}
+        for row in read_certify_records(path):
+            run = {key: getattr(row, key) for key in RUN_FIELDS}
             if reference is None:
                 reference = run
             elif run != reference:
                 changed = next(key for key in RUN_FIELDS if run[key] != reference[key])
-                raise InputError(f"{path}: {changed} = {run[changed]!r} differs from {reference[changed]!r} in an earlier shard; "
+                raise StaleArtifactError(f"{path}: {changed} = {run[changed]!r} differs from {reference[changed]!r} in an earlier shard; "
                                  "merge only shards of one run")
             rows.append(row)
-    rows.sort(key=lambda r: int(r["index"]))
-    seen = np.array([int(r["index"]) for r in rows], dtype=np.int64)
+    rows.sort(key=lambda r: r.index)
+    seen = np.array([r.index for r in rows], dtype=np.int64)
     duplicates = seen[1:][seen[1:] == seen[:-1]]
     if duplicates.size:
         raise InputError(f"example {int(duplicates[0])} appears in more than one shard; each example must be certified once")
     return rows
 
 
-def check_coverage(rows: Sequence[dict[str, Any]], expected: np.ndarray) -> None:
+def check_coverage(rows: Sequence[CertifyRecord], expected: np.ndarray) -> None:
     """Raise InputError unless the merged ``rows`` cover exactly the run's example indices ``expected``."""
-    seen = np.array([int(r["index"]) for r in rows], dtype=np.int64)
+    seen = np.array([r.index for r in rows], dtype=np.int64)
     expected = np.asarray(expected, dtype=np.int64)
     missing = np.setdiff1d(expected, seen)
     if missing.size:

@@ -23,6 +23,7 @@ from scipy.stats import binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 
 from certification.errors import InputError
+from certification.records import ABSTAIN
 from certification.noise_sampling import (
     PHASE_ESTIMATION,
     PHASE_PREDICT,
@@ -33,7 +34,6 @@ from certification.noise_sampling import (
 )
 from certification.onnx_model import PROVIDERS, OnnxClassifier, default_threads
 
-ABSTAIN = -1
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,9 @@ def _check_pixels(images: np.ndarray, where: str) -> None:
 def default_inference_threads() -> int:
     """onnxruntime intra-op threads when none are given: half the usable cores, rounded up (1 on 2 cores).
 
-    The other half draws noise (:func:`default_noise_threads`). On the default model a noise value costs about
-    as much CPU time per sample as inference (``benchmarks/certify_throughput.py``), and its inference stops
-    gaining from threads beyond about 8 (measured on a 16-core Xeon: 15 onnxruntime threads with 1 noise
-    thread ran at 0.3 of an even split)."""
+    The other half draws noise (:func:`default_noise_threads`): on the default model a noise value costs about
+    as much CPU time as its inference, and inference stops gaining from threads well before all cores are used
+    (``benchmarks/certify_throughput.py`` measures the split; figures in ``benchmarks/RESULTS.md``)."""
     return max(1, (default_threads() + 1) // 2)
 
 

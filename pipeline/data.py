@@ -7,7 +7,6 @@ built and validated in memory before the first file is written, so bad input lea
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -18,11 +17,12 @@ from certification.data.real import SPLITS, load_folder, load_npz
 from certification.dataset_io import METADATA_FIELDS
 from certification.errors import InputError
 from certification.fileio import sha256_file, write_json_atomic
+from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
 KEYS = {"source": str, "path": str, "image_size": int, "n_train": int, "n_val": int, "n_test": int, "seed": int}
 SOURCES = ("synthetic", "npz", "folder")
-OUT_DIR = Path("data")
+OUT_DIR = layout.DATA_DIR
 
 
 def build(params: dict) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]], dict]:
@@ -56,13 +56,13 @@ def main() -> int:
     summaries = {}
     for split in SPLITS:
         images, labels, metadata = splits[split]
-        path = OUT_DIR / f"{split}.npz"
+        path = {"train": layout.TRAIN_SPLIT, "val": layout.VAL_SPLIT, "test": layout.TEST_SPLIT}[split]
         save_split(path, images, labels, metadata)
         summaries[split] = split_summary(labels, metadata, info["classes"], sha256_file(path))
     fields = [f for f in METADATA_FIELDS if all(f in splits[s][2] for s in SPLITS)]
     datasheet = build_datasheet(params["source"], info["generator_version"], info["seed"], params["image_size"],
                                 info["classes"], info["malignant"], summaries, fields)
-    write_json_atomic(OUT_DIR / "datasheet.json", datasheet)
+    write_json_atomic(layout.DATASHEET, datasheet)
     seconds = time.perf_counter() - started
     counts = ", ".join(f"{s} {summaries[s]['n']}" for s in SPLITS)
     print(f"data: {counts} images of {params['image_size']}px "
@@ -70,7 +70,7 @@ def main() -> int:
     from pipeline.tracking import log_stage
 
     log_stage("data", params, {"seconds": seconds, **{f"n_{s}": summaries[s]["n"] for s in SPLITS}},
-              artifacts=[OUT_DIR / "datasheet.json"])
+              artifacts=[layout.DATASHEET])
     return 0
 
 

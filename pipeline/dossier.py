@@ -17,17 +17,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from certification.dossier.build import SignerIdentity, build_dossier
+from certification.dossier.evidence import EvidenceInputs
 from certification.errors import InputError
 from certification.fileio import sha256_bytes, write_bytes_atomic
 from certification.signing.devpki import ensure_dev_pki, is_dev_certificate
 from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
 from certification.signing.sign import Manifestation, sign_as_author
-from certification.signing.verify import verify_dossier
+from certification.dossier.verify import verify_dossier
+from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage
 from pipeline.tracking import log_stage
 
-OUT = Path("dossier")
-TEMPLATES = Path("dossier_templates")
 KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list}
 
 
@@ -37,6 +37,17 @@ def _trust_anchor(signer: object) -> str:
         if cert.subject == cert.issuer:
             return sha256_bytes(cert.dump())
     return "not included in the PKCS#12 file; obtain the signer's root certificate from its CA"
+
+
+def evidence_inputs(root: Path = Path(".")) -> EvidenceInputs:
+    """The pipeline's files the dossier is built from, in the repository (or a copy of it) at ``root``."""
+    return EvidenceInputs(
+        root=root, model_card=root / layout.MODEL_CARD, datasheet=root / layout.DATASHEET,
+        train_metrics=root / layout.TRAIN_METRICS, export_metrics=root / layout.EXPORT_METRICS,
+        certify_metrics=root / layout.CERTIFY_METRICS, certify_records=root / layout.CERTIFY_RESULTS,
+        evaluate_metrics=root / layout.EVALUATE_METRICS, gate_metrics=root / layout.GATE_METRICS,
+        test_split=root / layout.TEST_SPLIT,
+    )
 
 
 def main() -> int:
@@ -57,25 +68,25 @@ def main() -> int:
         anchor = sha256_bytes(pki.ca_certificate().public_bytes(serialization.Encoding.DER))
         identity = SignerIdentity(True, common_name(signer_certificate(signer)), anchor)
         print(f"dossier: signing with the DEVELOPMENT KEY ({pki.folder}); not for submission", file=sys.stderr)
-    built = build_dossier(Path("."), load_document(), TEMPLATES, fields, identity)
+    built = build_dossier(evidence_inputs(), load_document(), layout.TEMPLATES, fields, identity)
     author = built.roles["author"]
     signed = sign_as_author(built.unsigned_pdf, signer, Manifestation(identity.signer, author["role"], author["meaning"]),
                             fields)
-    write_bytes_atomic(OUT / "evidence.json", built.evidence_json)
-    write_bytes_atomic(OUT / "dossier_unsigned.pdf", built.unsigned_pdf)
-    write_bytes_atomic(OUT / "dossier.pdf", signed)
+    write_bytes_atomic(layout.EVIDENCE, built.evidence_json)
+    write_bytes_atomic(layout.DOSSIER_UNSIGNED, built.unsigned_pdf)
+    write_bytes_atomic(layout.DOSSIER_SIGNED, signed)
     if trust_root is not None:
-        report = verify_dossier(OUT / "dossier.pdf", trust_root=trust_root, model=Path(built.evidence["model"]["path"]))
+        report = verify_dossier(layout.DOSSIER_SIGNED, trust_root=trust_root, model=Path(built.evidence["model"]["path"]))
         for check in report.failed():
             print(f"dossier: {check.line()}", file=sys.stderr)
         if not report.ok:
             raise InputError("the signed dossier failed its own verification (see above)")
-    print(f"dossier: {built.evidence['verdict']['word']}; wrote {OUT / 'dossier.pdf'} "
+    print(f"dossier: {built.evidence['verdict']['word']}; wrote {layout.DOSSIER_SIGNED} "
           f"(unsigned sha256 {sha256_bytes(built.unsigned_pdf)[:16]}...)")
     log_stage("dossier", {"dossier.signing_key": cfg["signing_key"] or "development",
                           "dossier.approval_fields": ",".join(fields)},
               {"dossier.accepted": 1.0 if built.evidence["verdict"]["verdict"] == "ACCEPT" else 0.0},
-              artifacts=[OUT / "evidence.json", OUT / "dossier.pdf"],
+              artifacts=[layout.EVIDENCE, layout.DOSSIER_SIGNED],
               tags={"dossier.development_key": str(identity.development_key).lower(),
                     "dossier.unsigned_sha256": sha256_bytes(built.unsigned_pdf)})
     return 0

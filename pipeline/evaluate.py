@@ -1,7 +1,7 @@
 """Stage ``evaluate``: failure modes of the certified model -> metrics/evaluate.json, results/evaluate/.
 
-Reads params ``evaluate`` (below), ``certify`` (sigma, alpha, confidence, radii; sigma null = train.sigma) and
-``gate`` (radius, min_certified_accuracy_lower, max_abstention_rate). Inputs: models/model.onnx (the shipped,
+Reads params ``evaluate`` (below) and ``gate`` (radius, min_certified_accuracy_lower, max_abstention_rate); sigma,
+alpha, confidence and radii are those certification used, read from metrics/certify.json. Inputs: models/model.onnx (the shipped,
 certified artifact), models/model_fp32.onnx (int8 drift only), models/model.pt (weights for the attack's
 gradients), models/model.json, data/test.npz, results/certify.jsonl, metrics/certify.json (must name the same
 model). Exit 1 with one line on stderr when the attack confirms a contradiction of a certificate (outputs are
@@ -13,30 +13,23 @@ quantization_examples, quantization_n, quantization_noise_samples.
 """
 from __future__ import annotations
 
-import csv
-import io
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from certification.errors import InputError
-from certification.failure_modes.report import EvaluationInputs, EvaluationSettings, evaluate_failure_modes, summary_lines
+from certification.errors import InputError, MissingInputError, StaleArtifactError
+from certification.failure_modes.report import (EvaluationInputs, EvaluationSettings, attack_curve_csv,
+                                                evaluate_failure_modes, summary_lines)
 from certification.fileio import read_json, sha256_file, write_json_atomic, write_text_atomic
+from certification.summary import read_certify_metrics
+from pipeline import layout
 from pipeline.stage import PARAMS_FILE, load_document, run_stage
 from pipeline.tracking import log_stage
 
-MODEL = Path("models/model.onnx")
-MODEL_FP32 = Path("models/model_fp32.onnx")
-CHECKPOINT = Path("models/model.pt")
-MODEL_CARD = Path("models/model.json")
-TEST_DATA = Path("data/test.npz")
-CERTIFICATES = Path("results/certify.jsonl")
-CERTIFY_METRICS = Path("metrics/certify.json")
-OUT_DIR = Path("results/evaluate")
-METRICS = Path("metrics/evaluate.json")
-CURVE_CSV = Path("plots/evaluate_attack_curve.csv")
+MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD = layout.MODEL, layout.MODEL_FP32, layout.CHECKPOINT, layout.MODEL_CARD
+TEST_DATA, CERTIFICATES, CERTIFY_METRICS = layout.TEST_SPLIT, layout.CERTIFY_RESULTS, layout.CERTIFY_METRICS
+OUT_DIR, METRICS, CURVE_CSV = layout.EVALUATE_DIR, layout.EVALUATE_METRICS, layout.EVALUATE_ATTACK_CURVE
 
 REQUIRED = {"max_examples": int, "predict_n": int, "attack_examples": int, "attack_steps": int,
             "attack_samples": int, "attack_radii": list, "seed": int}
@@ -82,19 +75,16 @@ def evaluate_params(document: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def settings_from_params(document: dict[str, Any]) -> EvaluationSettings:
-    certify, gate, train = _section(document, "certify"), _section(document, "gate"), _section(document, "train")
-    sigma = certify.get("sigma")
-    sigma = _number(train, "train", "sigma") if sigma is None else _number(certify, "certify", "sigma")
-    radii = certify.get("radii")
-    if not isinstance(radii, list) or not radii:
-        raise InputError(f"{PARAMS_FILE}: 'certify.radii' must be a non-empty list of radii")
+def settings_from_params(document: dict[str, Any], certify: dict[str, Any]) -> EvaluationSettings:
+    """Settings from params ``evaluate`` and ``gate`` and, for what certification fixed (sigma, alpha,
+    confidence, radii), from the certify stage's own summary ``certify`` (metrics/certify.json)."""
+    gate = _section(document, "gate")
     values = evaluate_params(document)
     return EvaluationSettings(
-        sigma=sigma,
-        alpha=_number(certify, "certify", "alpha"),
-        confidence=_number(certify, "certify", "confidence"),
-        radii=tuple(float(r) for r in radii),
+        sigma=float(certify["params"]["sigma"]),
+        alpha=float(certify["params"]["alpha"]),
+        confidence=float(certify["confidence"]),
+        radii=tuple(float(r) for r in certify["radii"]),
         gate_radius=_number(gate, "gate", "radius"),
         gate_threshold=_number(gate, "gate", "min_certified_accuracy_lower"),
         max_abstention_rate=_number(gate, "gate", "max_abstention_rate"),
@@ -102,24 +92,14 @@ def settings_from_params(document: dict[str, Any]) -> EvaluationSettings:
     )
 
 
-def attack_curve_csv(document: dict[str, Any]) -> str:
-    attack = document["attack"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["radius", "certified_accuracy", "certified_lower_bound", "empirical_robust_accuracy", "empirical_upper_bound"])
-    for certified, empirical in zip(attack["certified_accuracy"], attack["empirical_robust_accuracy"]):
-        writer.writerow([certified["radius"], certified["certified_accuracy"], certified["lower_bound"], empirical["accuracy"], empirical["upper_bound"]])
-    return buffer.getvalue()
-
-
 def main() -> int:
-    settings = settings_from_params(load_document())
+    certify_metrics = read_certify_metrics(CERTIFY_METRICS)
+    settings = settings_from_params(load_document(), certify_metrics)
     card = read_json(MODEL_CARD)
-    certify_metrics = read_json(CERTIFY_METRICS)
     if not MODEL.is_file():
-        raise InputError(f"{MODEL}: model not found; run the export stage first")
-    if certify_metrics.get("model", {}).get("sha256") != sha256_file(MODEL):
-        raise InputError(f"{CERTIFY_METRICS} names a different model than {MODEL}; re-run the certify stage")
+        raise MissingInputError(f"{MODEL}: model not found; run the export stage first")
+    if certify_metrics["model"]["sha256"] != sha256_file(MODEL):
+        raise StaleArtifactError(f"{CERTIFY_METRICS} names a different model than {MODEL}; re-run the certify stage")
     quantization = str(card.get("quantization", "none"))
     from certification.edge_cnn import load_checkpoint
 

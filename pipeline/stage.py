@@ -42,7 +42,7 @@ def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             names = " or ".join(t.__name__ for t in allowed)
             raise InputError(f"{path}: '{section}.{key}' must be {names}, got {value!r}")
-    return dict(values)
+    return {key: values[key] for key in keys}
 
 
 def load_document(path: Path | None = None) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-from pathlib import Path
 
 import torch
 
@@ -19,12 +18,11 @@ from certification.edge_cnn import save_checkpoint
 from certification.errors import InputError
 from certification.fileio import read_json, write_json_atomic, write_text_atomic
 from certification.training import TrainConfig, accuracy, to_tensor, train_model
+from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
 KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int}
-MODEL_PATH = Path("models/model.pt")
-METRICS_PATH = Path("metrics/train.json")
-HISTORY_PATH = Path("plots/train_history.csv")
+MODEL_PATH, METRICS_PATH, HISTORY_PATH = layout.CHECKPOINT, layout.TRAIN_METRICS, layout.TRAIN_HISTORY
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy_clean", "val_accuracy_noisy")
 TEST_NOISE_SEED_OFFSET = 104729  # test noise seed = train.seed + this (independent of training noise)
 
@@ -50,9 +48,9 @@ def main() -> int:
     config = TrainConfig(**params)
     config.validate()
     threads = torch_threads()
-    datasheet = read_json("data/datasheet.json")
+    datasheet = read_json(layout.DATASHEET)
     classes = list(datasheet["classes"])
-    train, val, test = (load_split(f"data/{s}.npz", len(classes)) for s in ("train", "val", "test"))
+    train, val, test = (load_split(p, len(classes)) for p in (layout.TRAIN_SPLIT, layout.VAL_SPLIT, layout.TEST_SPLIT))
     if not (train.channels_last and val.channels_last and test.channels_last):
         raise InputError("data splits must store images as uint8 N,H,W,C; re-run the data stage")
     if not (train.image_shape_chw == val.image_shape_chw == test.image_shape_chw):

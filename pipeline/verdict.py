@@ -6,25 +6,22 @@ the criteria table and, on REJECT, ends with one line per failed criterion
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from certification.errors import InputError
-from certification.fileio import read_json
+from certification.errors import StaleArtifactError
 from certification.gate import Verdict, failure_lines, render_table
-from certification.gate_io import load_model_description
+from certification.gate_io import read_gate_metrics
+from certification.model_card import load_model_description
+from pipeline import layout
 from pipeline.stage import run_stage
 from pipeline.tracking import log_stage
 
-
-GATE = Path("metrics/gate.json")
-MODEL_CARD = Path("models/model.json")
+GATE, MODEL_CARD = layout.GATE_METRICS, layout.MODEL_CARD
 
 
 def main() -> int:
-    verdict = Verdict.from_dict(read_json(GATE), source=str(GATE))
+    verdict = Verdict.from_dict(read_gate_metrics(GATE), source=str(GATE))
     model_sha256 = load_model_description(MODEL_CARD)["sha256"]
     if verdict.model_sha256 != model_sha256:
-        raise InputError(f"{GATE} judges model {verdict.model_sha256} but {MODEL_CARD} names {model_sha256}; rerun the gate stage")
+        raise StaleArtifactError(f"{GATE} judges model {verdict.model_sha256} but {MODEL_CARD} names {model_sha256}; rerun the gate stage")
     log_stage("verdict", params={}, metrics={"accepted": float(verdict.accepted)},
               tags={"smoothcert.verdict": verdict.verdict, "smoothcert.failed": ",".join(verdict.failed) or "none"})
     print(render_table(verdict))

@@ -8,8 +8,9 @@ model evaluations it used.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
+
+from certification.commands._options import add_run_options, check_out, run_options
 
 
 def register(subparsers: Any) -> None:
@@ -21,39 +22,26 @@ def register(subparsers: Any) -> None:
         "Clopper-Pearson bounds at alpha/L per look, and stop as soon as the answer is known. A false 'certified' "
         "has probability <= alpha per example, as with certify. Writes OUT (JSONL, one row per example).",
     )
+    add_run_options(parser)
     parser.add_argument("--radius", required=True, type=float, help="radius R to decide, L2 in [0,1]-pixel units")
-    parser.add_argument("--model", required=True, type=Path, help="ONNX model: float32 input [batch,C,H,W] in [0,1], output (N,K) class scores")
-    parser.add_argument("--data", required=True, type=Path, help="data split .npz")
-    parser.add_argument("--sigma", required=True, type=float, help="noise standard deviation, L2 in [0,1]-pixel units")
     parser.add_argument("--n0", type=int, default=100, help="selection samples per example (default 100)")
     parser.add_argument("--n-max", type=int, default=10_000, help="most estimation samples per example (default 10000)")
     parser.add_argument("--first-look", type=int, default=100, help="estimation samples at the first look (default 100)")
-    parser.add_argument("--alpha", type=float, default=0.001, help="per-example failure probability, in (0, 0.5) (default 0.001)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (same streams as certify with this seed)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="noisy copies per inference call; does not change results")
-    parser.add_argument("--max-examples", type=int, default=0, help="decide the seeded subset certify would use (0 = all)")
     parser.add_argument("--certified-only", action="store_true",
                         help="stop once 'certified at R' is decided, without settling abstention (fewer samples; "
                         "predictions then abstain unless already established, which is conservative)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: half the cores, rounded up; the rest draw noise)")
-    parser.add_argument("--out", required=True, type=Path, help="output JSONL, one decision per example")
     parser.set_defaults(func=run_decide)
 
 
 def run_decide(args: argparse.Namespace) -> int:
-    from certification.errors import InputError
     from certification.sequential_run import decide_files
 
-    if args.out.suffix != ".jsonl":
-        raise InputError(f"--out {args.out}: expected a .jsonl file name")
-    rows = decide_files(
-        args.model, args.data, args.out, radius=args.radius, sigma=args.sigma, n0=args.n0, n_max=args.n_max,
-        alpha=args.alpha, seed=args.seed, batch_size=args.batch_size, max_examples=args.max_examples,
-        first_look=args.first_look, resolve_abstention=not args.certified_only, threads=args.threads,
-    )
-    certified = sum(r["certified"] for r in rows)
-    correct = sum(r["certified"] and r["correct"] for r in rows)
-    evaluations = sum(r["evaluations"] for r in rows)
+    check_out(args.out, ".jsonl")
+    rows = decide_files(args.model, args.data, args.out, run_options(args), args.radius, args.n0, args.n_max,
+                        first_look=args.first_look, resolve_abstention=not args.certified_only)
+    certified = sum(r.certified for r in rows)
+    correct = sum(r.certified and r.correct for r in rows)
+    evaluations = sum(r.evaluations for r in rows)
     fixed = len(rows) * (args.n0 + args.n_max)
     print(f"decided {len(rows)} examples at radius {args.radius:g}: {certified} certified ({correct} certified and correct); "
           f"{evaluations:,} model evaluations ({evaluations / max(1, len(rows)):,.0f} per example, "

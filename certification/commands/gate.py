@@ -33,12 +33,12 @@ def register(subparsers: Any) -> None:
 def run_gate(args: argparse.Namespace) -> int:
     from certification.fileio import write_json_atomic
     from certification.gate import failure_lines, render_table
-    from certification.gate_io import evaluate_files, load_protocol
+    from certification.gate_io import evaluate_files, gate_document, load_protocol
 
     protocol = load_protocol(args.protocol, args.section)
-    verdict = evaluate_files(args.results, protocol, args.model_json, args.certify_json)
+    verdict, rows = evaluate_files(args.results, protocol, args.model_json, args.certify_json)
     if args.out is not None:
-        write_json_atomic(args.out, verdict.to_dict())
+        write_json_atomic(args.out, gate_document(verdict, rows))
     print(render_table(verdict))
     for line in failure_lines(verdict):
         print(line)

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from certification.signing.verify import verify_dossier  # here: other subcommands must not need pyHanko
+    from certification.dossier.verify import verify_dossier  # here: other subcommands must not need pyHanko
 
     report = verify_dossier(args.pdf, trust_root=args.trust_root, model=args.model)
     print(f"{report.path}: {report.trust_root_note}")

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-FITZPATRICK_NAMES = ("I", "II", "III", "IV", "V", "VI")
+from certification.dataset_io import FITZPATRICK_NAMES
 
 
 def split_summary(labels: np.ndarray, metadata: Mapping[str, np.ndarray], class_names: Sequence[str], sha256: str) -> dict[str, Any]:

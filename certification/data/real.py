@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from certification.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from certification.data.synthetic import MALIGNANT_CLASSES as SYNTHETIC_MALIGNANT
 from certification.data.synthetic import check_image_size
-from certification.dataset_io import METADATA_FIELDS, read_npz, validate_arrays
+from certification.dataset_io import FITZPATRICK_NAMES, METADATA_FIELDS, read_npz, validate_arrays
 from certification.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -34,7 +34,7 @@ DERMAMNIST_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 DERMAMNIST_MALIGNANT = ("akiec", "bcc", "mel")
 KNOWN_MALIGNANT = frozenset(SYNTHETIC_MALIGNANT + DERMAMNIST_MALIGNANT + ("squamous_cell_carcinoma", "scc"))
 LABELS_CSV = "labels.csv"
-_FITZPATRICK_ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
+_FITZPATRICK_ROMAN = {name: k for k, name in enumerate(FITZPATRICK_NAMES, start=1)}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

@@ -46,10 +46,3 @@ def read_pdf_content(pdf: bytes) -> RevisionContent:
     info = {str(k): str(v) for k, v in (reader.metadata or {}).items()}
     text = "\n".join(page.extract_text() or "" for page in reader.pages)
     return RevisionContent(attachments=attachments, info=info, text=text, text_compact=re.sub(r"\s+", "", text))
-
-
-def read_revision(pdf: bytes, embedded_signature: Any) -> RevisionContent:
-    """Content of the revision a pyHanko ``EmbeddedPdfSignature`` signed (the bytes its /ByteRange ends at)."""
-    byte_range = [int(x) for x in embedded_signature.sig_object["/ByteRange"]]
-    end = byte_range[2] + byte_range[3]
-    return read_pdf_content(pdf[:end])

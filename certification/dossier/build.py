@@ -8,11 +8,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from certification.dossier.evidence import INPUT_FILES, collect_evidence
-from certification.dossier.records import parse_records
+from certification.dossier.evidence import EvidenceInputs, collect_evidence
 from certification.dossier.render import evidence_bytes, render_dossier
 from certification.dossier.templates import approval_roles, document_metadata, load_texts, read_raw
 from certification.errors import InputError
+from certification.records import parse_certify_records
 
 
 @dataclass(frozen=True)
@@ -44,21 +44,20 @@ def _images(test_path: Path, indices: Sequence[int]) -> dict[int, np.ndarray]:
         return out
 
 
-def build_dossier(root: str | os.PathLike[str], params: Mapping[str, Any], templates: str | os.PathLike[str],
+def build_dossier(inputs: EvidenceInputs, params: Mapping[str, Any], templates: str | os.PathLike[str],
                   approval_fields: Sequence[str], signer: SignerIdentity) -> BuiltDossier:
-    """Evidence dict, its JSON bytes and the deterministic unsigned PDF for the outputs under ``root``."""
-    root = Path(root)
+    """Evidence dict, its JSON bytes and the deterministic unsigned PDF for the outputs named by ``inputs``."""
     raw = read_raw(templates)
     roles = approval_roles(raw, list(approval_fields))
     signing = {"development_key": signer.development_key, "signer": signer.signer,
                "trust_anchor_sha256": signer.trust_anchor_sha256, "approvals": roles}
-    evidence = collect_evidence(root, params, document_metadata(raw), signing)
+    evidence = collect_evidence(inputs, params, document_metadata(raw), signing)
     texts = load_texts(templates, evidence)
-    records_bytes = (root / INPUT_FILES["records"]).read_bytes()
-    records = parse_records(records_bytes)
+    records_bytes = inputs.certify_records.read_bytes()
+    records = parse_certify_records(records_bytes, str(inputs.certify_records))
     try:
-        images = _images(root / INPUT_FILES["test"], [row["index"] for row in evidence["least_robust"]])
+        images = _images(inputs.test_split, [row["index"] for row in evidence["least_robust"]])
     except (OSError, KeyError, IndexError, ValueError) as exc:
-        raise InputError(f"{root / INPUT_FILES['test']}: cannot read the least robust images ({exc})") from None
+        raise InputError(f"{inputs.test_split}: cannot read the least robust images ({exc})") from None
     pdf = render_dossier(evidence, texts, records, records_bytes, images)
     return BuiltDossier(evidence=evidence, evidence_json=evidence_bytes(evidence), unsigned_pdf=pdf, roles=roles)

@@ -1,57 +1,61 @@
 """Collect every number the dossier prints into one evidence dict (written to dossier/evidence.json).
 
-Inputs are the pipeline's outputs under a root folder (see :data:`INPUT_FILES`). Required files and keys
-are checked and a missing one is an :class:`InputError` naming the file and key; ``evaluate.quantization``
-may be null. Hashes that several files record for the same artifact must agree with the file on disk, so
-a stale output cannot slip into the document. Per-class and per-skin-type results at the gate radius are
-recomputed from results/certify.jsonl joined with data/test.npz (by test index).
+Inputs are the pipeline's outputs, named by an :class:`EvidenceInputs` (the pipeline passes its layout). Required
+files and keys are checked and a missing one is an :class:`InputError` naming the file and key;
+``evaluate.quantization`` may be null. Hashes that several files record for the same artifact must agree with
+the file on disk, so a stale output cannot slip into the document. Nothing is recomputed here: the per-class and
+per-skin-type results at the gate radius are the evaluate stage's subgroups (metrics/evaluate.json), read as
+written, and the headline figures are metrics/certify.json's.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
-from certification.dataset_bounds import certified_rate_bound, proportion_bound
-from certification.errors import InputError
-from certification.fileio import read_json, sha256_bytes, sha256_file
-from certification.dossier.records import CertifyRecord, certified_count, parse_records
+from certification.dataset_io import FITZPATRICK_NAMES
+from certification.errors import InputError, MissingInputError, StaleArtifactError
+from certification.fileio import read_json, require_key, sha256_bytes, sha256_file
+from certification.gate_io import read_gate_metrics
+from certification.records import CertifyRecord, certify_jsonl_text, parse_certify_records
+from certification.summary import read_certify_metrics
 
 SCHEMA = "smoothcert-dossier-evidence/1"
-INPUT_FILES = {
-    "model": "models/model.json",
-    "datasheet": "data/datasheet.json",
-    "train": "metrics/train.json",
-    "export": "metrics/export.json",
-    "certify": "metrics/certify.json",
-    "records": "results/certify.jsonl",
-    "evaluate": "metrics/evaluate.json",
-    "gate": "metrics/gate.json",
-    "test": "data/test.npz",
-}
-FITZPATRICK = ("I", "II", "III", "IV", "V", "VI")
+
+
+@dataclass(frozen=True)
+class EvidenceInputs:
+    """The files the dossier is built from; relative paths inside the cards resolve against ``root``."""
+
+    root: Path
+    model_card: Path
+    datasheet: Path
+    train_metrics: Path
+    export_metrics: Path
+    certify_metrics: Path
+    certify_records: Path
+    evaluate_metrics: Path
+    gate_metrics: Path
+    test_split: Path
+
+
 VERDICT_WORDS = {"ACCEPT": "ACCEPTED", "REJECT": "REJECTED"}
 LEAST_ROBUST_SHOWN = 6
 
 
 def require(obj: Any, dotted: str, source: str) -> Any:
     """``obj[a][b]...`` for ``dotted`` = "a.b..."; InputError naming ``source`` and the key when absent."""
-    value = obj
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            raise InputError(f"{source}: missing key '{dotted}'; rerun the stage that writes it")
-        value = value[part]
-    return value
+    return require_key(obj, dotted, source)
 
 
 def _same(expected: str, actual: str, what: str, source: str) -> None:
     if expected != actual:
-        raise InputError(f"{source}: {what} is {expected[:12]}..., but the file on disk hashes to "
+        raise StaleArtifactError(f"{source}: {what} is {expected[:12]}..., but the file on disk hashes to "
                          f"{actual[:12]}...; outputs are stale, rerun the pipeline (dvc repro)")
 
 
@@ -83,39 +87,36 @@ def evidence_time(gate: Mapping[str, Any], commit_time: int | None) -> tuple[str
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), source
 
 
-def _group_row(records: list[CertifyRecord], radius: float, alpha: float, confidence: float) -> dict[str, Any]:
-    n = len(records)
-    if n == 0:
+def _group_row(group: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the dossier's group tables, read off an evaluate subgroup as written."""
+    at_gate = group["at_gate"]
+    if not group["n_examples"]:
         return {"n_examples": 0, "clean_accuracy": None, "certified": None, "abstained": 0}
-    correct = sum(r.correct for r in records)
     return {
-        "n_examples": n,
-        "clean_accuracy": proportion_bound(correct, n, confidence).to_dict(),
-        "certified": certified_rate_bound(certified_count(records, radius), n, alpha, confidence).to_dict(),
-        "abstained": sum(r.prediction == -1 for r in records),
+        "n_examples": group["n_examples"],
+        "clean_accuracy": group["clean_accuracy"],
+        "certified": {"estimate": at_gate["certified_accuracy"], "lower": at_gate["lower_bound"], "count": at_gate["count"]},
+        "abstained": group["abstention_rate"]["successes"],
     }
 
 
-def _groups(records: list[CertifyRecord], test_path: Path, class_names: list[str], radius: float,
-            alpha: float, confidence: float) -> dict[str, Any]:
-    try:
-        with np.load(test_path) as npz:
-            fitz = np.asarray(npz["fitzpatrick"]) if "fitzpatrick" in npz.files else None
-            n_test = int(npz["labels"].shape[0])
-    except FileNotFoundError:
-        raise InputError(f"{test_path}: file not found; run the data stage") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{test_path}: not a readable split ({exc})") from None
-    bad = [r.index for r in records if not 0 <= r.index < n_test]
-    if bad:
-        raise InputError(f"results/certify.jsonl: index {bad[0]} outside data/test.npz (n={n_test}); rerun certify")
-    per_class = {name: _group_row([r for r in records if r.label == k], radius, alpha, confidence)
-                 for k, name in enumerate(class_names)}
-    per_skin = None
-    if fitz is not None:
-        per_skin = {roman: _group_row([r for r in records if int(fitz[r.index]) == k], radius, alpha, confidence)
-                    for k, roman in enumerate(FITZPATRICK, start=1)}
-    return {"radius": radius, "per_class": per_class, "per_skin_type": per_skin}
+def _groups(evaluate: Mapping[str, Any], class_names: list[str], radius: float, source: str) -> dict[str, Any]:
+    """Per-class and per-skin-type rows at the gate radius from metrics/evaluate.json ``subgroups``."""
+    subgroups = require(evaluate, "subgroups", source)
+    gate_radius = require(subgroups, "gate_radius", source)
+    if not math.isclose(float(gate_radius), radius, rel_tol=1e-12, abs_tol=1e-12):
+        raise StaleArtifactError(f"{source}: subgroups are evaluated at radius {gate_radius}, the gate at {radius}; rerun the evaluate stage")
+    by_field: dict[str, dict[str, Any]] = {}
+    for group in require(subgroups, "groups", source):
+        for key in ("field", "group", "n_examples", "at_gate", "clean_accuracy", "abstention_rate"):
+            require(group, key, source)
+        by_field.setdefault(group["field"], {})[group["group"]] = _group_row(group)
+    classes = by_field.get("class", {})
+    if list(classes) != class_names:
+        raise StaleArtifactError(f"{source}: subgroup classes {list(classes)} differ from the datasheet's {class_names}; rerun the evaluate stage")
+    skin = by_field.get("fitzpatrick")
+    return {"radius": radius, "per_class": classes,
+            "per_skin_type": {name: skin[name] for name in FITZPATRICK_NAMES if name in skin} if skin else None}
 
 
 def _least_robust(evaluate: Mapping[str, Any], records: list[CertifyRecord], class_names: list[str]) -> list[dict]:
@@ -173,53 +174,47 @@ def _summary(groups: Mapping[str, Any], evaluate: Mapping[str, Any], certify: Ma
     }
 
 
-def collect_evidence(root: str | os.PathLike[str], params: Mapping[str, Any], documents: Mapping[str, Any],
+def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], documents: Mapping[str, Any],
                      signing: Mapping[str, Any]) -> dict[str, Any]:
-    """Build the evidence dict from the pipeline outputs under ``root``.
+    """Build the evidence dict from the pipeline outputs named by ``inputs``.
 
     ``params`` is the params.yaml document (recorded whole, with its hash); ``documents`` the template
     metadata (document id, revision, ...); ``signing`` what the renderer must know about the key that will
     sign (``development_key``, ``signer``, ``trust_anchor_sha256``, ``approvals``).
     """
-    root = Path(root)
-    paths = {key: root / rel for key, rel in INPUT_FILES.items()}
-    model = read_json(paths["model"])
-    datasheet = read_json(paths["datasheet"])
-    train = read_json(paths["train"])
-    export = read_json(paths["export"])
-    certify = read_json(paths["certify"])
-    evaluate = read_json(paths["evaluate"])
-    gate = read_json(paths["gate"])
-    if not paths["records"].is_file():
-        raise InputError(f"{paths['records']}: file not found; run the certify stage")
-    records_bytes = paths["records"].read_bytes()
-    records = parse_records(records_bytes, INPUT_FILES["records"])
+    root = Path(inputs.root)
+    src = {"model": str(inputs.model_card), "datasheet": str(inputs.datasheet), "certify": str(inputs.certify_metrics),
+           "gate": str(inputs.gate_metrics), "evaluate": str(inputs.evaluate_metrics)}
+    model = read_json(inputs.model_card)
+    datasheet = read_json(inputs.datasheet)
+    train = read_json(inputs.train_metrics)
+    export = read_json(inputs.export_metrics)
+    certify = read_certify_metrics(inputs.certify_metrics)
+    evaluate = read_json(inputs.evaluate_metrics)
+    gate = read_gate_metrics(inputs.gate_metrics)
+    if not inputs.certify_records.is_file():
+        raise MissingInputError(f"{inputs.certify_records}: file not found; run the certify stage")
+    records_bytes = inputs.certify_records.read_bytes()
+    records = parse_certify_records(records_bytes, str(inputs.certify_records))
 
-    src = INPUT_FILES
-    model_rel = require(model, "path", src["model"])
-    model_file = root / model_rel
+    model_file = root / require(model, "path", src["model"])
     if not model_file.is_file():
-        raise InputError(f"{model_file}: model file named in {src['model']} not found; run the export stage")
+        raise MissingInputError(f"{model_file}: model file named in {src['model']} not found; run the export stage")
     model_sha = sha256_file(model_file)
     _same(require(model, "sha256", src["model"]), model_sha, "the model hash", src["model"])
-    _same(require(certify, "model.sha256", src["certify"]), model_sha, "the certified model's hash", src["certify"])
-    _same(require(gate, "model_sha256", src["gate"]), model_sha, "the judged model's hash", src["gate"])
+    _same(certify["model"]["sha256"], model_sha, "the certified model's hash", src["certify"])
+    _same(gate["model_sha256"], model_sha, "the judged model's hash", src["gate"])
     splits = require(datasheet, "splits", src["datasheet"])
-    test_sha = sha256_file(paths["test"]) if paths["test"].is_file() else ""
-    if not test_sha:
-        raise InputError(f"{paths['test']}: file not found; run the data stage")
+    if not inputs.test_split.is_file():
+        raise MissingInputError(f"{inputs.test_split}: file not found; run the data stage")
+    test_sha = sha256_file(inputs.test_split)
     _same(require(splits, "test.sha256", src["datasheet"]), test_sha, "the test split hash", src["datasheet"])
-    _same(require(certify, "data.sha256", src["certify"]), test_sha, "the test split hash", src["certify"])
-    for key in ("params.n", "params.n0", "params.alpha", "params.sigma", "params.seed", "noise.spec", "noise.kernels.numpy",
-                "noise.kernels.log", "noise.kernels.cos", "noise.kernels.sin", "noise.tail_bound_per_certificate"):
-        require(certify, key, src["certify"])
-    for key in ("n_examples", "confidence", "bound_method", "clean_accuracy", "abstention_rate", "curve",
-                "average_certified_radius", "median_radius", "per_class"):
-        require(certify, key, src["certify"])
-    for key in ("verdict", "radius", "criteria", "protocol", "protocol_sha256", "mode"):
-        require(gate, key, src["gate"])
-    if gate["verdict"] not in VERDICT_WORDS:
-        raise InputError(f"{src['gate']}: 'verdict' must be ACCEPT or REJECT, got {gate['verdict']!r}")
+    _same(certify["data"]["sha256"], test_sha, "the test split hash", src["certify"])
+    if sha256_bytes(records_bytes) != sha256_bytes(certify_jsonl_text(records).encode("utf-8")):
+        raise StaleArtifactError(f"{inputs.certify_records}: not in the certify stage's own format; rerun the certify stage")
+    if len(records) != certify["n_examples"]:
+        raise StaleArtifactError(f"{inputs.certify_records} has {len(records)} rows but {src['certify']} summarises "
+                                 f"{certify['n_examples']}; rerun the certify stage")
     for key in ("subgroups", "abstentions", "least_robust", "corruptions", "attack", "quantization"):
         require(evaluate, key, src["evaluate"])
     class_names = list(require(datasheet, "classes", src["datasheet"]))
@@ -229,8 +224,7 @@ def collect_evidence(root: str | os.PathLike[str], params: Mapping[str, Any], do
 
     commit, commit_time = git_commit(root)
     time_utc, time_source = evidence_time(gate, commit_time)
-    alpha, confidence = float(certify["params"]["alpha"]), float(certify["confidence"])
-    groups = _groups(records, paths["test"], class_names, float(gate["radius"]), alpha, confidence)
+    groups = _groups(evaluate, class_names, float(gate["radius"]), src["evaluate"])
     params_canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
     return {
         "schema": SCHEMA,

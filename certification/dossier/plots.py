@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from certification.dataset_bounds import certified_rate_bound  # noqa: E402
-from certification.dossier.records import CertifyRecord, certified_count  # noqa: E402
+from certification.records import CertifyRecord, as_arrays  # noqa: E402
+from certification.summary import radius_point  # noqa: E402
 
 DPI = 150
 _STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -29,16 +29,17 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def certified_accuracy_curve(records: Sequence[CertifyRecord], alpha: float, confidence: float,
+def certified_accuracy_curve(records: Sequence[CertifyRecord], confidence: float,
                              gate_radius: float, threshold: float) -> bytes:
-    """Certified accuracy vs radius (step curve over every observed radius) with its lower-bound curve."""
-    n = len(records)
-    radii = np.unique(np.concatenate([[0.0], [r.radius for r in records if r.correct]]))
+    """Certified accuracy vs radius (step curve over every observed radius) with its lower-bound curve, each
+    point from :func:`certification.summary.radius_point` (the producer of the metrics' curve)."""
+    rows = as_arrays(records)
+    radii = np.unique(np.concatenate([[0.0], rows.radius[rows.correct]]))
     grid = np.linspace(0.0, max(float(radii.max()) * 1.05, gate_radius * 1.5, 1e-3), 300)
     grid = np.unique(np.concatenate([grid, radii]))
-    counts = [certified_count(records, float(r)) for r in grid]
-    est = [k / n for k in counts]
-    low = [certified_rate_bound(k, n, alpha, confidence).lower for k in counts]
+    points = [radius_point(rows, float(r), confidence) for r in grid]
+    est = [p["certified_accuracy"] for p in points]
+    low = [p["lower_bound"] for p in points]
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(6.2, 3.0))
         ax.step(grid, est, where="post", color="#1f4e79", label="certified accuracy (estimate)")

@@ -17,11 +17,12 @@ from reportlab.platypus import NextPageTemplate, PageBreak
 from certification.dossier import plots
 from certification.dossier.attachments import EVIDENCE_ATTACHMENT, EVIDENCE_INFO_KEY, RECORDS_ATTACHMENT, attach_files
 from certification.dossier.layout import DEV_WARNING, document_template, numbered_canvas_class, signature_page_painter, styles
-from certification.dossier.records import CertifyRecord
 from certification.dossier.sections import (bullets, criteria_table, flatten_scalars, image, keep, key_values, num, para,
                                             paragraphs, pct, spacer, table, verdict_banner)
 from certification.dossier.templates import Texts
+from certification.dataset_io import FITZPATRICK_NAMES
 from certification.fileio import sha256_bytes
+from certification.records import CertifyRecord
 from certification.signing.layout import signature_boxes
 
 
@@ -91,7 +92,7 @@ def _intended_use(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) ->
         out += [para(title, st["h2"]), *paragraphs(t[key], st["body"])]
     splits = ev["data"]["splits"]
     names = sorted(splits)
-    types = ["I", "II", "III", "IV", "V", "VI"]
+    types = FITZPATRICK_NAMES
     rows = [["Split", *[f"Type {k}" for k in types], "n"]]
     for name in names:
         counts = splits[name].get("fitzpatrick_counts", {})
@@ -293,7 +294,7 @@ def _figures(ev: Mapping[str, Any], records: Sequence[CertifyRecord], images: Ma
     c, g = ev["certify"], ev["groups"]
     threshold = next((x["threshold"] for x in ev["verdict"]["criteria"] if x["name"] == "certified_accuracy"),
                      ev["verdict"]["criteria"][0]["threshold"])
-    figs = {"curve": plots.certified_accuracy_curve(records, c["params"]["alpha"], c["confidence"], g["radius"], threshold),
+    figs = {"curve": plots.certified_accuracy_curve(records, c["confidence"], g["radius"], threshold),
             "classes": plots.group_bars(g["per_class"], "Per class", threshold)}
     if g["per_skin_type"] is not None:
         figs["skin"] = plots.group_bars(g["per_skin_type"], "Per Fitzpatrick skin type", threshold)

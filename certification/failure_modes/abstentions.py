@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from certification.dataset_bounds import proportion_bound
-from certification.failure_modes.certify_rows import CertifiedRows
+from certification.records import CertificateArrays
 from certification.failure_modes.grouping import Group
 from certification.fileio import atomic_output
 
@@ -66,7 +66,7 @@ class LeastRobustExample:
     image: str
 
 
-def abstention_report(rows: CertifiedRows, groups: Sequence[Group], limit: float, confidence: float) -> AbstentionReport:
+def abstention_report(rows: CertificateArrays, groups: Sequence[Group], limit: float, confidence: float) -> AbstentionReport:
     """Abstention rate overall and per group (group masks are over row positions)."""
     abstained = rows.abstained
     overall = proportion_bound(int(abstained.sum()), len(rows), confidence)
@@ -83,7 +83,7 @@ def abstention_report(rows: CertifiedRows, groups: Sequence[Group], limit: float
     return report
 
 
-def least_robust_correct(rows: CertifiedRows, count: int) -> np.ndarray:
+def least_robust_correct(rows: CertificateArrays, count: int) -> np.ndarray:
     """Row positions of the ``count`` correct examples with the smallest radius (ties: smaller test index first)."""
     candidates = np.flatnonzero(rows.correct)
     order = np.lexsort((rows.index[candidates], rows.radius[candidates]))
@@ -104,7 +104,7 @@ def save_upscaled_png(image_hwc: np.ndarray, path: Path, target_size: int = 256)
 
 
 def save_least_robust(
-    rows: CertifiedRows,
+    rows: CertificateArrays,
     images_hwc: np.ndarray,
     class_names: Sequence[str],
     out_dir: Path,

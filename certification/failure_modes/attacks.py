@@ -39,7 +39,7 @@ import onnxruntime as ort
 import torch
 
 from certification.dataset_bounds import certified_rate_bound, proportion_bound
-from certification.failure_modes.certify_rows import ABSTAIN, CertifiedRows
+from certification.records import ABSTAIN, CertificateArrays
 from certification.failure_modes.onnx_base import SmoothedPredictor, base_predict, smoothed_predictions
 from certification.failure_modes.pgd import smoothed_pgd_l2
 
@@ -83,7 +83,7 @@ def attack_smoothed(
     classifier: SmoothedPredictor,
     session: ort.InferenceSession,
     images: np.ndarray,
-    rows: CertifiedRows,
+    rows: CertificateArrays,
     radii: Sequence[float],
     steps: int,
     samples: int,

@@ -31,7 +31,7 @@ import onnxruntime as ort
 
 from certification.dataset_bounds import proportion_bound
 from certification.failure_modes.camera_variations import VARIATIONS, apply_variation, variation
-from certification.failure_modes.certify_rows import ABSTAIN, CertifiedRows
+from certification.records import ABSTAIN, CertificateArrays
 from certification.failure_modes.onnx_base import SmoothedPredictor, base_predict, smoothed_predictions
 
 
@@ -66,7 +66,7 @@ def coverage_word(share: float) -> str:
 
 
 def score(
-    name: str, severity: int, parameter: str, level: float, rows: CertifiedRows, l2: np.ndarray,
+    name: str, severity: int, parameter: str, level: float, rows: CertificateArrays, l2: np.ndarray,
     smoothed: np.ndarray, base: np.ndarray, confidence: float,
 ) -> CorruptionResult:
     """Summarise one setting: ``rows`` are the evaluated examples' certificates, arrays are aligned with them."""
@@ -91,7 +91,7 @@ def evaluate_corruptions(
     classifier: SmoothedPredictor,
     session: ort.InferenceSession,
     images: np.ndarray,
-    rows: CertifiedRows,
+    rows: CertificateArrays,
     predict_n: int,
     alpha: float,
     seed: int,

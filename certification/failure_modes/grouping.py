@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from certification.dataset_io import FITZPATRICK_NAMES
 from certification.errors import InputError
 
-FITZPATRICK_NAMES = ("I", "II", "III", "IV", "V", "VI")
 TERCILE_NAMES = ("low", "mid", "high")
 
 

@@ -1,14 +1,12 @@
 """The base classifier alone: argmax of the ONNX artifact's logits (no noise, no smoothing)."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import onnxruntime as ort
 from scipy.stats import binom
 
-from certification.errors import InputError
+from certification.onnx_model import session_logits
 
 
 class SmoothedPredictor(Protocol):
@@ -19,32 +17,12 @@ class SmoothedPredictor(Protocol):
     def predict_counts(self, images: np.ndarray, n: int, seed: int, indices: np.ndarray | None = None) -> list[np.ndarray]: ...
 
 
-def open_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session for ``path`` with at most ``threads`` intra-op threads."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: ONNX model not found; run the export stage first")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several private exception types
-        raise InputError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
-
-
-def base_logits(session: ort.InferenceSession, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def base_logits(session: Any, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits of float32 NCHW ``images`` in [0, 1], computed in batches."""
-    name = session.get_inputs()[0].name
-    chunks = [
-        session.run(None, {name: np.ascontiguousarray(images[i:i + batch_size], dtype=np.float32)})[0]
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(chunks, axis=0)
+    return session_logits(session, images, batch_size)
 
 
-def base_predict(session: ort.InferenceSession, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def base_predict(session: Any, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Base-model class (argmax of logits) for each image; int64."""
     return base_logits(session, images, batch_size).argmax(axis=1).astype(np.int64)
 

@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from certification.dataset_bounds import proportion_bound
-from certification.failure_modes.onnx_base import base_predict, open_session
+from certification.failure_modes.onnx_base import base_predict
+from certification.onnx_model import open_session
 from certification.fileio import sha256_file
 from certification.smoothing import SmoothedClassifier
 
@@ -54,7 +55,7 @@ def noise_agreement(
     fp32_path: Path, int8_path: Path, images: np.ndarray, indices: np.ndarray, sigma: float, draws: int, seed: int, threads: int | None
 ) -> tuple[int, int, float]:
     """(agreeing pairs, pairs, clean agreement) of fp32 and int8 base predictions under Gaussian noise."""
-    fp32, int8 = open_session(fp32_path, threads), open_session(int8_path, threads)
+    fp32, int8 = open_session(fp32_path, threads, "cpu"), open_session(int8_path, threads, "cpu")
     agree = 0
     for image, index in zip(images, indices):
         rng = np.random.default_rng([int(seed), int(index)])

@@ -9,6 +9,8 @@ Top-level JSON keys (each analysis module documents its own part):
 """
 from __future__ import annotations
 
+import csv
+import io
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +24,10 @@ from certification.errors import InputError
 from certification.failure_modes import plots
 from certification.failure_modes.abstentions import abstention_report, save_least_robust
 from certification.failure_modes.attacks import attack_smoothed
-from certification.failure_modes.certify_rows import CertifiedRows, check_against_split, load_certify_rows
+from certification.records import CertificateArrays, as_arrays, check_against_split, read_certify_records
 from certification.failure_modes.corruptions import evaluate_corruptions
 from certification.failure_modes.grouping import all_groups
-from certification.failure_modes.onnx_base import open_session
+from certification.onnx_model import open_session
 from certification.failure_modes.quantization_drift import quantization_drift
 from certification.failure_modes.seeds import phase_seed
 from certification.failure_modes.subgroups import subgroup_report
@@ -72,7 +74,7 @@ class EvaluationSettings:
     threads: int | None = None
 
 
-def choose_rows(rows: CertifiedRows, count: int, seed: int, tag: str) -> np.ndarray:
+def choose_rows(rows: CertificateArrays, count: int, seed: int, tag: str) -> np.ndarray:
     """Row positions of a seeded subset of ``count`` rows (all rows when count is 0 or >= len), sorted."""
     if count <= 0 or count >= len(rows):
         return np.arange(len(rows))
@@ -80,7 +82,7 @@ def choose_rows(rows: CertifiedRows, count: int, seed: int, tag: str) -> np.ndar
     return np.sort(rng.choice(len(rows), size=count, replace=False))
 
 
-def _check_settings(s: EvaluationSettings, rows: CertifiedRows) -> None:
+def _check_settings(s: EvaluationSettings, rows: CertificateArrays) -> None:
     if not np.isclose(rows.sigma, s.sigma, rtol=1e-9, atol=0.0):
         raise InputError(f"certificates were made with sigma {rows.sigma} but the settings say {s.sigma}; re-run certify or fix certify.sigma")
     if not np.isclose(rows.alpha, s.alpha, rtol=1e-9, atol=0.0):
@@ -97,7 +99,7 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     split = load_split(inputs.data)
-    rows = load_certify_rows(inputs.certificates)
+    rows = as_arrays(read_certify_records(inputs.certificates), str(inputs.certificates))
     check_against_split(rows, split.labels, str(inputs.certificates))
     _check_settings(settings, rows)
     num_classes = int(max(split.labels.max(), rows.prediction.max())) + 1
@@ -118,7 +120,7 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
 
     clock = time.perf_counter()
     classifier = SmoothedClassifier.from_onnx(inputs.model, settings.sigma, batch_size=settings.batch_size, threads=settings.threads, provider="cpu")
-    session = open_session(inputs.model, settings.threads)
+    session = open_session(inputs.model, settings.threads, "cpu")
     picked = choose_rows(rows, settings.max_examples, settings.seed, "corruptions")
     chosen = rows.subset(picked)
     clean, corruptions = evaluate_corruptions(
@@ -184,3 +186,14 @@ def summary_lines(document: dict[str, Any]) -> Sequence[str]:
         f"variations not covered by the certificate: {', '.join(not_covered) or 'none'}",
         f"attack: {attack['candidates']} candidates, {attack['confirmed_contradictions']} confirmed contradictions",
     ]
+
+
+def attack_curve_csv(document: dict[str, Any]) -> str:
+    """plots/evaluate_attack_curve.csv: certified accuracy (and bound) beside empirical robust accuracy per radius."""
+    attack = document["attack"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["radius", "certified_accuracy", "certified_lower_bound", "empirical_robust_accuracy", "empirical_upper_bound"])
+    for certified, empirical in zip(attack["certified_accuracy"], attack["empirical_robust_accuracy"]):
+        writer.writerow([certified["radius"], certified["certified_accuracy"], certified["lower_bound"], empirical["accuracy"], empirical["upper_bound"]])
+    return buffer.getvalue()

@@ -21,17 +21,20 @@ JSON (key ``subgroups``)::
      "groups": [{"field": "class"|"fitzpatrick"|<metadata field>, "group": str, "definition": str,
                  "n_examples": int, "at_gate": {"radius", "certified_accuracy", "lower_bound",
                  "claim_rate_upper", "count"}, "curve": [same objects, one per radius],
-                 "flagged": bool, "underpowered": bool}],
+                 "flagged": bool, "underpowered": bool, "clean_accuracy": bound | null,
+                 "abstention_rate": bound | null}],
      "flagged": [{"field", "group", "n_examples", "lower_bound", "underpowered"}]}
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from certification.dataset_bounds import CERTIFIED_BOUND_METHOD, certified_rate_bound, proportion_bound
-from certification.failure_modes.certify_rows import CertifiedRows
 from certification.failure_modes.grouping import Group
+from certification.records import CertificateArrays
+from certification.summary import group_summary
+from certification.summary import radius_point as summary_point
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class SubgroupStats:
     curve: list[RadiusPoint]
     flagged: bool
     underpowered: bool
+    clean_accuracy: dict[str, Any] | None  # certified_rate_bound at r = 0 (as metrics/certify.json)
+    abstention_rate: dict[str, Any] | None  # proportion_bound
 
 
 @dataclass(frozen=True)
@@ -81,35 +86,33 @@ class SubgroupReport:
         return out
 
 
-def radius_point(rows: CertifiedRows, radius: float, alpha: float, confidence: float) -> RadiusPoint:
-    """Certified accuracy of ``rows`` at ``radius`` with its lower bound and claim-rate upper bound."""
-    trials = len(rows)
-    count = int(rows.certified_correct_at(radius).sum())
-    if trials == 0:
-        return RadiusPoint(float(radius), 0, None, None, None)
-    lower = certified_rate_bound(count, trials, alpha, confidence)
-    upper = proportion_bound(count, trials, confidence).upper
-    return RadiusPoint(float(radius), count, lower.estimate, lower.lower, upper)
+def radius_point(rows: CertificateArrays, radius: float, confidence: float) -> RadiusPoint:
+    """:func:`certification.summary.radius_point` of ``rows``, with the claim-rate upper bound."""
+    point = summary_point(rows, radius, confidence)
+    upper = proportion_bound(point["count"], len(rows), confidence).upper if len(rows) else None
+    return RadiusPoint(point["radius"], point["count"], point["certified_accuracy"], point["lower_bound"], upper)
 
 
 def subgroup_report(
-    rows: CertifiedRows,
+    rows: CertificateArrays,
     groups: Sequence[Group],
     radii: Sequence[float],
     gate_radius: float,
     threshold: float,
     confidence: float,
 ) -> SubgroupReport:
-    """Certified accuracy per subgroup; ``groups`` masks are over ``rows`` (row positions, not split indices)."""
+    """Certified accuracy per subgroup; ``groups`` masks are over ``rows`` (row positions, not split indices).
+    Each group's clean accuracy and abstention rate come from :func:`certification.summary.group_summary`."""
     report = SubgroupReport(float(gate_radius), float(threshold), float(confidence), rows.alpha, [float(r) for r in radii])
     for group in groups:
         members = rows.subset(group.mask.nonzero()[0])
         n = len(members)
-        at_gate = radius_point(members, gate_radius, rows.alpha, confidence)
-        curve = [radius_point(members, r, rows.alpha, confidence) for r in radii]
+        at_gate = radius_point(members, gate_radius, confidence)
+        curve = [radius_point(members, r, confidence) for r in radii]
+        overall = group_summary(members, (), confidence)
         best_possible = certified_rate_bound(n, n, rows.alpha, confidence).lower if n else 0.0
         flagged = at_gate.lower_bound is None or at_gate.lower_bound < threshold
-        report.groups.append(
-            SubgroupStats(group.field, group.name, group.definition, n, at_gate, curve, flagged, best_possible < threshold)
-        )
+        report.groups.append(SubgroupStats(
+            group.field, group.name, group.definition, n, at_gate, curve, flagged, best_possible < threshold,
+            overall["clean_accuracy"], overall["abstention_rate"]))
     return report

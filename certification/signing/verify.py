@@ -1,17 +1,13 @@
-"""Checks a reviewer runs on a signed dossier (``smoothcert verify``).
+"""Signature checks of a signed PDF (the signing layer: it knows PDFs and PKI, nothing of dossiers).
 
-Signature checks (pyHanko, explicit trust root, no network): every signature is intact (the signed bytes
-hash to the signed digest), valid (the CMS signature verifies with the signer's key), trusted (its chain
-ends at the given root) and covers the whole file or is followed only by changes its DocMDP level allows
-(form filling and further signatures). Evidence checks read the *author-signed revision*: the attached
-evidence.json hashes to the SHA-256 printed in the document and recorded in its metadata; the attached
-certify.jsonl hashes to the value in the evidence, and the certified accuracy at every tabulated radius,
-the clean accuracy and the abstention count recomputed from it equal the evidence; the printed text
-carries the model hash and the verdict. Optionally the model file's SHA-256 equals the evidence's.
+Every signature is checked with pyHanko against an explicit trust root, without network access: intact (the
+signed bytes hash to the signed digest), valid (the CMS signature verifies with the signer's key), trusted (its
+chain ends at the given root), covering the whole file or followed only by changes its DocMDP level allows (form
+filling and further signatures), and in PAdES format. The dossier's own checks (attached evidence, printed
+hashes) are in :mod:`certification.dossier.verify`, which builds on this module.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -26,13 +22,8 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from certification.errors import InputError
-from certification.fileio import sha256_bytes, sha256_file
-from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, dev_pki_paths
+from certification.errors import InputError, MissingInputError
 from certification.signing.layout import AUTHOR_FIELD
-from certification.dossier.attachments import (EVIDENCE_ATTACHMENT, EVIDENCE_INFO_KEY, RECORDS_ATTACHMENT,
-                                               RevisionContent, read_revision)
-from certification.dossier.records import recompute_from_records
 
 PADES_SUBFILTER = "/ETSI.CAdES.detached"
 
@@ -84,7 +75,7 @@ def load_certificate(path: str | os.PathLike[str]) -> asn1_x509.Certificate:
     return cert
 
 
-def _guarded(report: VerificationReport, name: str, fn: Callable[[], tuple[bool, str]]) -> None:
+def guarded(report: VerificationReport, name: str, fn: Callable[[], tuple[bool, str]]) -> None:
     try:
         passed, detail = fn()
     except Exception as exc:  # a tampered file can break parsing anywhere; that is a failed check
@@ -104,7 +95,7 @@ def _coverage_ok(status: Any) -> tuple[bool, str]:
                    f"(coverage {status.coverage.name}, modifications {level_name})")
 
 
-def _check_signatures(report: VerificationReport, reader: PdfFileReader, root: asn1_x509.Certificate) -> None:
+def check_signatures(report: VerificationReport, reader: PdfFileReader, root: asn1_x509.Certificate) -> None:
     signatures = reader.embedded_signatures
     report.add("signatures present", bool(signatures),
                f"{len(signatures)} signature(s): {', '.join(s.field_name for s in signatures) or 'none'}")
@@ -139,87 +130,23 @@ def _check_signatures(report: VerificationReport, reader: PdfFileReader, root: a
                        f"{sig.docmdp_level.name if sig.docmdp_level is not None else 'none'}")
 
 
-def _check_evidence(report: VerificationReport, content: RevisionContent, model: Path | None) -> None:
-    evidence_bytes = content.attachments.get(EVIDENCE_ATTACHMENT)
-    records_bytes = content.attachments.get(RECORDS_ATTACHMENT)
-    report.add("attachments present", evidence_bytes is not None and records_bytes is not None,
-               f"found {', '.join(sorted(content.attachments)) or 'none'} in the author-signed revision")
-    if evidence_bytes is None:
-        return
-    digest = sha256_bytes(evidence_bytes)
-    recorded = content.info.get(EVIDENCE_INFO_KEY)
-    printed = digest in content.text_compact
-    report.add("evidence hash", recorded == digest and printed,
-               f"sha256(evidence.json) = {digest}; metadata {'matches' if recorded == digest else f'says {recorded}'}; "
-               f"{'printed in the document' if printed else 'NOT printed in the document'}")
-    evidence = json.loads(evidence_bytes)
-    model_hash = evidence["hashes"]["model_sha256"]
-    word = evidence["verdict"]["word"]
-    report.add("printed model hash", model_hash in content.text_compact,
-               f"{model_hash} {'appears' if model_hash in content.text_compact else 'does NOT appear'} in the text")
-    report.add("printed verdict", word in content.text, f"verdict {word} "
-               f"{'appears' if word in content.text else 'does NOT appear'} in the text")
-    if records_bytes is not None:
-        _guarded(report, "per-example results", lambda: recompute_from_records(records_bytes, evidence))
-    if model is not None:
-        actual = sha256_file(model)
-        report.add("model file", actual == model_hash,
-                   f"sha256({model}) = {actual} {'equals' if actual == model_hash else 'differs from'} "
-                   f"the certified model {model_hash}")
-
-
-def verify_dossier(pdf_path: str | os.PathLike[str], trust_root: str | os.PathLike[str] | None = None,
-                   model: str | os.PathLike[str] | None = None,
-                   dev_pki_dir: str | os.PathLike[str] = DEFAULT_DEV_PKI_DIR) -> VerificationReport:
-    """Run every check on a signed dossier. Bad input (missing file, not a PDF, no trust root) -> InputError."""
+def open_signed_pdf(pdf_path: str | os.PathLike[str]) -> tuple[bytes, PdfFileReader]:
+    """The bytes of a PDF and a pyHanko reader on them; InputError when missing, not a PDF or unreadable."""
     path = Path(pdf_path)
     if not path.is_file():
-        raise InputError(f"{path}: dossier not found")
-    if model is not None and not Path(model).is_file():
-        raise InputError(f"{model}: model file not found")
+        raise MissingInputError(f"{path}: file not found")
     data = path.read_bytes()
     if not data.startswith(b"%PDF-"):
         raise InputError(f"{path}: not a PDF file")
     try:
         reader = PdfFileReader(BytesIO(data), strict=False)
-        signatures = reader.embedded_signatures
+        reader.embedded_signatures  # parses the signature fields
     except Exception as exc:
-        raise InputError(f"{path}: unreadable PDF ({exc})") from None
-    content = None
-    if signatures:
-        try:
-            content = read_revision(data, signatures[0])
-        except Exception:
-            content = None
-    if trust_root is not None:
-        root = load_certificate(trust_root)
-        note = f"trust root: {trust_root}"
-    else:
-        dev = bool(content and _dev_signed(content))
-        if not dev:
-            raise InputError(f"{path}: not signed with the development key (or unreadable); "
-                             "give the signer's root certificate with --trust-root CA.pem")
-        pki = dev_pki_paths(dev_pki_dir)
-        if not pki.ca_cert.is_file():
-            raise InputError(f"{pki.ca_cert}: development CA not found; this dossier is dev-signed: give its CA "
-                             "with --trust-root, or run from the repository that signed it")
-        root = load_certificate(pki.ca_cert)
-        note = (f"trust root: development CA {pki.ca_cert} (the dossier is signed with the DEVELOPMENT KEY, "
-                "NOT FOR SUBMISSION)")
-    report = VerificationReport(path=path, trust_root_note=note)
-    _check_signatures(report, reader, root)
-    if content is None:
-        report.add("author-signed revision", False, "could not read the revision covered by the first signature")
-    else:
-        try:
-            _check_evidence(report, content, Path(model) if model is not None else None)
-        except Exception as exc:
-            report.add("evidence", False, f"could not be checked ({type(exc).__name__}: {exc})")
-    return report
+        raise InputError(f"{path}: unreadable PDF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return data, reader
 
 
-def _dev_signed(content: RevisionContent) -> bool:
-    raw = content.attachments.get(EVIDENCE_ATTACHMENT)
-    if raw is None:
-        return False
-    return bool(json.loads(raw).get("signing", {}).get("development_key"))
+def signed_revision(pdf: bytes, embedded_signature: Any) -> bytes:
+    """The bytes of the revision a pyHanko ``EmbeddedPdfSignature`` signed (up to the end of its /ByteRange)."""
+    byte_range = [int(x) for x in embedded_signature.sig_object["/ByteRange"]]
+    return pdf[: byte_range[2] + byte_range[3]]

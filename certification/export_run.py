@@ -1,0 +1,121 @@
+"""Export a trained checkpoint to the shipped ONNX artifact, with its parity check, model card and metrics.
+
+:func:`export_files` builds everything in a temporary folder beside the outputs and moves the model files into
+place only after the parity check passed, so a failed export leaves no model files. The noise of the parity and
+accuracy checks is at the training sigma recorded in the checkpoint (the artifact's own), or
+:data:`PARITY_SIGMA_IF_CLEAN` when it was trained without noise. Accuracy is measured by onnxruntime on the given
+split, clean and under one seeded Gaussian draw per image.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from certification.dataset_io import Split
+from certification.edge_cnn import count_flops, count_parameters, load_checkpoint
+from certification.errors import StaleArtifactError
+from certification.onnx_export import check_opset, check_parity, export_onnx, model_card, prediction_agreement, quantize_int8
+from certification.onnx_model import open_session, session_logits
+
+PARITY_SIGMA_IF_CLEAN = 0.25  # noise for the noisy parity check when the model was trained without noise
+ORT_THREADS = 2
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    opset: int
+    quantize: bool
+    calibration_samples: int
+    parity_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    card: dict[str, Any]
+    metrics: dict[str, Any]
+    sigma: float
+
+
+def ort_accuracy(path: Path, x: np.ndarray, y: np.ndarray, sigma: float, seed: int) -> dict[str, float]:
+    """onnxruntime top-1 accuracy on clean ``x`` and on ``x`` + N(0, sigma^2) (one seeded draw per image)."""
+    session = open_session(path, ORT_THREADS, "cpu")
+    clean = float(np.mean(session_logits(session, x).argmax(1) == y))
+    noisy_x = x + np.float32(sigma) * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+    noisy = float(np.mean(session_logits(session, noisy_x).argmax(1) == y)) if sigma > 0 else clean
+    return {"accuracy_clean": clean, "accuracy_noisy": noisy, "sigma": float(sigma), "n": int(len(y))}
+
+
+def throughput(path: Path, shape: tuple[int, ...], batch: int = 1000, repeats: int = 3) -> float:
+    """Best-of-``repeats`` ORT samples per second at batch ``batch`` on ``ORT_THREADS`` threads."""
+    session = open_session(path, ORT_THREADS, "cpu")
+    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+    session_logits(session, x, batch)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session_logits(session, x, batch)
+        best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """A seeded, sorted subset of ``min(n, n_total)`` indices."""
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[: min(n, n_total)])
+
+
+def export_files(checkpoint: Path, val: Split, test: Split, classes: Sequence[str], malignant: Sequence[str],
+                 settings: ExportSettings, shipped: Path, fp32: Path) -> ExportOutcome:
+    """Export ``checkpoint`` to ``fp32`` and ``shipped`` (the fp32 bytes, or static int8 QDQ with ``quantize``);
+    raises :class:`~certification.onnx_export.ParityError` (and writes nothing) when ONNX Runtime disagrees with torch."""
+    check_opset(settings.opset)
+    model, config = load_checkpoint(checkpoint)
+    sigma = float(config.get("train_sigma", 0.0))
+    shape = (int(config.get("in_channels", 3)), int(config["image_size"]), int(config["image_size"]))
+    if test.image_shape_chw != shape:
+        raise StaleArtifactError(f"test images are {test.image_shape_chw} but the model expects {shape}; re-run train")
+    parity_sigma = sigma if sigma > 0 else PARITY_SIGMA_IF_CLEAN
+    shipped.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=shipped.parent, prefix=".export-") as work:
+        fp32_tmp, shipped_tmp = Path(work) / fp32.name, Path(work) / shipped.name
+        export_onnx(model, fp32_tmp, shape, settings.opset)
+        parity_x = val.model_input(subset(len(val), settings.parity_samples, settings.seed))
+        parity = check_parity(model, fp32_tmp, parity_x, parity_sigma, settings.seed + 1, ORT_THREADS)
+        x_test = test.model_input()
+        quantized = None
+        if settings.quantize:
+            calibration = val.model_input(subset(len(val), settings.calibration_samples, settings.seed + 2))
+            quantize_int8(fp32_tmp, shipped_tmp, calibration, parity_sigma, settings.seed + 3)
+            noisy = x_test + np.float32(parity_sigma) * np.random.default_rng(settings.seed + 4).standard_normal(x_test.shape).astype(np.float32)
+            quantized = {"agreement_clean": prediction_agreement(fp32_tmp, shipped_tmp, x_test, ORT_THREADS),
+                         "agreement_noisy": prediction_agreement(fp32_tmp, shipped_tmp, noisy, ORT_THREADS),
+                         "sigma": parity_sigma, "n": len(test)}
+        else:
+            shutil.copyfile(fp32_tmp, shipped_tmp)
+        shipped_accuracy = ort_accuracy(shipped_tmp, x_test, test.labels, sigma, settings.seed + 5)
+        fp32_accuracy = ort_accuracy(fp32_tmp, x_test, test.labels, sigma, settings.seed + 5) if quantized else shipped_accuracy
+        card = model_card(
+            shipped_tmp, fp32_tmp, shipped.as_posix(), config, settings.opset, "int8" if quantized else "none",
+            count_parameters(model), count_flops(model, shape), list(classes), list(malignant),
+        )
+        metrics = {
+            "onnxruntime": shipped_accuracy,
+            "fp32_onnxruntime": fp32_accuracy,
+            "parity": parity.to_dict(),
+            "quantization": card["quantization"],
+            "quantized_agreement": quantized,
+            "model_sha256": card["sha256"],
+            "opset": settings.opset,
+            "throughput_samples_per_second": round(throughput(shipped_tmp, shape), 1),
+            "ort_threads": ORT_THREADS,
+        }
+        os.replace(fp32_tmp, fp32)
+        os.replace(shipped_tmp, shipped)
+    return ExportOutcome(card, metrics, sigma)

@@ -1,0 +1,362 @@
+"""The per-example record schemas and their one reader and writer.
+
+Two kinds of rows, one JSON object per line:
+
+* :class:`CertifyRecord` (``results/certify.jsonl``, ``smoothcert certify``, shards and their merge): CERTIFY's
+  answer for one example, keys in :data:`CERTIFY_KEYS` order. ``prediction`` is the class or :data:`ABSTAIN`;
+  ``radius`` is an L2 norm in [0,1]-pixel units, 0.0 when abstaining; ``correct`` means a non-abstaining
+  prediction equal to the label.
+* :class:`DecisionRecord` (``results/gate.jsonl``, ``smoothcert decide``): "is the example certified at radius
+  r*?", by the sequential test (mode ``sequential``) or read off a certify row (mode ``fixed``).
+
+Every reader validates each row (keys, types, ``correct`` consistent with prediction and label, finite
+non-negative radii, an abstention with radius 0) and raises one-line :class:`~certification.errors.InputError`
+naming the file and line. The writers produce the bytes the pipeline has always produced (certify rows in key
+order, decision rows with sorted keys), so hashes of earlier runs stay valid. :func:`as_arrays` turns certify
+records into the parallel arrays the dataset summaries count.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from certification.errors import InputError, MissingInputError
+
+#: The prediction of an abstaining smoothed classifier.
+ABSTAIN = -1
+CERTIFY_KEYS = (
+    "index", "label", "prediction", "correct", "radius", "n0", "n", "n_a", "p_lower",
+    "alpha", "sigma", "seed", "seconds", "counts_selection", "counts_estimation",
+)
+TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
+DECISION_MODES = ("fixed", "sequential")
+
+
+def _integer(value: Any, key: str, where: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{where}: '{key}' must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise InputError(f"{where}: '{key}' must be >= {low}, got {value}")
+    return int(value)
+
+
+def _real(value: Any, key: str, where: str, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where}: '{key}' must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InputError(f"{where}: '{key}' = {value} is outside [{low}, {high}]")
+    return float(value)
+
+
+def _flag(value: Any, key: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: '{key}' must be true or false, got {value!r}")
+    return value
+
+
+def _counts(value: Any, key: str, where: str) -> list[int]:
+    if not isinstance(value, list):
+        raise InputError(f"{where}: '{key}' must be a list of counts, got {value!r}")
+    return [_integer(v, key, where, low=0) for v in value]
+
+
+def _check_prediction(index: int, label: int, prediction: int, correct: bool, where: str) -> None:
+    if prediction < ABSTAIN:
+        raise InputError(f"{where}: prediction {prediction} is not {ABSTAIN} (abstain) or a class index")
+    if correct != (prediction == label and prediction != ABSTAIN):
+        raise InputError(f"{where}: 'correct' contradicts prediction {prediction} and label {label} of example {index}")
+
+
+@dataclass(frozen=True)
+class CertifyRecord:
+    """CERTIFY's answer for one example: with probability >= 1 - alpha over the noise, the smoothed classifier
+    returns ``prediction`` within L2 distance ``radius`` ([0,1]-pixel units) of the example."""
+
+    index: int
+    label: int
+    prediction: int
+    correct: bool
+    radius: float
+    n0: int
+    n: int
+    n_a: int
+    p_lower: float
+    alpha: float
+    sigma: float
+    seed: int
+    seconds: float
+    counts_selection: list[int]
+    counts_estimation: list[int]
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+    def certified_at(self, radius: float) -> bool:
+        """The claim "correct with certified radius >= ``radius``" (inclusive, as in Cohen et al.)."""
+        return self.correct and self.radius >= radius
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in CERTIFY_KEYS}
+
+    @classmethod
+    def from_dict(cls, row: Any, where: str = "certify row") -> CertifyRecord:
+        """Validate one row of the certify schema."""
+        if not isinstance(row, Mapping):
+            raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = [key for key in CERTIFY_KEYS if key not in row]
+        if missing:
+            raise InputError(f"{where}: missing key '{missing[0]}'; regenerate the rows with the certify stage")
+        unknown = sorted(set(row) - set(CERTIFY_KEYS))
+        if unknown:
+            raise InputError(f"{where}: unknown key '{unknown[0]}'; this is not a certify row")
+        record = cls(
+            index=_integer(row["index"], "index", where, 0), label=_integer(row["label"], "label", where, 0),
+            prediction=_integer(row["prediction"], "prediction", where), correct=_flag(row["correct"], "correct", where),
+            radius=_real(row["radius"], "radius", where, 0.0), n0=_integer(row["n0"], "n0", where, 1),
+            n=_integer(row["n"], "n", where, 1), n_a=_integer(row["n_a"], "n_a", where, 0),
+            p_lower=_real(row["p_lower"], "p_lower", where, 0.0, 1.0), alpha=_real(row["alpha"], "alpha", where, 0.0, 1.0),
+            sigma=_real(row["sigma"], "sigma", where, 0.0), seed=_integer(row["seed"], "seed", where, 0),
+            seconds=_real(row["seconds"], "seconds", where, 0.0),
+            counts_selection=_counts(row["counts_selection"], "counts_selection", where),
+            counts_estimation=_counts(row["counts_estimation"], "counts_estimation", where),
+        )
+        _check_prediction(record.index, record.label, record.prediction, record.correct, where)
+        if record.abstained and record.radius != 0.0:
+            raise InputError(f"{where}: example {record.index} abstains but carries radius {record.radius}; regenerate the certificates")
+        if record.n_a > record.n:
+            raise InputError(f"{where}: n_a = {record.n_a} exceeds n = {record.n}")
+        return record
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """"Certified at ``radius_threshold``?" for one example; ``details`` holds the mode's own fields
+    (``certified_radius`` for mode fixed; looks, bounds, timing and counts for mode sequential)."""
+
+    index: int
+    label: int
+    prediction: int
+    certified: bool
+    correct: bool
+    evaluations: int
+    radius_threshold: float
+    alpha: float
+    sigma: float
+    n0: int
+    n: int
+    n_a: int
+    seed: int
+    mode: str
+    model_sha256: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "details"}
+        return {**self.details, **data}
+
+    @classmethod
+    def from_dict(cls, row: Any, where: str = "decision row") -> DecisionRecord:
+        """Validate one row of the decision schema (either mode)."""
+        if not isinstance(row, Mapping):
+            raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        names = [f.name for f in fields(cls) if f.name != "details"]
+        missing = [key for key in names if key not in row]
+        if missing:
+            raise InputError(f"{where}: missing key '{missing[0]}'; rows must follow the decision schema (results/gate.jsonl)")
+        if row["mode"] not in DECISION_MODES:
+            raise InputError(f"{where}: mode {row['mode']!r} is not one of {', '.join(DECISION_MODES)}")
+        if not isinstance(row["model_sha256"], str) or not row["model_sha256"]:
+            raise InputError(f"{where}: 'model_sha256' must name the model the decision was made on")
+        record = cls(
+            index=_integer(row["index"], "index", where, 0), label=_integer(row["label"], "label", where, 0),
+            prediction=_integer(row["prediction"], "prediction", where),
+            certified=_flag(row["certified"], "certified", where), correct=_flag(row["correct"], "correct", where),
+            evaluations=_integer(row["evaluations"], "evaluations", where, 0),
+            radius_threshold=_real(row["radius_threshold"], "radius_threshold", where, 0.0),
+            alpha=_real(row["alpha"], "alpha", where, 0.0, 1.0), sigma=_real(row["sigma"], "sigma", where, 0.0),
+            n0=_integer(row["n0"], "n0", where, 0), n=_integer(row["n"], "n", where, 0),
+            n_a=_integer(row["n_a"], "n_a", where, 0), seed=_integer(row["seed"], "seed", where, 0),
+            mode=str(row["mode"]), model_sha256=row["model_sha256"],
+            details={key: value for key, value in row.items() if key not in names},
+        )
+        _check_prediction(record.index, record.label, record.prediction, record.correct, where)
+        if record.certified and record.abstained:
+            raise InputError(f"{where}: example {record.index} is certified but abstains; the decision rows are inconsistent")
+        return record
+
+    @classmethod
+    def from_certify(cls, record: CertifyRecord, radius: float, model_sha256: str) -> DecisionRecord:
+        """The decision at ``radius`` read off a fixed-n CERTIFY row: certified iff not abstaining and
+        radius >= r*; evaluations = n0 + n."""
+        return cls(
+            index=record.index, label=record.label, prediction=record.prediction,
+            certified=not record.abstained and record.radius >= radius, correct=record.correct,
+            evaluations=record.n0 + record.n, radius_threshold=float(radius), alpha=record.alpha, sigma=record.sigma,
+            n0=record.n0, n=record.n, n_a=record.n_a, seed=record.seed, mode="fixed", model_sha256=model_sha256,
+            details={"certified_radius": record.radius},
+        )
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+def _json_rows(text: str, source: str) -> list[tuple[int, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{source}: line {number} is not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def _read_text(path: str | os.PathLike[str], what: str) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: {what} not found; run the stage that writes it first")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file of JSON lines") from None
+
+
+def _parse(data: bytes | str, source: str, kind: type[CertifyRecord] | type[DecisionRecord], empty: str) -> list[Any]:
+    """Rows of ``kind`` from JSON-lines bytes or text: at least one, each valid, no example index twice."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    records = [kind.from_dict(row, f"{source} line {number}") for number, row in _json_rows(text, source)]
+    if not records:
+        raise InputError(f"{source}: {empty}")
+    seen: set[int] = set()
+    for record in records:
+        if record.index in seen:
+            raise InputError(f"{source}: example index {record.index} appears twice; merge shards without duplicates")
+        seen.add(record.index)
+    return records
+
+
+def parse_certify_records(data: bytes | str, source: str = "results/certify.jsonl") -> list[CertifyRecord]:
+    """Certify records from JSON-lines bytes or text (at least one, no index twice)."""
+    return _parse(data, source, CertifyRecord, "no certification records; run the certify stage")
+
+
+def read_certify_records(path: str | os.PathLike[str]) -> list[CertifyRecord]:
+    """The records of a finished certification JSONL file."""
+    return parse_certify_records(_read_text(path, "certification results"), str(path))
+
+
+def parse_decision_records(data: bytes | str, source: str = "results/gate.jsonl") -> list[DecisionRecord]:
+    """Decision records from JSON-lines bytes or text (at least one, no index twice)."""
+    return _parse(data, source, DecisionRecord, "no decision records; run the gate stage or smoothcert decide")
+
+
+def read_result_rows(path: str | os.PathLike[str]) -> list[CertifyRecord] | list[DecisionRecord]:
+    """Certify or decision records, told apart by the first row's keys (``radius``: certify)."""
+    text = _read_text(path, "results file")
+    rows = _json_rows(text, str(path))
+    if not rows:
+        raise InputError(f"{path}: no certification records or decisions; run the certify or gate stage")
+    if isinstance(rows[0][1], Mapping) and "radius" in rows[0][1]:
+        return parse_certify_records(text, str(path))
+    return parse_decision_records(text, str(path))
+
+
+# --- writing -------------------------------------------------------------------------------------------------
+
+def json_line(obj: Mapping[str, Any], sort_keys: bool = False) -> str:
+    return json.dumps(obj, allow_nan=False, sort_keys=sort_keys) + "\n"
+
+
+def certify_jsonl_text(records: Iterable[CertifyRecord]) -> str:
+    """``results/certify.jsonl``: one object per record, keys in :data:`CERTIFY_KEYS` order."""
+    return "".join(json_line(r.to_dict()) for r in records)
+
+
+def certify_tsv_text(records: Iterable[CertifyRecord]) -> str:
+    """Reference-style certify log: ``idx label predict radius correct time`` (radius at full precision)."""
+    rows = [TSV_HEADER]
+    for r in records:
+        rows.append(f"{r.index}\t{r.label}\t{r.prediction}\t{r.radius!r}\t{int(r.correct)}\t{r.seconds:.4f}")
+    return "\n".join(rows) + "\n"
+
+
+def decision_jsonl_text(records: Iterable[DecisionRecord]) -> str:
+    """``results/gate.jsonl``: one object per decision, keys sorted."""
+    return "".join(json_line(r.to_dict(), sort_keys=True) for r in records)
+
+
+# --- arrays --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CertificateArrays:
+    """Certificates of some test examples as parallel arrays (row order = file order)."""
+
+    index: np.ndarray  # int64, position in the test split
+    label: np.ndarray  # int64
+    prediction: np.ndarray  # int64, ABSTAIN = -1
+    radius: np.ndarray  # float64, L2 in [0,1]-pixel units
+    sigma: float
+    alpha: float
+    seed: int | None
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Smoothed prediction equals the label (abstentions are not correct)."""
+        return (self.prediction == self.label) & (self.prediction != ABSTAIN)
+
+    @property
+    def abstained(self) -> np.ndarray:
+        return self.prediction == ABSTAIN
+
+    def certified_correct_at(self, radius: float) -> np.ndarray:
+        """Claims "correct with certified radius >= ``radius``" (inclusive, as in Cohen et al.)."""
+        return self.correct & (self.radius >= radius)
+
+    def subset(self, rows: np.ndarray) -> CertificateArrays:
+        """The rows at positions ``rows`` (not test-split indices)."""
+        return CertificateArrays(self.index[rows], self.label[rows], self.prediction[rows], self.radius[rows],
+                                 self.sigma, self.alpha, self.seed)
+
+
+def as_arrays(records: Sequence[CertifyRecord], where: str = "certify rows") -> CertificateArrays:
+    """Parallel arrays of ``records``; they must share one sigma and one alpha (one certification run)."""
+    if not records:
+        raise InputError(f"{where}: no certificates; run the certify stage first")
+    sigmas = {r.sigma for r in records}
+    alphas = {r.alpha for r in records}
+    if len(sigmas) != 1 or len(alphas) != 1:
+        raise InputError(f"{where}: mixed sigma {sorted(sigmas)} or alpha {sorted(alphas)}; certify all examples with one setting")
+    seeds = {r.seed for r in records}
+    return CertificateArrays(
+        index=np.array([r.index for r in records], dtype=np.int64),
+        label=np.array([r.label for r in records], dtype=np.int64),
+        prediction=np.array([r.prediction for r in records], dtype=np.int64),
+        radius=np.array([r.radius for r in records], dtype=np.float64),
+        sigma=sigmas.pop(), alpha=alphas.pop(), seed=seeds.pop() if len(seeds) == 1 else None,
+    )
+
+
+def check_against_split(rows: CertificateArrays, labels: np.ndarray, where: str = "certify rows") -> None:
+    """Every row's index must exist in the split and carry the split's label (catches stale results)."""
+    n = labels.shape[0]
+    if rows.index.min() < 0 or rows.index.max() >= n:
+        raise InputError(f"{where}: example index {int(rows.index.max())} is outside the test split of {n}; re-run certify on this data")
+    mismatch = np.flatnonzero(labels[rows.index] != rows.label)
+    if mismatch.size:
+        i = int(rows.index[mismatch[0]])
+        raise InputError(f"{where}: example {i} has label {int(rows.label[mismatch[0]])} but the test split says {int(labels[i])}; re-run certify on this data")
+

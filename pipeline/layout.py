@@ -1,0 +1,74 @@
+"""The one place that names the pipeline's files (paths relative to the repository root).
+
+Every stage takes its paths from here; ``dvc.yaml`` lists the same paths as each stage's deps and outs, and
+``tests/pipeline/test_dvc_layout.py`` fails when the two disagree or when a stage imports a project file that
+its ``deps`` do not cover.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# data stage
+DATA_DIR = Path("data")
+TRAIN_SPLIT = DATA_DIR / "train.npz"
+VAL_SPLIT = DATA_DIR / "val.npz"
+TEST_SPLIT = DATA_DIR / "test.npz"
+DATASHEET = DATA_DIR / "datasheet.json"
+
+# train stage
+CHECKPOINT = Path("models/model.pt")
+TRAIN_METRICS = Path("metrics/train.json")
+TRAIN_HISTORY = Path("plots/train_history.csv")
+
+# export stage
+MODEL = Path("models/model.onnx")  # the shipped, certified artifact
+MODEL_FP32 = Path("models/model_fp32.onnx")
+MODEL_CARD = Path("models/model.json")
+EXPORT_METRICS = Path("metrics/export.json")
+
+# certify stage
+CERTIFY_RESULTS = Path("results/certify.jsonl")
+CERTIFY_TSV = Path("results/certify.tsv")
+CERTIFY_METRICS = Path("metrics/certify.json")
+CERTIFY_CURVE = Path("plots/certify_curve.csv")
+
+# evaluate stage
+EVALUATE_DIR = Path("results/evaluate")
+EVALUATE_METRICS = Path("metrics/evaluate.json")
+EVALUATE_ATTACK_CURVE = Path("plots/evaluate_attack_curve.csv")
+
+# gate stage
+GATE_DECISIONS = Path("results/gate.jsonl")
+GATE_METRICS = Path("metrics/gate.json")
+
+# dossier stage
+DOSSIER_DIR = Path("dossier")
+EVIDENCE = DOSSIER_DIR / "evidence.json"
+DOSSIER_UNSIGNED = DOSSIER_DIR / "dossier_unsigned.pdf"
+DOSSIER_SIGNED = DOSSIER_DIR / "dossier.pdf"
+TEMPLATES = Path("dossier_templates")
+
+#: What each stage writes (its ``outs``, ``metrics`` and ``plots`` in dvc.yaml).
+STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
+    "data": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
+    "train": (CHECKPOINT, TRAIN_METRICS, TRAIN_HISTORY),
+    "export": (MODEL, MODEL_FP32, MODEL_CARD, EXPORT_METRICS),
+    "certify": (CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
+    "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
+    "gate": (GATE_DECISIONS, GATE_METRICS),
+    "dossier": (EVIDENCE, DOSSIER_UNSIGNED, DOSSIER_SIGNED),
+    "verdict": (),
+}
+
+#: The pipeline files each stage reads (its data ``deps`` in dvc.yaml; code deps are checked separately).
+STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
+    "data": (),
+    "train": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
+    "export": (CHECKPOINT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
+    "certify": (MODEL, MODEL_CARD, TEST_SPLIT),
+    "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),
+    "gate": (CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),
+    "dossier": (MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
+                CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
+    "verdict": (GATE_METRICS, MODEL_CARD, EVIDENCE),
+}

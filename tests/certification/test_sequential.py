@@ -1,0 +1,237 @@
+"""The sequential decision: its guarantee (simulated and on the analytic linear ONNX oracle), its noise streams,
+and its agreement with fixed-n CERTIFY."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from certification.smoothing import SmoothedClassifier
+from certification.errors import InputError
+from certification.gate import Protocol, evaluate
+from certification.certify_run import record_from_result
+from certification.gate_io import decisions_from_certify
+from certification.sequential import SequentialTest, decide_many, look_schedule, run_test
+from support.oracle import linear_onnx, points_at_margins
+
+SIGMA, RADIUS = 0.25, 0.25
+CHW = (1, 4, 4)
+
+
+def _ceiling(rate: float, trials: int, false_alarm: float = 1e-4) -> float:
+    """Largest observed share consistent with a true rate <= ``rate`` (one-sided binomial test)."""
+    return stats.binom.ppf(1 - false_alarm, trials, rate) / trials
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory: pytest.TempPathFactory) -> tuple[SmoothedClassifier, np.ndarray, float]:
+    rng = np.random.default_rng(0)
+    w = rng.choice([-1.0, 1.0], size=CHW) * rng.uniform(0.8, 1.2, size=CHW)
+    b = 0.1
+    path = linear_onnx(tmp_path_factory.mktemp("oracle") / "linear.onnx", w, b, CHW)
+    return SmoothedClassifier.from_onnx(path, SIGMA, batch_size=500, threads=1), w, b
+
+
+def _points(w: np.ndarray, b: float, margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    images = points_at_margins(w, b, np.full(CHW, 0.5), margins)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    return images, (np.asarray(margins) > 0).astype(np.int64)
+
+
+def test_look_schedule() -> None:
+    assert look_schedule(10_000) == (100, 300, 1000, 3000, 10_000)
+    assert look_schedule(100_000)[-3:] == (10_000, 30_000, 100_000)
+    assert look_schedule(1100) == (100, 300, 1100)
+    assert look_schedule(50) == (50,)
+    with pytest.raises(InputError):
+        look_schedule(0)
+
+
+class _Unsplit(SequentialTest):
+    """A WRONG test that spends the full alpha at every look (to show the simulation would catch it)."""
+
+    @property
+    def level(self) -> float:
+        return self.alpha
+
+
+@pytest.mark.parametrize("test_class,holds", [(SequentialTest, True), (_Unsplit, False)])
+def test_false_certification_rate_is_at_most_alpha_simulated(test_class: type, holds: bool) -> None:
+    """Worst case: p_c just below Phi(R/sigma). The share of false 'certified' stays within alpha."""
+    test = test_class(RADIUS, SIGMA, 0.2, (100, 300, 1000))
+    p = test.threshold - 0.001
+    rng = np.random.default_rng(5)
+    reps = 2000
+    false = sum(run_test(test, lambda m: int(rng.binomial(m, p)), resolve_abstention=False).certified for _ in range(reps))
+    assert bool(false / reps <= _ceiling(0.2, reps)) == holds
+
+
+def test_count_stream_installments_equal_certify_draws(oracle) -> None:
+    smoothed, w, b = oracle
+    images, labels = _points(w, b, np.array([0.2, -0.1]))
+    results = smoothed.certify_many(images, labels, n0=50, n=1000, alpha=0.01, seed=9, indices=[4, 11])
+    for image, index, result in zip(images, [4, 11], results):
+        stream = smoothed.count_stream(image, 9, index, phase=1)
+        total = stream.draw(37) + stream.draw(0) + stream.draw(63) + stream.draw(900)
+        assert total.tolist() == result.counts_estimation and stream.drawn == 1000
+        assert smoothed.count_stream(image, 9, index, phase=0).draw(50).tolist() == result.counts_selection
+
+
+def test_sequential_guarantee_on_the_linear_oracle(oracle) -> None:
+    """Declared certified at R while the exact radius |w.x+b|/||w|| is below R: at most alpha of such examples."""
+    smoothed, w, b = oracle
+    alpha, n_below = 0.2, 300
+    below = np.linspace(RADIUS - 0.004, RADIUS - 0.0005, n_below) * np.where(np.arange(n_below) % 2, 1, -1)
+    above = np.linspace(RADIUS + 0.08, RADIUS + 0.3, 20) * np.where(np.arange(20) % 2, 1, -1)
+    images, labels = _points(w, b, np.concatenate([below, above]))
+    decisions = decide_many(smoothed, images, labels, RADIUS, n0=50, n_max=1000, alpha=alpha, seed=21)
+    false = sum(d.certified for d in decisions[:n_below])
+    assert false / n_below <= _ceiling(alpha, n_below)
+    # power: clearly robust examples are certified, with the right class, after few samples
+    robust = decisions[n_below:]
+    assert all(d.certified and d.correct for d in robust)
+    assert all(d.evaluations == d.n0 + d.n and d.n <= 1000 for d in decisions)
+    assert np.mean([d.evaluations for d in robust]) < 400
+
+
+def test_sequential_and_fixed_gates_agree_away_from_the_threshold(oracle) -> None:
+    """Examples whose exact radius is not within 0.04 of R: same per-example answer, same gate verdict, far
+    fewer model evaluations."""
+    smoothed, w, b = oracle
+    grid = np.linspace(0.0, 0.6, 31)
+    grid = grid[np.abs(grid - RADIUS) > 0.04]
+    margins = np.concatenate([grid, -grid[1::2]])
+    images, labels = _points(w, b, margins)
+    fixed = smoothed.certify_many(images, labels, n0=100, n=10_000, alpha=0.001, seed=3)
+    sequential = decide_many(smoothed, images, labels, RADIUS, n0=100, n_max=10_000, alpha=0.001, seed=3)
+    truth = np.abs(margins) >= RADIUS
+    fixed_certified = np.array([r.prediction != -1 and r.radius >= RADIUS for r in fixed])
+    sequential_certified = np.array([d.certified for d in sequential])
+    assert fixed_certified.tolist() == truth.tolist() == sequential_certified.tolist()
+    assert [r.prediction for r in fixed] == [d.prediction for d in sequential]
+    assert sum(d.evaluations for d in sequential) * 5 < len(fixed) * 10_100
+
+    certify_rows = [record_from_result(r, 0.001, SIGMA, 3) for r in fixed]
+    protocol = {"radius": RADIUS, "min_certified_accuracy_lower": 0.4, "min_malignant_recall_lower": 0.5,
+                "max_abstention_rate": 0.2, "min_clean_accuracy": 0.8, "confidence": 0.95}
+    names, malignant = ["benign", "malignant"], ["malignant"]
+    model_sha = smoothed.base_classifier.sha256
+    read_off = decisions_from_certify(certify_rows, RADIUS, model_sha)
+    by_fixed = evaluate(read_off, Protocol.from_dict({**protocol, "mode": "fixed"}), names, malignant, 0.001, model_sha)
+    by_sequential = evaluate(sequential, Protocol.from_dict({**protocol, "mode": "sequential"}), names, malignant, 0.001,
+                             model_sha)
+    assert by_fixed.verdict == by_sequential.verdict
+    assert by_fixed.failed == by_sequential.failed == ["certified_recall_malignant"]
+    assert [c.bound for c in by_fixed.criteria] == [c.bound for c in by_sequential.criteria]
+    assert [r.certified for r in read_off] == fixed_certified.tolist()
+
+
+def test_abstention_is_decided_like_certify(oracle) -> None:
+    """Near the decision boundary (exact radius ~0) both procedures abstain; R = 0 certifies any prediction."""
+    smoothed, w, b = oracle
+    images, labels = _points(w, b, np.array([0.001, -0.001, 0.3]))
+    at_zero = decide_many(smoothed, images, labels, 0.0, n0=100, n_max=3000, alpha=0.001, seed=1)
+    assert [d.prediction for d in at_zero[:2]] == [-1, -1] and not any(d.certified for d in at_zero[:2])
+    assert at_zero[2].certified and at_zero[2].prediction == 1
+    skipped = decide_many(smoothed, images, labels, RADIUS, n0=100, n_max=3000, alpha=0.001, seed=1, resolve_abstention=False)
+    assert [d.certified for d in skipped] == [False, False, True]
+
+
+def test_bad_parameters_are_input_errors(oracle) -> None:
+    smoothed, w, b = oracle
+    images, labels = _points(w, b, np.array([0.3]))
+    for kwargs, message in [({"radius": -1.0}, "radius"), ({"alpha": 0.7}, "alpha"), ({"n_max": 0}, "n_max"),
+                            ({"n0": 0}, "n0")]:
+        args = {"radius": RADIUS, "n0": 10, "n_max": 100, "alpha": 0.01, **kwargs}
+        with pytest.raises(InputError, match=message):
+            decide_many(smoothed, images, labels, args["radius"], args["n0"], args["n_max"], args["alpha"], seed=0)
+
+
+# ------------------------------------------------------------------ the pipeline's gate stage in both modes
+def _oracle_project(root: Path, w: np.ndarray, b: float, mode: str) -> Path:
+    """models/, data/test.npz (float32 NCHW points at known margins) and params.yaml for the gate stage."""
+    import json
+
+    import yaml
+
+    from certification.fileio import sha256_file
+
+    (root / "models").mkdir(parents=True)
+    (root / "data").mkdir()
+    model = linear_onnx(root / "models" / "model.onnx", w, b, CHW)
+    grid = np.linspace(0.02, 0.6, 24)
+    grid = grid[np.abs(grid - RADIUS) > 0.04]
+    margins = np.concatenate([grid, -grid[::2]])
+    images, labels = _points(w, b, margins)
+    np.savez(root / "data" / "test.npz", images=images, labels=labels)
+    (root / "models" / "model.json").write_text(json.dumps(
+        {"path": "models/model.onnx", "sha256": sha256_file(model), "class_names": ["benign", "malignant"],
+         "malignant_classes": ["malignant"], "train_sigma": SIGMA}))
+    (root / "params.yaml").write_text(yaml.safe_dump({
+        "train": {"sigma": SIGMA},
+        "certify": {"sigma": None, "n0": 100, "n": 10000, "alpha": 0.001, "batch_size": 1000, "max_examples": 0,
+                    "seed": 3, "confidence": 0.95, "radii": [0.0, RADIUS]},
+        "gate": {"radius": RADIUS, "min_certified_accuracy_lower": 0.4, "min_malignant_recall_lower": 0.3,
+                 "max_abstention_rate": 0.2, "min_clean_accuracy": 0.8, "confidence": 0.95, "mode": mode},
+    }))
+    return root
+
+
+def test_gate_stage_fixed_and_sequential_agree(tmp_path: Path, oracle) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from certification.cli import main as cli_main
+
+    _, w, b = oracle
+    env = {**os.environ, "SMOOTHCERT_TRACKING": "off"}
+    verdicts = {}
+    for mode in ("fixed", "sequential"):
+        root = _oracle_project(tmp_path / mode, w, b, mode)
+        stages = (["pipeline.certify"] if mode == "fixed" else []) + ["pipeline.gate"]
+        for stage in stages:
+            done = subprocess.run([sys.executable, "-m", stage], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+        verdicts[mode] = json.loads((root / "metrics" / "gate.json").read_text())
+        rows = [json.loads(line) for line in (root / "results" / "gate.jsonl").read_text().splitlines()]
+        assert {row["mode"] for row in rows} == {mode} and len(rows) == len(np.load(root / "data" / "test.npz")["labels"])
+        code = cli_main(["gate", "--results", str(root / "results" / "gate.jsonl"), "--protocol", str(root / "params.yaml"),
+                         "--model-json", str(root / "models" / "model.json")])
+        assert code == (0 if verdicts[mode]["verdict"] == "ACCEPT" else 1)
+    fixed, sequential = verdicts["fixed"], verdicts["sequential"]
+    assert fixed["verdict"] == sequential["verdict"] == "ACCEPT"
+    assert [c["bound"] for c in fixed["criteria"]] == [c["bound"] for c in sequential["criteria"]]
+    assert fixed["model_sha256"] == sequential["model_sha256"]
+    assert fixed["protocol_sha256"] != sequential["protocol_sha256"]  # the mode is part of the protocol
+    assert sequential["evaluations"]["total"] * 5 < fixed["evaluations"]["total"]
+
+
+def test_decide_command_writes_the_documented_rows(tmp_path: Path, oracle) -> None:
+    import json
+
+    from certification.cli import main as cli_main
+
+    _, w, b = oracle
+    root = _oracle_project(tmp_path, w, b, "sequential")
+    out = root / "decisions.jsonl"
+    code = cli_main(["decide", "--radius", str(RADIUS), "--model", str(root / "models/model.onnx"), "--data",
+                     str(root / "data/test.npz"), "--sigma", str(SIGMA), "--n0", "100", "--n-max", "10000",
+                     "--alpha", "0.001", "--seed", "3", "--batch-size", "1000", "--max-examples", "10", "--out", str(out)])
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 10 and [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+    for row in rows:
+        assert {"index", "label", "prediction", "certified", "correct", "evaluations", "radius_threshold", "alpha"} <= set(row)
+        assert row["evaluations"] == 100 + row["n"] and row["radius_threshold"] == RADIUS and row["alpha"] == 0.001
+    args = ["decide", "--radius", str(RADIUS), "--model", str(root / "models/model.onnx"), "--data",
+            str(root / "data/test.npz"), "--sigma", str(SIGMA), "--seed", "3", "--max-examples", "10", "--out", str(out)]
+    assert cli_main(args + ["--certified-only"]) == 0
+    quick = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["certified"] for r in quick] == [r["certified"] for r in rows]
+    assert all(not r["abstention_resolved"] and r["evaluations"] <= full["evaluations"] for r, full in zip(quick, rows))
+    assert cli_main(["decide", "--radius", "0.25", "--model", str(root / "models/model.onnx"), "--data",
+                     str(root / "data/none.npz"), "--sigma", "0.25", "--out", str(out)]) == 2

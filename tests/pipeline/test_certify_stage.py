@@ -1,0 +1,72 @@
+"""The certify pipeline stage: params (sigma null = the model card's train_sigma), outputs and their schema."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from certification.errors import InputError
+from support.oracle import conv_onnx, write_split
+
+CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
+CERTIFY = {"sigma": None, "n0": 20, "n": 300, "alpha": 0.01, "batch_size": 100, "max_examples": 6, "seed": 3,
+           "confidence": 0.95, "radii": [0.0, 0.1, 0.25]}
+
+
+def _workspace(root: Path, certify: dict, train_sigma: float = 0.25) -> None:
+    (root / "models").mkdir()
+    (root / "data").mkdir()
+    conv_onnx(root / "models" / "model.onnx", (3, 8, 8), num_classes=4, seed=5)
+    (root / "models" / "model.json").write_text(json.dumps(
+        {"sha256": "x", "class_names": CLASSES, "malignant_classes": CLASSES[2:], "train_sigma": train_sigma}))
+    rng = np.random.default_rng(2)
+    write_split(root / "data" / "test.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, size=12))
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify}))
+
+
+def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _workspace(tmp_path, CERTIFY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMOOTHCERT_TRACKING", "off")
+    from pipeline.certify import main
+
+    assert main() == 0
+    records = [json.loads(line) for line in Path("results/certify.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(r["sigma"] == 0.25 for r in records)
+    assert Path("results/certify.tsv").read_text().startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
+    metrics = json.loads(Path("metrics/certify.json").read_text())
+    for key in ("model", "data", "params", "confidence", "bound_method", "n_examples", "clean_accuracy", "abstention_rate",
+                "average_certified_radius", "median_radius", "curve", "per_class", "class_names", "radii", "runtime",
+                "noise", "throughput"):
+        assert key in metrics, key
+    assert metrics["params"] == {"sigma": 0.25, "n0": 20, "n": 300, "alpha": 0.01, "seed": 3, "batch_size": 100, "max_examples": 6}
+    assert metrics["data"]["n_examples_total"] == 12 and len(metrics["model"]["sha256"]) == 64
+    assert set(metrics["per_class"]) == set(CLASSES)
+    assert sum(c["n_examples"] for c in metrics["per_class"].values()) == 6
+    assert [row["radius"] for row in metrics["curve"]] == [0.0, 0.1, 0.25]
+    curve = Path("plots/certify_curve.csv").read_text().splitlines()
+    assert curve[0] == "radius,certified_accuracy,lower_bound" and len(curve) == 4
+    first = metrics["curve"][0]
+    assert first["count"] == sum(r["correct"] for r in records) and first["lower_bound"] <= first["certified_accuracy"]
+
+
+def test_certify_stage_needs_a_positive_sigma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _workspace(tmp_path, CERTIFY, train_sigma=0.0)
+    monkeypatch.chdir(tmp_path)
+    from pipeline.certify import main
+
+    with pytest.raises(InputError, match="train_sigma"):
+        main()
+    assert not Path("results").exists()
+
+
+def test_certify_stage_rejects_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _workspace(tmp_path, {**CERTIFY, "n1": 5})
+    monkeypatch.chdir(tmp_path)
+    from pipeline.certify import main
+
+    with pytest.raises(InputError, match="certify.n1"):
+        main()
