@@ -146,9 +146,16 @@ class ExampleAudit:
     detail: str
 
     def row(self) -> str:
+        def cell(value: Any, width: int, spec: str = "") -> str:
+            try:
+                return format(value, f">{width}{spec}")
+            except (TypeError, ValueError):  # a doctored record may hold anything
+                return format(repr(value)[:width], f">{width}")
+
         r, c = self.recorded, self.recomputed
-        return (f"{self.index:>6}  {r['prediction']:>4} {c['prediction']:>4}  {r['n_a']:>8} {c['n_a']:>8}  "
-                f"{r['radius']:>9.5f} {c['radius']:>9.5f}  {self.outcome}{'  ' + self.detail if self.detail else ''}")
+        return (f"{self.index:>6}  {cell(r['prediction'], 4)} {cell(c['prediction'], 4)}  {cell(r['n_a'], 8)} "
+                f"{cell(c['n_a'], 8)}  {cell(r['radius'], 9, '.5f')} {cell(c['radius'], 9, '.5f')}  "
+                f"{self.outcome}{'  ' + self.detail if self.detail else ''}")
 
 
 @dataclass

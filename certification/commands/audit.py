@@ -13,7 +13,7 @@ from pathlib import Path
 
 from certification.errors import InputError
 
-EXIT_CODES = ("exit codes: 0 = every audited example matches exactly; 3 = differences only within tolerance "
+EXIT_CODES = ("Exit codes: 0 = every audited example matches exactly; 3 = differences only within tolerance "
               "(each count within max(3, ceil(1e-3*samples)), same prediction, recorded radius = CERTIFY's radius "
               "for the recorded n_a) and the platform (onnxruntime provider/version, numpy and its float32 "
               "log/cos/sin loops) differs from the recorded one; 1 = any other difference (failed signature or "
