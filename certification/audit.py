@@ -4,8 +4,9 @@
 
 1. verifies the dossier with :func:`certification.signing.verify.verify_dossier` (signatures intact, valid,
    trusted, covering the file; attached evidence consistent with the document); any failed check fails the audit;
-2. reads evidence.json and certify.jsonl attached to the *last signed revision* and checks that
-   sha256(certify.jsonl) equals the evidence's ``hashes.certify_jsonl_sha256``;
+2. reads evidence.json and certify.jsonl attached to the *last signed revision* (they must equal the
+   author-signed revision's, which ``verify`` checked) and checks that sha256(certify.jsonl) equals the
+   evidence's ``hashes.certify_jsonl_sha256``;
 3. checks that the model file hashes to ``hashes.model_sha256`` and the data file to ``hashes.splits.test``;
 4. draws K of the attached records (numpy Generator seeded by SeedSequence([audit seed, tag]); K = 0: all),
    re-runs CERTIFY on exactly those test indices with the evidence's n0, n, alpha, sigma and seed (the noise of
@@ -262,7 +263,8 @@ def compare(index: int, recorded: dict[str, Any], recomputed: dict[str, Any], ev
     return ExampleAudit(index, recorded, recomputed, WITHIN if close else MISMATCH, detail)
 
 
-def _signed_attachments(pdf: Path) -> dict[str, bytes]:
+def _signed_attachments(pdf: Path) -> tuple[dict[str, bytes], bool]:
+    """Attachments of the last signed revision, and whether they equal the author-signed (first) revision's."""
     from pyhanko.pdf_utils.reader import PdfFileReader
 
     from certification.dossier.attachments import read_revision
@@ -272,7 +274,8 @@ def _signed_attachments(pdf: Path) -> dict[str, bytes]:
         signatures = PdfFileReader(BytesIO(data), strict=False).embedded_signatures
         if not signatures:
             raise InputError(f"{pdf}: the PDF carries no signature")
-        return read_revision(data, signatures[-1]).attachments
+        last = read_revision(data, signatures[-1]).attachments
+        return last, last == read_revision(data, signatures[0]).attachments
     except InputError:
         raise
     except Exception as exc:  # a verified file should parse; anything else is unusable input
@@ -309,7 +312,9 @@ def audit_dossier(pdf: str | os.PathLike[str], model: str | os.PathLike[str], da
         report.seconds = time.perf_counter() - start
         return report
     report.notes.append(f"signatures and evidence verified ({len(verification.checks)} checks)")
-    attachments = _signed_attachments(pdf)
+    attachments, same_as_author = _signed_attachments(pdf)
+    if not same_as_author:
+        report.failures.append("the attachments of the last signed revision differ from the author-signed revision's")
     from certification.dossier.attachments import EVIDENCE_ATTACHMENT, RECORDS_ATTACHMENT
 
     missing = [name for name in (EVIDENCE_ATTACHMENT, RECORDS_ATTACHMENT) if name not in attachments]

@@ -185,3 +185,30 @@ def test_audit_sample_is_seeded_and_sorted() -> None:
     assert list(a) == list(audit_sample(pool[::-1], 10, 0))
     assert list(a) != list(audit_sample(pool, 10, 1))
     assert list(audit_sample(pool, 0, 0)) == pool
+
+
+def test_approved_dossier_audits_last_revision(genuine: Path, tmp_path: Path) -> None:
+    from certification.signing.sign import sign_field
+
+    pki = ensure_dev_pki(genuine / ".smoothcert" / "dev-pki")
+    approved = tmp_path / "approved.pdf"
+    approved.write_bytes(sign_field((genuine / "dossier" / "dossier.pdf").read_bytes(), "clinical",
+                                    load_signer(pki.signer_p12, None), Manifestation("Dr. A", "Clinical lead", "Approval")))
+    report = audit_dossier(approved, genuine / "models" / "model.onnx", genuine / "data" / "test.npz", examples=3,
+                           threads=1, trust_root=pki.ca_cert)
+    assert report.failures == [] and report.exit_code == EXIT_OK and len(report.examples) == 3
+
+
+def test_bytes_changed_after_signing_fail_before_the_rerun(genuine: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    data = bytearray((genuine / "dossier" / "dossier.pdf").read_bytes())
+    at = data.index(b"/Producer")  # inside the signed bytes
+    data[at + 1:at + 9] = b"Xroducer"
+    tampered = tmp_path / "tampered.pdf"
+    tampered.write_bytes(bytes(data))
+    args = _args(genuine)
+    args[1] = str(tampered)
+    assert cli(args) == EXIT_DIFFERENT
+    out = capsys.readouterr().out
+    assert "FAIL verification: [FAIL] signature 'author' intact" in out
+    assert "check(s) failed before the re-run" in out and "outcome" not in out  # no re-run
