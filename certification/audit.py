@@ -113,10 +113,11 @@ def parse_records(data: bytes) -> dict[int, dict[str, Any]]:
         try:
             row = json.loads(line)
             index = int(row["index"])
-            for key in ("label", *COMPARED):
-                row[key]
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"attached certify.jsonl: line {number} is not a certification record ({exc})") from None
+        missing = [key for key in ("label", *COMPARED) if key not in row]
+        if missing:
+            raise InputError(f"attached certify.jsonl: line {number} lacks key '{missing[0]}'")
         if index in records:
             raise InputError(f"attached certify.jsonl: index {index} appears twice")
         records[index] = row
