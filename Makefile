@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install repro test test-fast bench system-deps clean-venv
+.PHONY: install repro test test-fast bench release system-deps clean-venv
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ test-fast: install
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/certify_throughput.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/sequential_vs_fixed.py
+
+# Release: upload the DVC-cached outputs of the last `make repro` (model, data splits, results: the files the
+# dossier names by hash) to the default DVC remote, so an auditor's clone can `dvc pull` them. The default remote
+# is the folder ../smoothcert-dvc-remote beside the repository (.dvc/config); REMOTE=name pushes to another.
+release:
+	@test -x $(BIN)/dvc || { echo "error: $(BIN)/dvc not found; run make repro first" >&2; exit 2; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc push $(if $(REMOTE),--remote $(REMOTE))
 
 clean-venv:
 	rm -rf $(VENV)
