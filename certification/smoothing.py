@@ -16,7 +16,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy.stats import binomtest, norm
@@ -165,19 +165,11 @@ class SmoothedClassifier:
         images = self._check_images(np.asarray(x)[None], "image")
         return next(self._iter_certify(images, None, n0, n, alpha, seed, self._check_indices([index], 1)))
 
-    def certify_many(
-        self,
-        images: np.ndarray,
-        labels: Sequence[int] | np.ndarray | None,
-        n0: int,
-        n: int,
-        alpha: float,
-        seed: int,
-        indices: Sequence[int] | np.ndarray | None = None,
-    ) -> list[CertifyResult]:
-        """CERTIFY each image of a float32 (N, C, H, W) batch; example j is certified with noise index
-        ``indices[j]`` (default: its position j), so a subset or shard keeps the counts of the full run."""
-        return list(self.iter_certify(images, labels, n0, n, alpha, seed, indices))
+    def certify_many(self, *args: Any, **kwargs: Any) -> list[CertifyResult]:
+        """CERTIFY each image of a float32 (N, C, H, W) batch (the arguments of :meth:`iter_certify`): example j is
+        certified with noise index ``indices[j]`` (default: its position j), so a subset or shard keeps the counts
+        of the full run."""
+        return list(self.iter_certify(*args, **kwargs))
 
     def iter_certify(
         self,
@@ -189,7 +181,8 @@ class SmoothedClassifier:
         seed: int,
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> Iterator[CertifyResult]:
-        """Like :meth:`certify_many`, yielding each result as soon as it is complete (for progress and resume)."""
+        """CERTIFY each image of ``images`` (labels optional), yielding each result as soon as it is complete (for
+        progress and resume); see :meth:`certify_many`."""
         check_parameters(alpha, seed, n0=n0, n=n)
         images = self._check_images(np.asarray(images), "images")
         label_list = self._check_labels(labels, images.shape[0])

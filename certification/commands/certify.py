@@ -92,10 +92,11 @@ def run_certify(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from certification.predict_run import predict_files
+    from certification.records import ABSTAIN
 
     check_out(args.out, ".jsonl")
     records = predict_files(args.model, args.data, args.out, run_options(args), args.n)
     correct = sum(1 for r in records if r["correct"])
-    abstained = sum(1 for r in records if r["prediction"] == -1)
+    abstained = sum(1 for r in records if r["prediction"] == ABSTAIN)
     print(f"predicted {len(records)} examples: {correct} correct, {abstained} abstained; wrote {args.out}")
     return 0

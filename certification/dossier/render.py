@@ -123,11 +123,14 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
             ("Output", f"{m.get('output_name', 'logits')} (logits)"),
             ("Normalisation (inside the graph)", f"mean {m['normalization'].get('mean')}, std {m['normalization'].get('std')}"),
             ("Classes", ", ".join(m.get("class_names", ev["data"]["classes"])))]
-    out = [para("4  Model identity and runtime", st["h1"]), key_values(rows, st)]
-    export = flatten_scalars(ev["export"])
-    if export:
-        out += [para("Export checks (metrics/export.json)", st["h2"]), key_values(export, st)]
-    return out
+    return [para("4  Model identity and runtime", st["h1"]), key_values(rows, st),
+            *_record_table(ev["export"], "Export checks (metrics/export.json)", st)]
+
+
+def _record_table(record: Mapping[str, Any], title: str, st: Mapping[str, Any]) -> list:
+    """A stage's metrics file as a titled key-value table (nothing when it holds no scalar)."""
+    scalars = flatten_scalars(record)
+    return [para(title, st["h2"]), key_values(scalars, st)] if scalars else []
 
 
 def _data(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
@@ -146,11 +149,8 @@ def _data(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
 
 
 def _development(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
-    out = [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development"], st["body"])]
-    train = flatten_scalars(ev["train"])
-    if train:
-        out += [para("Training record (metrics/train.json)", st["h2"]), key_values(train, st)]
-    return out
+    return [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development"], st["body"]),
+            *_record_table(ev["train"], "Training record (metrics/train.json)", st)]
 
 
 def _method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:

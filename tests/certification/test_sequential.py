@@ -14,7 +14,7 @@ from certification.gate import Protocol, evaluate
 from certification.certify_run import record_from_result
 from certification.gate_io import decisions_from_certify
 from certification.sequential import SequentialTest, decide_many, look_schedule, run_test
-from support.oracle import linear_onnx, points_at_margins
+from support.oracle import linear_onnx, oracle_classifier, points_at_margins
 
 SIGMA, RADIUS = 0.25, 0.25
 CHW = (1, 4, 4)
@@ -27,11 +27,7 @@ def _ceiling(rate: float, trials: int, false_alarm: float = 1e-4) -> float:
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> tuple[SmoothedClassifier, np.ndarray, float]:
-    rng = np.random.default_rng(0)
-    w = rng.choice([-1.0, 1.0], size=CHW) * rng.uniform(0.8, 1.2, size=CHW)
-    b = 0.1
-    path = linear_onnx(tmp_path_factory.mktemp("oracle") / "linear.onnx", w, b, CHW)
-    return SmoothedClassifier.from_onnx(path, SIGMA, batch_size=500, threads=1), w, b
+    return oracle_classifier(tmp_path_factory.mktemp("oracle"), seed=0, b=0.1, sigma=SIGMA, batch_size=500, chw=CHW)
 
 
 def _points(w: np.ndarray, b: float, margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from scipy.stats import beta, binom, binomtest, norm
 
 from certification.smoothing import SmoothedClassifier
 from certification.smoothing import CertifyResult
-from support.oracle import exact_margin, linear_onnx, points_at_margins
+from support.oracle import exact_margin, linear_onnx, oracle_classifier, points_at_margins
 
 CHW = (1, 4, 4)
 SIGMA = 0.25
@@ -21,11 +21,7 @@ TEST_LEVEL = 1e-6  # probability that a correct implementation fails a tolerance
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> tuple[SmoothedClassifier, np.ndarray, float]:
-    rng = np.random.default_rng(7)
-    w = rng.choice([-1.0, 1.0], size=CHW) * rng.uniform(0.8, 1.2, size=CHW)
-    b = 0.3
-    path = linear_onnx(tmp_path_factory.mktemp("oracle") / "linear.onnx", w, b, CHW)
-    return SmoothedClassifier.from_onnx(path, SIGMA, batch_size=1000, threads=1), w, b
+    return oracle_classifier(tmp_path_factory.mktemp("oracle"), seed=7, b=0.3, sigma=SIGMA, batch_size=1000, chw=CHW)
 
 
 def _points(w: np.ndarray, b: float, margins: np.ndarray) -> np.ndarray:

@@ -97,6 +97,31 @@ def test_second_repro_does_nothing(project: tuple[Path, dict[str, str]]) -> None
     assert status.returncode == 0, status.stdout
 
 
+def test_release_then_fresh_clone_pulls_the_certified_artifacts(project: tuple[Path, dict[str, str]]) -> None:
+    """The documented release step (`make release`: dvc push to the default remote beside the repository) lets a
+    fresh clone `dvc pull` exactly the model and data the dossier names by hash, and audit them."""
+    from certification.fileio import sha256_file
+
+    root, env = project
+    commit = _run(["git", "add", "-A"], root, env), _run(["git", "commit", "-q", "-m", "run"], root, env)
+    assert all(c.returncode == 0 for c in commit), [c.stderr for c in commit]
+    release = _run(["make", "--no-print-directory", "release", f"BIN={BIN}"], root, env)
+    assert release.returncode == 0, release.stdout[-2000:] + release.stderr[-2000:]
+    clone = root.parent / "auditor"
+    assert _run(["git", "clone", "-q", str(root), str(clone)], root.parent, env).returncode == 0
+    pulled = _run([str(BIN / "dvc"), "pull", "-q"], clone, env)
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    evidence = json.loads((root / "dossier/evidence.json").read_text())
+    assert sha256_file(clone / "models/model.onnx") == evidence["hashes"]["model_sha256"]
+    for split in ("train", "val", "test"):
+        assert sha256_file(clone / f"data/{split}.npz") == evidence["hashes"]["splits"][split]
+    audit = _run([sys.executable, "-m", "certification.cli", "audit", str(root / "dossier/dossier.pdf"), "--model",
+                  "models/model.onnx", "--data", "data/test.npz", "--examples", "4", "--trust-root",
+                  str(root / ".smoothcert/dev-pki/ca.pem")], clone, env)
+    assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr[-2000:]
+    assert "all match exactly on a matching platform" in audit.stdout
+
+
 def test_mlflow_run_exists_in_temporary_store(project: tuple[Path, dict[str, str]]) -> None:
     root, env = project
     import mlflow

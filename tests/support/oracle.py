@@ -95,3 +95,14 @@ def write_split(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     """A data split in the pipeline's .npz format (uint8 N,H,W,C or float32 N,C,H,W)."""
     np.savez(path, images=images, labels=np.asarray(labels, dtype=np.int64))
     return path
+
+
+def oracle_classifier(folder: Path, seed: int, b: float, sigma: float, batch_size: int,
+                      chw: tuple[int, int, int] = (1, 4, 4)) -> tuple["SmoothedClassifier", np.ndarray, float]:
+    """A smoothed linear oracle: random weights w (|w_i| in [0.8, 1.2]) and offset ``b``, written to ``folder``."""
+    from certification.smoothing import SmoothedClassifier
+
+    rng = np.random.default_rng(seed)
+    w = rng.choice([-1.0, 1.0], size=chw) * rng.uniform(0.8, 1.2, size=chw)
+    path = linear_onnx(folder / "linear.onnx", w, b, chw)
+    return SmoothedClassifier.from_onnx(path, sigma, batch_size=batch_size, threads=1), w, b
