@@ -16,9 +16,20 @@ class`` plus per-cue noise, with the mixing weight ``w`` drawn from ``OVERLAP * 
 large ``w`` are genuinely ambiguous, so a good classifier stays well below 100% accuracy.
 
 All randomness comes from one :class:`numpy.random.Generator` per split, derived from ``(seed, split)``
-with :class:`numpy.random.SeedSequence`; the same seed gives the same bytes for the same NumPy version and
-platform (vectorised transcendental functions may round differently on other CPUs, which the SHA-256 in the
-datasheet would reveal). Rendering is vectorised over chunks of images (float32).
+with :class:`numpy.random.SeedSequence`.
+
+**Reproducibility guarantee** (since ``lesions-1.1``): the same ``(n, image_size, seed, split)`` gives the
+same bytes (images, labels, metadata) on any CPU (x86-64, aarch64) and at any NumPy SIMD level (baseline,
+AVX2, AVX-512, ``NPY_DISABLE_CPU_FEATURES``), for the pinned NumPy version (tested on x86-64 SIMD levels;
+aarch64 by construction, as it runs the same IEEE operations). Rendering is vectorised over
+chunks of images in float64 and uses only correctly rounded IEEE operations (``+ - * /``, ``sqrt``,
+comparisons, clipping, rounding); exp, sin, cos and hypot come from :mod:`.exact_math`, powers are written
+as products and square roots, and sums run in a fixed order. NumPy's own transcendental loops (which round
+differently per SIMD level) are not used. The random draws themselves (``numpy.random`` C code, no SIMD
+dispatch) are those of ``lesions-1.0`` in the same order, so labels and metadata are unchanged and images
+differ from ``lesions-1.0`` only by rounding (at most one grey level, in about two of every 100,000 values).
+``tests/test_data_reproducible.py`` checks the bytes under several ``NPY_DISABLE_CPU_FEATURES`` settings and
+pins their SHA-256.
 """
 from __future__ import annotations
 
@@ -26,9 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from certification.data import exact_math as xm
 from certification.errors import InputError
 
-GENERATOR_VERSION = "lesions-1.0"
+GENERATOR_VERSION = "lesions-1.1"
 CLASS_NAMES = ("nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma")
 MALIGNANT_CLASSES = ("melanoma", "basal_cell_carcinoma")
 SUPPORTED_SIZES = (28, 32, 64)
@@ -74,6 +86,9 @@ _HAIR_STRANDS = 6
 _VESSELS = 5
 _BLOBS = 4
 _SPLIT_KEYS = {"train": 0, "val": 1, "test": 2}
+#: exp(-q) is taken as exactly 0 beyond this q (exp(-200) < 1.4e-87, far below one grey level).
+_GAUSS_CUTOFF = 200.0
+_SQRT2 = 1.4142135623730951  # correctly rounded sqrt(2)
 
 
 @dataclass(frozen=True)
@@ -145,8 +160,13 @@ def _draw_cues(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    u = ((np.arange(size, dtype=np.float32) + 0.5) / size) * 2 - 1
+    u = ((np.arange(size, dtype=np.float64) + 0.5) / size) * 2 - 1
     return u[None, None, :], u[None, :, None]  # x varies along width, y along height; shapes (1,1,S),(1,S,1)
+
+
+def _gauss(q: np.ndarray) -> np.ndarray:
+    """exp(-q) for q >= 0, and exactly 0 where q > _GAUSS_CUTOFF (keeps every intermediate a normal float)."""
+    return np.where(q > _GAUSS_CUTOFF, 0.0, xm.exp(-np.minimum(q, _GAUSS_CUTOFF)))
 
 
 def _segments_distance(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -154,128 +174,164 @@ def _segments_distance(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarra
     ax, ay = a[:, 0, None, None], a[:, 1, None, None]
     dx, dy = (b[:, 0] - a[:, 0])[:, None, None], (b[:, 1] - a[:, 1])[:, None, None]
     t = np.clip(((x - ax) * dx + (y - ay) * dy) / (dx * dx + dy * dy + 1e-6), 0.0, 1.0)
-    return np.hypot(x - ax - t * dx, y - ay - t * dy)
+    return xm.hypot(x - ax - t * dx, y - ay - t * dy)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
 
 
 def _render(rng: np.random.Generator, cues: np.ndarray, meta: dict[str, np.ndarray], size: int) -> np.ndarray:
-    """Render one chunk of images (n, S, S, 3) uint8 from cue vectors and nuisance factors."""
+    """Render one chunk of images (n, S, S, 3) uint8 from cue vectors and nuisance factors.
+
+    The random draws are those of lesions-1.0 (same order, same float32 rounding of the parameters); the
+    rendering is float64 with the CPU-independent functions of :mod:`.exact_math`.
+    """
     n = cues.shape[0]
+    cues = _f64(cues)
     f = {name: cues[:, i][:, None, None] for i, name in enumerate(CUE_NAMES)}
     x, y = _grid(size)
     px = 2.0 / size  # one pixel in image units
 
     # Geometry: centre, orientation, elongation, harmonic border.
-    centre = (0.08 * rng.standard_normal((n, 2))).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
+    centre = _f64((0.08 * rng.standard_normal((n, 2))).astype(np.float32))
+    angle = _f64(rng.uniform(0, 2 * np.pi, n).astype(np.float32))[:, None, None]
+    sin_a, cos_a = xm.sincos(angle)
     dx, dy = x - centre[:, 0, None, None], y - centre[:, 1, None, None]
-    along = dx * np.cos(angle) + dy * np.sin(angle)
-    across = (-dx * np.sin(angle) + dy * np.cos(angle)) * f["elongation"]
-    dist = np.hypot(along, across)
-    theta = np.arctan2(across, along)
+    along = dx * cos_a + dy * sin_a
+    across = (-dx * sin_a + dy * cos_a) * f["elongation"]
+    dist = xm.hypot(along, across)
+    # Border harmonics cos(k*theta + phase), theta the polar angle of (along, across): cos/sin(k*theta) by
+    # the angle-addition recurrence from cos/sin(theta) = (along, across) / dist (theta = 0 at dist = 0).
+    safe = np.where(dist > 0, dist, 1.0)
+    cos_t, sin_t = np.where(dist > 0, along / safe, 1.0), np.where(dist > 0, across / safe, 0.0)
+    harmonics = {1: (cos_t, sin_t)}
+    for k in range(2, 11):
+        c, s = harmonics[k - 1]
+        harmonics[k] = (c * cos_t - s * sin_t, s * cos_t + c * sin_t)
     border = np.zeros_like(dist)
-    low = rng.dirichlet(np.ones(3), n).astype(np.float32)
-    high = rng.dirichlet(np.ones(5), n).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, (n, 8)).astype(np.float32)
+    low = _f64(rng.dirichlet(np.ones(3), n).astype(np.float32))
+    high = _f64(rng.dirichlet(np.ones(5), n).astype(np.float32))
+    phase = _f64(rng.uniform(0, 2 * np.pi, (n, 8)).astype(np.float32))
+    sin_p, cos_p = xm.sincos(phase)
     for j, k in enumerate((1, 2, 3)):
-        border += f["asymmetry"] * 1.6 * low[:, j, None, None] * np.cos(k * theta + phase[:, j, None, None])
+        c, s = harmonics[k]
+        wave = c * cos_p[:, j, None, None] - s * sin_p[:, j, None, None]  # cos(k*theta + phase)
+        border += f["asymmetry"] * 1.6 * low[:, j, None, None] * wave
     for j, k in enumerate((5, 6, 7, 8, 10)):
-        border += f["border_irregularity"] * 2.2 * high[:, j, None, None] * np.cos(k * theta + phase[:, 3 + j, None, None])
+        c, s = harmonics[k]
+        wave = c * cos_p[:, 3 + j, None, None] - s * sin_p[:, 3 + j, None, None]
+        border += f["border_irregularity"] * 2.2 * high[:, j, None, None] * wave
+    del harmonics
     radius = f["radius"] * (1 + border)
     edge = np.maximum(f["edge_softness"] * f["radius"], 0.35 * px)
-    mask = 1.0 / (1.0 + np.exp(-np.clip((radius - dist) / edge, -30, 30)))
+    mask = 1.0 / (1.0 + xm.exp(-np.clip((radius - dist) / edge, -30, 30)))
     rel = np.clip(dist / np.maximum(radius, 1e-3), 0, 1.5)  # 0 at centre, 1 on the border
 
     # Pigment field: brown by darkness, pink for BCC-like lesions, darker on darker skin.
-    fitz = meta["fitzpatrick"].astype(np.float32)
+    fitz = _f64(meta["fitzpatrick"])
     darkness = np.clip(cues[:, 5] + 0.12 * (fitz - 1) / 5, 0, 1)[:, None]
-    light_brown, dark_brown = np.array([0.72, 0.50, 0.35], np.float32), np.array([0.28, 0.16, 0.10], np.float32)
-    pearly_pink = np.array([0.93, 0.70, 0.72], np.float32)
+    light_brown, dark_brown = _f64(np.array([0.72, 0.50, 0.35], np.float32)), _f64(np.array([0.28, 0.16, 0.10], np.float32))
+    pearly_pink = _f64(np.array([0.93, 0.70, 0.72], np.float32))
     pigment = light_brown + darkness * (dark_brown - light_brown)
-    waxy_tan = np.array([0.80, 0.66, 0.42], np.float32)
+    waxy_tan = _f64(np.array([0.80, 0.66, 0.42], np.float32))
     pigment = pigment + f["waxy"][:, 0] * (waxy_tan - pigment)
     pigment = pigment + cues[:, 6:7] * (pearly_pink - pigment)
     colour = np.broadcast_to(pigment[:, None, None, :], (n, size, size, 3)).copy()
     # Asymmetric pigment: a linear density gradient across the lesion.
-    grad_dir = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
-    gradient = (dx * np.cos(grad_dir) + dy * np.sin(grad_dir)) / np.maximum(f["radius"], 1e-3)
+    grad_dir = _f64(rng.uniform(0, 2 * np.pi, n).astype(np.float32))[:, None, None]
+    sin_g, cos_g = xm.sincos(grad_dir)
+    gradient = (dx * cos_g + dy * sin_g) / np.maximum(f["radius"], 1e-3)
     shade = 1 - 0.5 * f["asymmetry"] * gradient - 0.5 * f["central_darkening"] * (1 - rel)
     colour *= np.clip(shade, 0.3, 1.6)[..., None]
 
     # Variegation: blobs of dark, blue-grey and regression (red/white) colour inside the lesion.
     palette = {
-        "dark_blotches": np.array([0.08, 0.05, 0.05], np.float32),
-        "blue_grey": np.array([0.42, 0.48, 0.62], np.float32),
-        "regression": np.array([0.88, 0.62, 0.62], np.float32),
+        "dark_blotches": _f64(np.array([0.08, 0.05, 0.05], np.float32)),
+        "blue_grey": _f64(np.array([0.42, 0.48, 0.62], np.float32)),
+        "regression": _f64(np.array([0.88, 0.62, 0.62], np.float32)),
     }
     for name, rgb in palette.items():
         for _ in range(_BLOBS // 2):
-            mu = centre + (rng.standard_normal((n, 2)) * 0.5 * cues[:, :1]).astype(np.float32)
-            s = (cues[:, 0] * rng.uniform(0.2, 0.45, n)).astype(np.float32)[:, None, None]
-            blob = np.exp(-((x - mu[:, 0, None, None]) ** 2 + (y - mu[:, 1, None, None]) ** 2) / (2 * s * s))
+            mu = _f64((rng.standard_normal((n, 2)) * 0.5 * cues[:, :1]).astype(np.float32)) + centre
+            s = _f64((cues[:, 0] * rng.uniform(0.2, 0.45, n)).astype(np.float32))[:, None, None]
+            # The Gaussian is separable: exp(-(u^2 + v^2)) = exp(-u^2) * exp(-v^2), on S + S points.
+            u, v = x - mu[:, 0, None, None], y - mu[:, 1, None, None]
+            blob = _gauss(u * u / (2 * s * s)) * _gauss(v * v / (2 * s * s))
             weight = np.clip(f[name] * 1.3 * blob, 0, 1)[..., None]
             colour += weight * (rgb - colour)
 
     # Seborrheic keratosis: cerebriform ridges (gyri/sulci) and milia-like white cysts.
-    freq = rng.uniform(11, 15, n).astype(np.float32)[:, None, None]
-    warp = np.sin(9 * x * np.cos(angle) - 7 * y * np.sin(angle) + phase[:, :1, None])
-    ridge = 0.5 + 0.5 * np.sin(freq * (along + 0.15 * warp))
+    freq = _f64(rng.uniform(11, 15, n).astype(np.float32))[:, None, None]
+    warp = xm.sin(9 * x * cos_a - 7 * y * sin_a + phase[:, :1, None])
+    ridge = 0.5 + 0.5 * xm.sin(freq * (along + 0.15 * warp))
     colour *= (1 - 0.45 * f["ridges"] * ridge)[..., None]
     colour += (0.12 * f["ridges"] * (1 - ridge))[..., None]
+    dot_scale = 2 * (0.9 * px) * (0.9 * px)
     for _ in range(3):
-        mu = centre + (rng.uniform(-0.6, 0.6, (n, 2)) * cues[:, :1]).astype(np.float32)
-        dot = np.exp(-((x - mu[:, 0, None, None]) ** 2 + (y - mu[:, 1, None, None]) ** 2) / (2 * (0.9 * px) ** 2))
-        colour += (np.clip(f["milia"] * dot, 0, 1))[..., None] * (np.float32(0.97) - colour)
+        mu = _f64((rng.uniform(-0.6, 0.6, (n, 2)) * cues[:, :1]).astype(np.float32)) + centre
+        u, v = x - mu[:, 0, None, None], y - mu[:, 1, None, None]
+        dot = _gauss(u * u / dot_scale) * _gauss(v * v / dot_scale)
+        colour += (np.clip(f["milia"] * dot, 0, 1))[..., None] * (0.97 - colour)
 
     # Nevus: reticular pigment network.
-    net = np.maximum(np.sin(np.float32(np.pi / (2.2 * px)) * along), np.sin(np.float32(np.pi / (2.2 * px)) * across))
+    net_freq = np.pi / (2.2 * px)
+    net = np.maximum(xm.sin(net_freq * along), xm.sin(net_freq * across))
     colour *= (1 - 0.3 * f["network"] * (net > 0.6))[..., None]
 
     # BCC: pearly rolled rim and arborising telangiectasia-like vessels.
-    rim = np.exp(-(((dist - 0.9 * radius) / (0.12 * f["radius"] + px)) ** 2))
-    colour += (0.35 * f["pearly_rim"] * rim)[..., None] * (np.float32(0.98) - colour)
-    vessel_rgb = np.array([0.72, 0.12, 0.18], np.float32)
+    rim_arg = (dist - 0.9 * radius) / (0.12 * f["radius"] + px)
+    rim = _gauss(rim_arg * rim_arg)
+    colour += (0.35 * f["pearly_rim"] * rim)[..., None] * (0.98 - colour)
+    vessel_rgb = _f64(np.array([0.72, 0.12, 0.18], np.float32))
     for _ in range(_VESSELS):
-        a = centre + (rng.uniform(-0.7, 0.7, (n, 2)) * cues[:, :1]).astype(np.float32)
-        b = a + (rng.uniform(-0.6, 0.6, (n, 2)) * cues[:, :1]).astype(np.float32)
-        line = np.exp(-((_segments_distance(x, y, a, b) / (0.9 * px)) ** 2))
+        a = _f64((rng.uniform(-0.7, 0.7, (n, 2)) * cues[:, :1]).astype(np.float32)) + centre
+        b = a + _f64((rng.uniform(-0.6, 0.6, (n, 2)) * cues[:, :1]).astype(np.float32))
+        d = _segments_distance(x, y, a, b) / (0.9 * px)
+        line = _gauss(d * d)
         colour += (np.clip(f["vessels"] * line, 0, 1))[..., None] * (vessel_rgb - colour)
 
     # Composite lesion over skin.
-    skin = SKIN_RGB[meta["fitzpatrick"] - 1] * (1 + 0.04 * rng.standard_normal((n, 3))).astype(np.float32)
-    skin_field = skin[:, None, None, :] * (1 + 0.03 * rng.standard_normal((n, size, size, 1))).astype(np.float32)
+    skin = _f64(SKIN_RGB[meta["fitzpatrick"] - 1]) * _f64((1 + 0.04 * rng.standard_normal((n, 3))).astype(np.float32))
+    skin_field = skin[:, None, None, :] * _f64((1 + 0.03 * rng.standard_normal((n, size, size, 1))).astype(np.float32))
     alpha = (mask * f["opacity"])[..., None]
     image = skin_field + alpha * (colour - skin_field)
+    del colour, skin_field, alpha
 
     # Nuisance: hair strands (thin dark curves approximated by segments).
-    hair = meta["hair"]
-    hair_rgb = np.array([0.09, 0.07, 0.05], np.float32)
+    hair = _f64(meta["hair"])
+    hair_rgb = _f64(np.array([0.09, 0.07, 0.05], np.float32))
     for k in range(_HAIR_STRANDS):
-        a = rng.uniform(-1.2, 1.2, (n, 2)).astype(np.float32)
+        a = _f64(rng.uniform(-1.2, 1.2, (n, 2)).astype(np.float32))
         direction = rng.uniform(0, 2 * np.pi, n)
         length = rng.uniform(0.8, 2.2, n)
-        b = a + (np.stack([np.cos(direction), np.sin(direction)], 1) * length[:, None]).astype(np.float32)
+        sin_d, cos_d = xm.sincos(direction)
+        b = a + _f64((np.stack([cos_d, sin_d], 1) * length[:, None]).astype(np.float32))
         strength = np.clip(hair * _HAIR_STRANDS - k, 0, 1)[:, None, None]
-        line = np.exp(-((_segments_distance(x, y, a, b) / (0.55 * px)) ** 2))
+        d = _segments_distance(x, y, a, b) / (0.55 * px)
+        line = _gauss(d * d)
         image += (0.9 * strength * line)[..., None] * (hair_rgb - image)
 
     # Nuisance: illumination gradient, dermoscope vignette.
-    light_dir = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
-    illum = meta["illumination"][:, None, None]
-    image *= (1 + 0.45 * illum * (x * np.cos(light_dir) + y * np.sin(light_dir)) / np.sqrt(2))[..., None]
-    corner = np.clip((np.hypot(x, y) - 0.8) / 0.6, 0, 1)
-    image *= (1 - 0.85 * meta["vignette"][:, None, None] * corner**1.5)[..., None]
+    light_dir = _f64(rng.uniform(0, 2 * np.pi, n).astype(np.float32))[:, None, None]
+    sin_l, cos_l = xm.sincos(light_dir)
+    illum = _f64(meta["illumination"])[:, None, None]
+    image *= (1 + 0.45 * illum * (x * cos_l + y * sin_l) / _SQRT2)[..., None]
+    corner = np.clip((xm.hypot(x, y) - 0.8) / 0.6, 0, 1)
+    image *= (1 - 0.85 * _f64(meta["vignette"])[:, None, None] * (corner * np.sqrt(corner)))[..., None]  # corner**1.5
 
-    image = _blur(image, meta["blur"] * 1.4 * size / 32)
-    image += (0.012 * rng.standard_normal(image.shape)).astype(np.float32)
+    image = _blur(image, _f64(meta["blur"]) * 1.4 * size / 32)
+    image += _f64((0.012 * rng.standard_normal(image.shape)).astype(np.float32))
     return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
 def _blur(image: np.ndarray, sigma_px: np.ndarray, radius: int = 4) -> np.ndarray:
     """Separable Gaussian blur with a per-image standard deviation (pixels); sigma 0 leaves the image."""
-    taps = np.arange(-radius, radius + 1, dtype=np.float32)
-    s = np.maximum(sigma_px.astype(np.float32), 1e-3)[:, None]
-    kernel = np.exp(-0.5 * (taps[None, :] / s) ** 2)
-    kernel /= kernel.sum(axis=1, keepdims=True)
+    taps = np.arange(-radius, radius + 1, dtype=np.float64)
+    s = np.maximum(sigma_px, 1e-3)[:, None]
+    q = taps[None, :] / s
+    kernel = _gauss(0.5 * q * q)
+    kernel /= xm.fixed_sum(kernel, axis=1, keepdims=True)
     size = image.shape[1]
     for axis in (1, 2):
         pad = [(0, 0)] * 4
