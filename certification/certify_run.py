@@ -28,6 +28,7 @@ from certification.fileio import sha256_file, write_text_atomic
 from certification.progress import progress
 from certification.records import CertifyRecord, certify_jsonl_text, certify_tsv_text, json_line
 from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
+from certification.platform_info import platform_record
 from certification.shards import shard_indices
 from certification.smoothing import CertifyResult, SmoothedClassifier, check_parameters, check_sigma_and_batch
 from certification.summary import certify_metrics, throughput
@@ -252,8 +253,10 @@ def noise_record(samples_per_example: int, image_shape_chw: tuple[int, int, int]
 
 
 def runtime_record(classifier: SmoothedClassifier) -> dict[str, Any]:
-    """The onnxruntime session configuration and the number of noise threads of ``classifier``."""
-    return {**classifier.base_classifier.session_config, "noise_threads": classifier.noise_threads}
+    """The onnxruntime session configuration, the number of noise threads of ``classifier`` and the platform
+    (:func:`certification.platform_info.platform_record`: CPU, numpy SIMD levels, versions, ISA overrides)."""
+    return {**classifier.base_classifier.session_config, "noise_threads": classifier.noise_threads,
+            "platform": platform_record()}
 
 
 def run_metrics(

@@ -23,6 +23,7 @@ from certification.edge_cnn import count_flops, count_parameters, load_checkpoin
 from certification.errors import StaleArtifactError
 from certification.onnx_export import check_opset, check_parity, export_onnx, model_card, prediction_agreement, quantize_int8
 from certification.onnx_model import open_session, session_logits
+from certification.platform_info import platform_record
 
 PARITY_SIGMA_IF_CLEAN = 0.25  # noise for the noisy parity check when the model was trained without noise
 ORT_THREADS = 2
@@ -72,7 +73,7 @@ def subset(n_total: int, n: int, seed: int) -> np.ndarray:
 
 
 def export_files(checkpoint: Path, val: Split, test: Split, classes: Sequence[str], malignant: Sequence[str],
-                 settings: ExportSettings, shipped: Path, fp32: Path) -> ExportOutcome:
+                 settings: ExportSettings, shipped: Path, fp32: Path, training_platform: dict[str, Any]) -> ExportOutcome:
     """Export ``checkpoint`` to ``fp32`` and ``shipped`` (the fp32 bytes, or static int8 QDQ with ``quantize``);
     raises :class:`~certification.onnx_export.ParityError` (and writes nothing) when ONNX Runtime disagrees with torch."""
     check_opset(settings.opset)
@@ -104,6 +105,7 @@ def export_files(checkpoint: Path, val: Split, test: Split, classes: Sequence[st
         card = model_card(
             shipped_tmp, fp32_tmp, shipped.as_posix(), config, settings.opset, "int8" if quantized else "none",
             count_parameters(model), count_flops(model, shape), list(classes), list(malignant),
+            {"training": dict(training_platform), "export": platform_record()},
         )
         metrics = {
             "onnxruntime": shipped_accuracy,

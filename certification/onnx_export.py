@@ -207,8 +207,9 @@ def prediction_agreement(path_a: str | os.PathLike[str], path_b: str | os.PathLi
 
 def model_card(onnx_path: str | os.PathLike[str], fp32_path: str | os.PathLike[str], relative_path: str, config: dict[str, Any],
                opset: int, quantization: str, parameters: int, flops: int, class_names: list[str],
-               malignant_classes: list[str]) -> dict[str, Any]:
-    """The ``model.json`` record: identity (SHA-256), I/O contract, normalisation and provenance."""
+               malignant_classes: list[str], platform: dict[str, Any]) -> dict[str, Any]:
+    """The ``model.json`` record: identity (SHA-256), I/O contract, normalisation and provenance (``platform``:
+    where the weights were trained and where they were exported, see :mod:`certification.platform_info`)."""
     import onnxruntime as ort
 
     size, channels = int(config["image_size"]), int(config.get("in_channels", 3))
@@ -231,4 +232,5 @@ def model_card(onnx_path: str | os.PathLike[str], fp32_path: str | os.PathLike[s
         "quantization": quantization,
         "architecture": str(config.get("architecture")),
         "train_sigma": float(config.get("train_sigma", 0.0)),
+        "platform": dict(platform),
     }

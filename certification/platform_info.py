@@ -29,6 +29,10 @@ from typing import Any
 ENV_OVERRIDES = ("NPY_DISABLE_CPU_FEATURES", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
                  "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 _DISTRIBUTIONS = ("numpy", "torch", "onnxruntime")
+#: Set before torch is imported for portable training (``train.portable_kernels``): ATen's portable, non-vectorised
+#: kernels and MKL's conditional numerical reproducibility mode, so float results do not depend on the AVX2/AVX-512
+#: code paths torch and MKL would choose for this CPU (oneDNN is switched off by the training code itself).
+PORTABLE_TORCH_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 
 def cpu_model(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str:

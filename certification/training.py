@@ -10,11 +10,13 @@ noisy inputs), by clean validation accuracy otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +38,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     width: int = 16
     seed: int = 1
+    #: Portable CPU kernels: oneDNN off here, and the train stage starts torch with ATEN_CPU_CAPABILITY=default and
+    #: MKL_CBWR=COMPATIBLE (:data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT`), so the weights do not depend on the CPU's ISA level.
+    portable_kernels: bool = True
 
     def validate(self) -> None:
         if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)) or self.sigma < 0:
@@ -48,6 +53,8 @@ class TrainConfig:
             raise InputError(f"train lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0:
             raise InputError(f"train weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.portable_kernels, bool):
+            raise InputError(f"train portable_kernels must be true or false, got {self.portable_kernels!r}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,16 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 
     return correct / max(1, x.shape[0])
 
 
+@contextlib.contextmanager
+def _onednn(enabled: bool) -> Iterator[None]:
+    """``torch.backends.mkldnn.flags(enabled=...)`` without torch's Intel-GPU TF32 notice, which it prints whenever
+    the flags are set."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=enabled):
+            yield
+
+
 def train_model(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -124,7 +141,9 @@ def train_model(
     """Train the edge CNN with Gaussian-noise augmentation; return the best epoch's model and the history.
 
     Images are uint8 NHWC; labels int64 in [0, num_classes). ``extra_config`` is stored in the model config
-    (e.g. class names). Deterministic for a fixed ``config.seed`` and ``threads``.
+    (e.g. class names). Deterministic for a fixed ``config.seed`` and ``threads``; with ``portable_kernels`` and
+    :data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT` set before torch starts, also across x86-64 ISA levels (measured: identical weights
+    under ATEN_CPU_CAPABILITY default/avx2/avx512 and oneDNN ISA limits; not across CPU architectures).
     """
     config.validate()
     if len(train_labels) == 0 or len(val_labels) == 0:
@@ -136,7 +155,8 @@ def train_model(
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        result = _train(train_images, train_labels, val_images, val_labels, num_classes, config, extra_config or {})
+        with _onednn(enabled=not config.portable_kernels):
+            result = _train(train_images, train_labels, val_images, val_labels, num_classes, config, extra_config or {})
     finally:
         torch.use_deterministic_algorithms(previous_deterministic)
         torch.set_num_threads(previous_threads)

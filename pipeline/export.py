@@ -12,7 +12,7 @@ import sys
 from certification.dataset_io import load_split
 from certification.errors import ParameterError
 from certification.export_run import ExportSettings, export_files
-from certification.fileio import read_json, write_json_atomic
+from certification.fileio import read_json, require_key, write_json_atomic
 from certification.onnx_export import ParityError, check_opset
 from pipeline import layout
 from pipeline.stage import load_section, run_stage
@@ -30,9 +30,11 @@ def main() -> int:
     datasheet = read_json(layout.DATASHEET)
     classes = list(datasheet["classes"])
     val, test = load_split(layout.VAL_SPLIT, len(classes)), load_split(layout.TEST_SPLIT, len(classes))
+    training_platform = require_key(read_json(layout.TRAIN_METRICS), "platform", str(layout.TRAIN_METRICS),
+                                    "rerun the train stage")
     try:
         outcome = export_files(layout.CHECKPOINT, val, test, classes, list(datasheet.get("malignant_classes", [])),
-                               ExportSettings(**params), layout.MODEL, layout.MODEL_FP32)
+                               ExportSettings(**params), layout.MODEL, layout.MODEL_FP32, training_platform)
     except ParityError as exc:
         print(f"export: error: {exc}", file=sys.stderr)
         return 1

@@ -10,18 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
+from typing import Any
 
-import torch
-
-from certification.dataset_io import load_split
-from certification.edge_cnn import save_checkpoint
 from certification.errors import InputError
 from certification.fileio import read_json, write_json_atomic, write_text_atomic
-from certification.training import TrainConfig, accuracy, to_tensor, train_model
+from certification.platform_info import PORTABLE_TORCH_ENVIRONMENT, platform_record, torch_capability
 from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
-KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int}
+KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int,
+        "portable_kernels": bool}
 MODEL_PATH, METRICS_PATH, HISTORY_PATH = layout.CHECKPOINT, layout.TRAIN_METRICS, layout.TRAIN_HISTORY
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy_clean", "val_accuracy_noisy")
 TEST_NOISE_SEED_OFFSET = 104729  # test noise seed = train.seed + this (independent of training noise)
@@ -43,8 +42,30 @@ def history_csv(history: list) -> str:
     return buffer.getvalue()
 
 
+def portable_environment(enabled: bool) -> None:
+    """Before torch is imported: set :data:`PORTABLE_TORCH_ENVIRONMENT` (a value the user set is kept, and recorded)."""
+    if enabled:
+        if "torch" in sys.modules:
+            print("train: warning: torch was imported before the portable kernels could be chosen; "
+                  "the platform record says which ones ran", file=sys.stderr)
+        for key, value in PORTABLE_TORCH_ENVIRONMENT.items():
+            os.environ.setdefault(key, value)
+
+
+def training_platform(portable: bool) -> dict[str, Any]:
+    """Where and how the weights were computed: :func:`platform_record`, torch's CPU capability, portable kernels."""
+    return {**platform_record(), "torch_capability": torch_capability(), "portable_kernels": bool(portable)}
+
+
 def main() -> int:
     params = load_section("train", KEYS)
+    portable_environment(params["portable_kernels"])
+    import torch
+
+    from certification.dataset_io import load_split
+    from certification.edge_cnn import save_checkpoint
+    from certification.training import TrainConfig, accuracy, to_tensor, train_model
+
     config = TrainConfig(**params)
     config.validate()
     threads = torch_threads()
@@ -77,6 +98,7 @@ def main() -> int:
         "epochs": config.epochs,
         "seconds": round(result.seconds, 3),
         "torch_threads": threads,
+        "platform": training_platform(config.portable_kernels),
     }
     save_checkpoint(MODEL_PATH, result.model, result.config)
     write_json_atomic(METRICS_PATH, metrics)

@@ -163,7 +163,17 @@ def _method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
             ("examples certified / in test split", f"{c['n_examples']} / {c.get('data', {}).get('n_examples_total', 'n/a')}")]
     return [para("7  Verification method and statistical assumptions", st["h1"]),
             *paragraphs(texts.verification["method"], st["body"]), key_values(rows, st),
-            para("Statistical assumptions and limits", st["h2"]), *bullets(texts.verification["assumptions"], st["bullet"])]
+            para("Statistical assumptions and limits", st["h2"]), *bullets(texts.verification["assumptions"], st["bullet"]),
+            *_reproducibility(ev, texts, st)]
+
+
+def _reproducibility(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
+    """What a re-run elsewhere reproduces, chosen by how the weights were trained (model.json platform record)."""
+    words = texts.verification["reproducibility"]
+    portable = bool(ev["model"]["platform"]["training"].get("portable_kernels"))
+    return [para("Reproducibility on another machine", st["h2"]), *paragraphs(words["data"], st["body"]),
+            *paragraphs(words["weights_portable" if portable else "weights_platform_specific"], st["body"]),
+            *paragraphs(words["certificates"], st["body"])]
 
 
 def _group_table(groups: Mapping[str, Any], label: str, st: Mapping[str, Any]) -> Any:

@@ -28,7 +28,7 @@ REQUIRED_FIELDS: dict[str, dict[str, type]] = {
     "intended_use.yaml": {"intended_use": str, "indications": str, "population": str, "skin_types": str,
                           "users": str, "environment": str, "workflow": str, "out_of_scope": list},
     "threat_model.yaml": {"specification": str, "threat_model": str, "covered": list, "not_covered": list},
-    "verification.yaml": {"method": str, "assumptions": list, "development": str},
+    "verification.yaml": {"method": str, "assumptions": list, "development": str, "reproducibility": dict},
     "fmea.yaml": {"scales": str, "rows": list},
     "acceptance.yaml": {"rationale": str, "traceability": list},
 }
@@ -36,6 +36,7 @@ FMEA_KEYS = ("id", "failure_mode", "effect", "severity", "likelihood_evidence", 
 TRACE_KEYS = ("requirement", "source", "evidence", "section")
 NOT_COVERED_KEYS = ("item", "why")
 HISTORY_KEYS = ("revision", "date", "author", "change")
+REPRODUCIBILITY_KEYS = ("data", "weights_portable", "weights_platform_specific", "certificates")
 APPROVAL_KEYS = ("role", "meaning")
 
 
@@ -139,6 +140,8 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
     _check_items(raw["document.yaml"]["revision_history"], HISTORY_KEYS, str(folder / "document.yaml") + ": revision_history")
     for role, spec in raw["document.yaml"]["approvals"].items():
         _check_items([spec], APPROVAL_KEYS, f"{folder / 'document.yaml'}: approvals.{role}")
+    _check_items([raw["verification.yaml"]["reproducibility"]], REPRODUCIBILITY_KEYS,
+                 f"{folder / 'verification.yaml'}: reproducibility")
     return raw
 
 

@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from certification.audit import (EXIT_DIFFERENT, EXIT_OK, EXIT_TOLERANCE, MATCH, MISMATCH, WITHIN, AuditReport,
                                  AuditedEvidence, ExampleAudit, audit_dossier, audit_sample, compare, count_tolerance)
-from certification.certify_run import RunOptions, certify_files, noise_record
+from certification.certify_run import RunOptions, certify_files, noise_record, runtime_record
 from certification.cli import main as cli
 from certification.dossier.build import build_dossier
 from certification.fileio import sha256_file
@@ -56,7 +56,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     options = RunOptions(sigma=SIGMA, alpha=ALPHA, seed=SEED, batch_size=100, threads=1, noise_threads=1)
     outcome, classifier, _ = certify_files(root / "models" / "model.onnx", root / "data" / "test.npz",
                                            root / "results" / "certify.jsonl", options, N0, N, show_progress=False)
-    _write_certify_metrics(root, outcome.records, {**classifier.base_classifier.session_config, "noise_threads": 1})
+    _write_certify_metrics(root, outcome.records, runtime_record(classifier))
     _sign(root)
     return root
 

@@ -14,6 +14,7 @@ from certification.failure_modes.subgroups import subgroup_report
 from certification.fileio import sha256_file, write_json_atomic
 from certification.gate import Protocol, evaluate
 from certification.gate_io import decisions_from_certify, gate_document
+from certification.platform_info import platform_record
 from certification.records import CertifyRecord, as_arrays, certify_jsonl_text
 from certification.summary import certify_metrics, write_certify_metrics
 
@@ -71,7 +72,8 @@ def _records(labels: np.ndarray, accuracy: float, seed: int) -> list[CertifyReco
     return rows
 
 
-RUNTIME = {"provider": "CPUExecutionProvider", "intra_op_num_threads": 1, "onnxruntime_version": "test", "noise_threads": 1}
+RUNTIME = {"provider": "CPUExecutionProvider", "intra_op_num_threads": 1, "onnxruntime_version": "test", "noise_threads": 1,
+           "platform": platform_record()}
 PROTOCOL = {"radius": 0.25, "min_certified_accuracy_lower": 0.45, "min_malignant_recall_lower": 0.0,
             "max_abstention_rate": 0.35, "min_clean_accuracy": 0.6, "confidence": CONF, "mode": "fixed"}
 
@@ -91,7 +93,9 @@ def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
         "onnxruntime_version": "1.30.0", "torch_version": "2.13.0", "input_name": "input", "output_name": "logits",
         "input_shape": [None, 3, SIZE, SIZE], "input_range": [0, 1], "class_names": CLASSES, "malignant_classes": MALIGNANT,
         "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, "parameters": 772, "flops": 1536,
-        "quantization": "none", "architecture": "tiny-linear", "train_sigma": SIGMA})
+        "quantization": "none", "architecture": "tiny-linear", "train_sigma": SIGMA,
+        "platform": {"training": {**platform_record(), "torch_capability": "DEFAULT", "portable_kernels": True},
+                     "export": platform_record()}})
     write_json_atomic(root / "metrics" / "train.json", {"epochs": 2, "sigma": SIGMA, "val_accuracy_clean": 0.8,
                                                          "val_accuracy_noisy": 0.7, "seconds": 3.5})
     write_json_atomic(root / "metrics" / "export.json", {"opset": 18, "parity": {"max_abs_logit_diff": 1e-6, "argmax_agreement": 1.0}})

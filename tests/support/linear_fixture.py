@@ -106,6 +106,7 @@ def write_certify_summary(path: Path, records: list[CertifyRecord], model: Path,
     """metrics/certify.json for ``records``, written by the pipeline's own producer."""
     from certification.certify_run import noise_record
     from certification.fileio import sha256_file
+    from certification.platform_info import platform_record
     from certification.summary import certify_metrics, write_certify_metrics
 
     with np.load(data) as npz:
@@ -115,7 +116,8 @@ def write_certify_summary(path: Path, records: list[CertifyRecord], model: Path,
         records, model={"path": model.name, "sha256": sha256_file(model)},
         data={"path": data.name, "sha256": sha256_file(data), "n_examples_total": total}, max_examples=0, radii=radii,
         confidence=confidence, class_names=class_names,
-        runtime={"provider": "CPUExecutionProvider", "intra_op_num_threads": 1, "noise_threads": 1},
+        runtime={"provider": "CPUExecutionProvider", "intra_op_num_threads": 1, "noise_threads": 1,
+                 "platform": platform_record()},
         noise=noise_record(records[0].n0 + records[0].n, shape))
     write_certify_metrics(path, document)
     return document

@@ -23,8 +23,9 @@ import pytest
 
 from certification.data import exact_math as xm
 from certification.data import synthetic
+from support import REPO
+from support.digests import split_digest
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = 20261123
 
 #: SHA-256 of split_digest(generate_split(n, size, SEED, "test")) with lesions-1.1 and NumPy 2.4.
@@ -34,23 +35,12 @@ PINNED = {
 }
 
 
-def split_digest(split: synthetic.SyntheticSplit) -> str:
-    """SHA-256 over images, labels and metadata (sorted by name) bytes, with shapes and dtypes."""
-    h = hashlib.sha256()
-    arrays = [("images", split.images), ("labels", split.labels)] + sorted(split.metadata.items())
-    for name, array in arrays:
-        array = np.ascontiguousarray(array)
-        h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        h.update(array.tobytes())
-    return h.hexdigest()
-
-
 _CHILD = """
 import json, sys
 from numpy.lib import introspect
 from certification.data import synthetic
 sys.path.insert(0, {tests!r})
-from test_data_reproducible import split_digest
+from support.digests import split_digest
 loops = introspect.opt_func_info(func_name="^(exp|sin)$")
 out = {{"loops": {{name: sigs[sig]["current"] for name, sigs in loops.items() for sig in sigs if sig in ("ff", "dd")}}}}
 for n, size in {cases!r}:

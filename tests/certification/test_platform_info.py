@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from certification import platform_info
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 _CHILD = """
 import json, sys
 from certification.platform_info import platform_record, torch_capability

@@ -1,0 +1,61 @@
+"""Portable training: the same weights whatever ISA code paths this CPU offers torch, oneDNN, MKL and numpy.
+
+Each run trains a small model in a fresh process (the environment must be set before torch starts) and hashes its
+state_dict. A different machine is simulated by the overrides those libraries honour (lower oneDNN and MKL
+instruction sets, numpy without AVX-512); the control shows the check can fail: without portable kernels, torch's
+AVX2 and baseline kernels give different weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from certification.platform_info import PORTABLE_TORCH_ENVIRONMENT
+from support import REPO
+
+pytestmark = pytest.mark.slow
+
+_CHILD = """
+import hashlib, io, json, sys
+import torch
+from certification.data.synthetic import generate_split
+from certification.training import TrainConfig, train_model
+from certification.platform_info import torch_capability
+portable = sys.argv[1] == "portable"
+train, val = generate_split(600, 28, 5, "train"), generate_split(100, 28, 5, "val")
+config = TrainConfig(epochs=1, batch_size=64, width=8, seed=3, portable_kernels=portable)
+result = train_model(train.images, train.labels, val.images, val.labels, 4, config, threads=2)
+buffer = io.BytesIO()
+for name, tensor in sorted(result.model.state_dict().items()):
+    buffer.write(name.encode()); buffer.write(tensor.detach().contiguous().numpy().tobytes())
+print(json.dumps({"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(), "capability": torch_capability()}))
+"""
+
+
+def _train(mode: str, env: dict[str, str]) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in (*PORTABLE_TORCH_ENVIRONMENT, "ONEDNN_MAX_CPU_ISA",
+                                                               "MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES")}
+    done = subprocess.run([sys.executable, "-c", _CHILD, mode], env={**clean, "PYTHONPATH": str(REPO), **env},
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_portable_training_gives_the_same_weights_under_other_isa_levels() -> None:
+    here = _train("portable", dict(PORTABLE_TORCH_ENVIRONMENT))
+    elsewhere = _train("portable", {**PORTABLE_TORCH_ENVIRONMENT, "ONEDNN_MAX_CPU_ISA": "SSE41",
+                                    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL"})
+    assert here["capability"] == elsewhere["capability"] == "DEFAULT"
+    assert here["sha256"] == elsewhere["sha256"]
+
+
+def test_without_portable_kernels_the_isa_level_changes_the_weights() -> None:
+    avx2 = _train("native", {"ATEN_CPU_CAPABILITY": "avx2"})
+    if avx2["capability"] != "AVX2":
+        pytest.skip(f"this CPU offers torch no AVX2 kernels ({avx2['capability']})")
+    baseline = _train("native", {"ATEN_CPU_CAPABILITY": "default"})
+    assert avx2["sha256"] != baseline["sha256"]
