@@ -117,7 +117,7 @@ class OnnxClassifier:
         # remainders), and per-shape patterns made the arena grow to ~3x the largest batch's needs.
         self.session = open_session(self.path, threads, provider, spinning=spinning, mem_pattern=False)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
+        if len(inputs) != 1 or len(outputs) != 1:
             raise InputError(f"{self.path}: expected one input and one output, found {len(inputs)} inputs and {len(outputs)} outputs")
         self.input_name: str = inputs[0].name
         self.output_name: str = outputs[0].name
@@ -189,6 +189,13 @@ class OnnxClassifier:
             raise InputError(f"{self.path}: inference failed on a batch of shape {tuple(batch.shape)} ({first[:200]})") from None
         if scores.ndim != 2 or scores.shape[0] != n:
             raise InputError(f"{self.path}: output has shape {tuple(scores.shape)} for {n} inputs; expected (N, K) class scores")
+        if scores.dtype.kind != "f":
+            raise InputError(f"{self.path}: output '{self.output_name}' is {scores.dtype}; expected float class scores "
+                             "(export the logits, not the predicted labels)")
+        if not np.isfinite(scores).all():
+            row = int(np.flatnonzero(~np.isfinite(scores).all(axis=1))[0])
+            raise InputError(f"{self.path}: non-finite class scores (row {row} of a batch of {n}: {scores[row].tolist()}); "
+                             "the model is broken for these inputs, so nothing is certified")
         return scores
 
     def predict_labels(self, batch: np.ndarray) -> np.ndarray:

@@ -8,45 +8,24 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
-from certification.data import synthetic
 from certification.data.datasheet import build_datasheet, split_summary
 from certification.data.npz_io import save_split
-from certification.data.real import SPLITS, load_folder, load_npz
+from certification.data.real import SPLITS
+from certification.data.sources import build_dataset, provenance
 from certification.dataset_io import METADATA_FIELDS
-from certification.errors import InputError
 from certification.fileio import sha256_file, write_json_atomic
 from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
 KEYS = {"source": str, "path": str, "image_size": int, "n_train": int, "n_val": int, "n_test": int, "seed": int}
-SOURCES = ("synthetic", "npz", "folder")
 OUT_DIR = layout.DATA_DIR
 
 
-def build(params: dict) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]], dict]:
-    """Splits and datasheet fields (without hashes) for ``params``; raises InputError on bad input."""
-    source, size = params["source"], synthetic.check_image_size(params["image_size"])
-    if source not in SOURCES:
-        raise InputError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if source == "synthetic":
-        for split in SPLITS:
-            if params[f"n_{split}"] < 1:
-                raise InputError(f"data.n_{split} must be >= 1 (an empty {split} split), got {params[f'n_{split}']}")
-        splits = {}
-        for split in SPLITS:
-            generated = synthetic.generate_split(params[f"n_{split}"], size, params["seed"], split)
-            splits[split] = (generated.images, generated.labels, generated.metadata)
-        info = {"generator_version": synthetic.GENERATOR_VERSION, "seed": params["seed"],
-                "classes": list(synthetic.CLASS_NAMES), "malignant": list(synthetic.MALIGNANT_CLASSES)}
-        return splits, info
-    if not params["path"]:
-        raise InputError(f"data.path is empty; data.source '{source}' needs the file or folder to read")
-    dataset = load_npz(params["path"], size) if source == "npz" else load_folder(params["path"], size, params["seed"])
-    info = {"generator_version": None, "seed": params["seed"] if source == "folder" else None,
-            "classes": dataset.class_names, "malignant": dataset.malignant_classes}
-    return dataset.splits, info
+def build(params: dict) -> tuple[dict, dict]:
+    """Splits and datasheet fields (without hashes) for the ``data`` params; raises InputError on bad input."""
+    dataset = build_dataset(params["source"], params["path"], params["image_size"],
+                            {split: params[f"n_{split}"] for split in SPLITS}, params["seed"])
+    return dataset.splits, provenance(dataset)
 
 
 def main() -> int:

@@ -62,3 +62,55 @@ def test_cuda_sessions_use_the_heuristic_cudnn_search() -> None:
     cuda, cpu = provider_list("CUDAExecutionProvider")
     assert cuda == ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}) and cpu == "CPUExecutionProvider"
     assert provider_list("CPUExecutionProvider") == ["CPUExecutionProvider"]
+
+
+def _graph_model(path, nodes, outputs, initializers=()):
+    """A tiny ONNX model on float32 [N, 1, 2, 2] inputs with the given nodes and outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 2, 2])],
+                              outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def _flat_scores(nodes_after, out_type):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "W"], ["scores"]),
+             *nodes_after]
+    return nodes, [weight], out_type
+
+
+def test_non_finite_scores_stop_certification_with_one_line(tmp_path) -> None:
+    """A model whose scores are NaN would otherwise be certified as class 0 (argmax of NaN)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from certification.smoothing import SmoothedClassifier
+
+    nan = numpy_helper.from_array(np.array([np.nan], np.float32), "NAN")
+    nodes, inits, _ = _flat_scores([helper.make_node("Mul", ["scores", "NAN"], ["logits"])], None)
+    path = _graph_model(tmp_path / "nan.onnx", nodes, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
+                        [*inits, nan])
+    with pytest.raises(InputError, match="non-finite class scores") as caught:
+        SmoothedClassifier.from_onnx(path, 0.25, threads=1).certify(np.full((1, 2, 2), 0.5, np.float32), 10, 50, 0.01, 0)
+    assert "\n" not in str(caught.value)
+
+
+def test_integer_labels_and_two_outputs_are_refused(tmp_path) -> None:
+    from onnx import TensorProto, helper
+
+    nodes, inits, _ = _flat_scores([helper.make_node("Cast", ["scores"], ["logits"], to=TensorProto.INT64)], None)
+    ints = _graph_model(tmp_path / "int.onnx", nodes, [helper.make_tensor_value_info("logits", TensorProto.INT64, [None, 3])], inits)
+    with pytest.raises(InputError, match="is int64; expected float class scores"):
+        OnnxClassifier(ints, threads=1)
+    nodes, inits, _ = _flat_scores([helper.make_node("Identity", ["scores"], ["logits"]),
+                                    helper.make_node("Identity", ["scores"], ["extra"])], None)
+    two = _graph_model(tmp_path / "two.onnx", nodes, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3]),
+                                                      helper.make_tensor_value_info("extra", TensorProto.FLOAT, [None, 3])], inits)
+    with pytest.raises(InputError, match="one input and one output, found 1 inputs and 2 outputs"):
+        OnnxClassifier(two, threads=1)
