@@ -13,16 +13,17 @@ import sys
 from typing import Sequence
 
 from certification import commands
-from certification.errors import InputError
-
-EXIT_BAD_INPUT = 2
+from certification.errors import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, InputError, debug_requested, internal_error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smoothcert",
-        description="Certified L2 robustness of ONNX classifiers by randomized smoothing, with a gate and a signed dossier.",
+        description="Certified L2 robustness of ONNX classifiers by randomized smoothing, with a gate and a signed dossier. "
+        f"Exit codes: 0 success, 1 REJECT / not verified / audit difference, {EXIT_BAD_INPUT} bad input, "
+        f"{EXIT_INTERNAL_ERROR} internal error.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected internal error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -44,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"smoothcert {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every other failure is a bug: one line, its own exit code
+        if args.debug or debug_requested():
+            raise
+        print(f"smoothcert {args.command}: {internal_error_line(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,25 @@ class InputError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+#: Exit codes shared by the CLI and the pipeline stages: bad input, and an unexpected internal error (never 1, which
+#: means REJECT or NOT VERIFIED, so a CI gate cannot read a crash as a rejection).
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 70
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """One line for an unexpected exception: its type and first message line, and how to see the traceback."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"internal error: {type(exc).__name__}: {first[:300]} (set SMOOTHCERT_DEBUG=1 or pass --debug for the traceback)"
+
+
+def debug_requested() -> bool:
+    """True when SMOOTHCERT_DEBUG asks for tracebacks of unexpected errors."""
+    import os
+
+    return os.environ.get("SMOOTHCERT_DEBUG", "") not in ("", "0")
+
+
 class MissingInputError(InputError):
     """A file the step needs does not exist (run the step that writes it first)."""
 

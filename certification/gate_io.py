@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from certification.errors import InputError, StaleArtifactError
 from certification.fileio import read_json
 from certification.gate import Protocol, Verdict, evaluate
 from certification.model_card import load_model_description
 from certification.records import CertifyRecord, DecisionRecord, read_result_rows
 from certification.summary import read_certify_metrics
+from certification.yaml_io import parse_yaml
 
 
 def load_protocol(path: str | os.PathLike[str], section: str = "gate") -> Protocol:
@@ -38,10 +37,7 @@ def load_protocol(path: str | os.PathLike[str], section: str = "gate") -> Protoc
         if isinstance(document, dict) and isinstance(document.get(section), dict):
             document = document[section]
         return Protocol.from_dict(document, source=str(path))
-    try:
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    document = parse_yaml(text, str(path)) or {}
     if not isinstance(document, dict) or not isinstance(document.get(section), dict):
         raise InputError(f"{path}: missing section '{section}:'; name the protocol's section with --section")
     return Protocol.from_dict(document[section], source=f"{path} section '{section}'")

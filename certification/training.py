@@ -49,9 +49,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"train {name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise InputError(f"train lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"train lr must be a finite number > 0, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)) or self.weight_decay < 0:
             raise InputError(f"train weight_decay must be >= 0, got {self.weight_decay!r}")
         if not isinstance(self.portable_kernels, bool):
             raise InputError(f"train portable_kernels must be true or false, got {self.portable_kernels!r}")
@@ -205,6 +205,9 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
             if config.sigma > 0:
                 batch = batch + config.sigma * torch.randn(batch.shape, generator=generator)
             loss = loss_fn(model(batch), y_train[index])
+            if not torch.isfinite(loss):
+                raise InputError(f"training diverged at epoch {epoch}, batch {step + 1}: the loss is {float(loss.detach())}; "
+                                 f"lower train.lr (now {config.lr}) or train.sigma (now {config.sigma})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -10,7 +10,8 @@ the verdict stage (after the dossier) fails `dvc repro` on REJECT. Bad input exi
 """
 from __future__ import annotations
 
-from certification.fileio import write_json_atomic, write_text_atomic
+from certification.errors import StaleArtifactError
+from certification.fileio import sha256_file, write_json_atomic, write_text_atomic
 from certification.gate import Verdict, evaluate, failure_lines, render_table
 from certification.gate_io import gate_document, load_decisions, load_protocol
 from certification.model_card import load_model_description
@@ -43,6 +44,10 @@ def log_verdict(verdict: Verdict, evaluations: int) -> None:
 def main() -> int:
     protocol = load_protocol(PARAMS_FILE, "gate")
     model = load_model_description(layout.MODEL_CARD)
+    judged = sha256_file(layout.MODEL)  # the file being judged, not only what the card says about it
+    if judged != model["sha256"]:
+        raise StaleArtifactError(f"{layout.MODEL} hashes to {judged[:12]}... but {layout.MODEL_CARD} names "
+                                 f"{model['sha256'][:12]}...; the model was swapped or re-exported: rerun the pipeline (dvc repro)")
     if protocol.mode == "fixed":
         rows = load_decisions(layout.CERTIFY_RESULTS, protocol, model["sha256"], layout.CERTIFY_METRICS)
     else:

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
-from certification.errors import InputError
+from certification.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, InputError, MissingInputError, debug_requested,
+                                  internal_error_line)
+from certification.yaml_io import read_yaml
 
 PARAMS_FILE = Path(os.environ.get("SMOOTHCERT_PARAMS", "params.yaml"))
 
@@ -18,13 +18,8 @@ def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path
 
     Types are checked (int is accepted where float is expected). Errors name the key and the file.
     """
+    document = load_document(path)
     path = Path(path or PARAMS_FILE)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise InputError(f"{path}: params file not found; run from the repository root") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if section not in document or not isinstance(document[section], dict):
         raise InputError(f"{path}: missing section '{section}:'")
     values = document[section]
@@ -48,14 +43,25 @@ def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path
 def load_document(path: Path | None = None) -> dict[str, Any]:
     """The whole params.yaml (for stages that read another stage's section, e.g. certify's sigma default)."""
     path = Path(path or PARAMS_FILE)
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not path.is_file():
+        raise MissingInputError(f"{path}: params file not found; run from the repository root")
+    document = read_yaml(path) or {}
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: expected a mapping of params sections")
+    return document
 
 
 def run_stage(name: str, main: Callable[[], int | None]) -> None:
-    """Run a stage's main; bad input becomes one line on stderr and exit code 2."""
+    """Run a stage's main; bad input becomes one line on stderr and exit code 2, an unexpected error one line
+    and exit code 70 (the traceback with SMOOTHCERT_DEBUG=1)."""
     try:
         code = main() or 0
     except InputError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
-        code = 2
+        code = EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - a bug, not a verdict: never exit 1
+        if debug_requested():
+            raise
+        print(f"{name}: {internal_error_line(exc)}", file=sys.stderr)
+        code = EXIT_INTERNAL_ERROR
     sys.exit(code)

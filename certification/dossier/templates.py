@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
-from certification.errors import InputError
+from certification.errors import InputError, MissingInputError
+from certification.yaml_io import read_yaml
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}|\s]+)\s*(?:\|\s*([a-z0-9]+)\s*)?\}\}")
 
@@ -120,12 +120,9 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
     raw: dict[str, dict[str, Any]] = {}
     for name, fields in REQUIRED_FIELDS.items():
         path = folder / name
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: template not found") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not path.is_file():
+            raise MissingInputError(f"{path}: template not found")
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise InputError(f"{path}: must be a mapping of fields")
         for key, kind in fields.items():

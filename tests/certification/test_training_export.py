@@ -218,6 +218,7 @@ def test_train_and_export_stages_end_to_end(workdir):
         ("train", {"sigma": -0.5}, "sigma must be a finite number >= 0"),
         ("train", {"dropout": 0.1}, "unknown key 'train.dropout'"),
         ("train", {"epochs": "many"}, "'train.epochs' must be int"),
+        ("train", {"lr": float("inf")}, "lr must be a finite number > 0"),
         ("export", {"opset": 7}, "opset"),
         ("export", {"quantize": None}, "missing key 'export.quantize'"),
     ],
@@ -232,6 +233,15 @@ def test_train_and_export_reject_bad_params_without_outputs(workdir, section, ch
     with pytest.raises(InputError, match=message):
         (train if section == "train" else export).main()
     assert not (workdir / "models").exists() and not (workdir / "metrics").exists()
+
+
+def test_diverging_training_stops_with_one_line(tiny_data):
+    """A learning rate that blows the loss up stops training with the epoch and batch (the stage writes its
+    checkpoint only after training, so the previous model stays in place)."""
+    train, val = tiny_data
+    with pytest.raises(InputError, match=r"training diverged at epoch 1, batch \d+: the loss is (nan|inf)"):
+        train_model(train.images, train.labels, val.images, val.labels, 4,
+                    TrainConfig(sigma=0.25, epochs=2, batch_size=64, lr=1e12, width=8, seed=1), threads=1)
 
 
 def test_train_stage_rejects_labels_outside_class_range(workdir):

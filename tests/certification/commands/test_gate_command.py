@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import re
 import subprocess
 import sys
@@ -16,13 +18,16 @@ from certification.certify_run import noise_record
 from certification.gate import Protocol, protocol_sha256
 from certification.records import CertifyRecord
 from certification.summary import certify_metrics, write_certify_metrics
-from support.dossier_outputs import RUNTIME
+from support.dossier_outputs import RUNTIME, write_onnx
+from certification.fileio import sha256_file
 from support.gate_rows import CLASSES, PROTOCOL, good_rows, with_changes
 from support import REPO
 
 REPO_ROOT = REPO
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "robustness-gate.yml"
-MODEL_SHA = "cd" * 32
+_MODEL_DIR = Path(tempfile.mkdtemp(prefix="gate-model-"))
+write_onnx(_MODEL_DIR / "model.onnx")
+MODEL_SHA = sha256_file(_MODEL_DIR / "model.onnx")  # the tiny real model every project below ships
 CERTIFY_PARAMS = {"sigma": 0.25, "n0": 100, "n": 10000, "alpha": 0.001, "batch_size": 1000, "max_examples": 0,
                   "seed": 3, "confidence": 0.95, "radii": [0.0, 0.25]}
 
@@ -32,6 +37,7 @@ def write_project(root: Path, rows: list[dict], gate: dict | None = None, certif
     (root / "results").mkdir(parents=True, exist_ok=True)
     (root / "metrics").mkdir(exist_ok=True)
     (root / "models").mkdir(exist_ok=True)
+    shutil.copy(_MODEL_DIR / "model.onnx", root / "models" / "model.onnx")
     (root / "params.yaml").write_text(yaml.safe_dump({"certify": CERTIFY_PARAMS, "gate": gate or PROTOCOL}))
     (root / "results" / "certify.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if rows:
@@ -154,6 +160,15 @@ def test_verdict_stage_refuses_a_verdict_about_another_model(tmp_path: Path) -> 
     (root / "models/model.json").write_text(json.dumps({**model, "sha256": "00" * 32}))
     final = run_stage("pipeline.verdict", root)
     assert final.returncode == 2 and "rerun the gate stage" in final.stderr
+
+
+def test_gate_stage_refuses_a_swapped_model_file(tmp_path: Path) -> None:
+    """The gate hashes the ONNX file it judges: another file at models/model.onnx is bad input, not a verdict."""
+    root = write_project(tmp_path, good_rows())
+    write_onnx(root / "models" / "model.onnx", seed=1)
+    stage = run_stage("pipeline.gate", root)
+    assert stage.returncode == 2 and "the model was swapped or re-exported" in stage.stderr
+    assert not (root / "metrics/gate.json").exists()
 
 
 def test_gate_stage_bad_input_exits_2(tmp_path: Path) -> None:
