@@ -29,25 +29,13 @@ from certification.progress import progress
 from certification.records import CertifyRecord, certify_jsonl_text, certify_tsv_text, json_line
 from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
 from certification.platform_info import platform_record
-from certification.shards import shard_indices
+from certification.shards import select_indices, shard_indices
 from certification.smoothing import CertifyResult, SmoothedClassifier, check_parameters, check_sigma_and_batch
 from certification.summary import certify_metrics, throughput
 
 FORMAT = "smoothcert-certify-partial/1"
 #: Examples handed to the engine at once (bounds the float32 copy of the data held in memory).
 CHUNK_EXAMPLES = 128
-_SUBSET_TAG = 0x53554253  # "SUBS": keeps subset selection apart from the noise streams of the same seed
-
-
-def select_indices(total: int, max_examples: int, seed: int) -> np.ndarray:
-    """Sorted test-set positions to certify: all of them when ``max_examples`` is 0 or at least ``total``,
-    else a seeded uniform sample without replacement (the positions stay the examples' original indices)."""
-    if max_examples < 0:
-        raise ParameterError(f"max_examples must be 0 (all) or positive, got {max_examples}")
-    if max_examples == 0 or max_examples >= total:
-        return np.arange(total, dtype=np.int64)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), _SUBSET_TAG])))
-    return np.sort(rng.choice(total, size=max_examples, replace=False)).astype(np.int64)
 
 
 def tsv_path_for(out: Path) -> Path:

@@ -12,11 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from certification.dataset_io import load_split
 from certification.errors import InputError, StaleArtifactError
 from certification.fileio import read_json
 from certification.gate import Protocol, Verdict, evaluate
 from certification.model_card import load_model_description
 from certification.records import CertifyRecord, DecisionRecord, read_result_rows
+from certification.shards import check_coverage, select_indices
 from certification.summary import read_certify_metrics
 from certification.yaml_io import parse_yaml
 
@@ -73,24 +77,59 @@ def decisions_from_certify(rows: Sequence[CertifyRecord], radius: float, model_s
     return [DecisionRecord.from_certify(row, radius, model_sha256) for row in rows]
 
 
+def check_against_data(rows: Sequence[CertifyRecord | DecisionRecord], labels: np.ndarray, max_examples: int | None,
+                       seed: int, source: str) -> None:
+    """The rows must carry the split's labels and, when the run's ``max_examples`` is known, be the run's examples
+    exactly (none missing or added), so a subset of rows or a forged label (with ``correct`` made to match) cannot
+    pass the gate."""
+    outside = next((r for r in rows if not 0 <= r.index < len(labels)), None)
+    if outside is not None:
+        raise StaleArtifactError(f"{source}: example {outside.index} is not in the test split of {len(labels)}")
+    if max_examples is not None:
+        try:
+            check_coverage(rows, select_indices(len(labels), max_examples, seed))
+        except InputError as exc:
+            raise StaleArtifactError(f"{source}: {exc}") from None
+    wrong = next((r for r in rows if int(labels[r.index]) != r.label), None)
+    if wrong is not None:
+        raise StaleArtifactError(f"{source}: example {wrong.index} has label {wrong.label} but the test split says "
+                                 f"{int(labels[wrong.index])}; the rows do not belong to this data")
+
+
 def load_decisions(results: str | os.PathLike[str], protocol: Protocol, model_sha256: str,
-                   certify_json: str | os.PathLike[str] | None) -> list[DecisionRecord]:
+                   certify_json: str | os.PathLike[str] | None, labels: np.ndarray | None = None) -> list[DecisionRecord]:
     """The rows the gate judges: decision rows as they are, certify rows (checked against ``certify_json``)
-    turned into decisions at the protocol radius."""
+    turned into decisions at the protocol radius. With ``certify_json`` decision rows must cover as many examples
+    as the certification run; with the test split's ``labels`` every row must be one of the run's examples, each
+    exactly once, with its true label."""
     rows = read_result_rows(results)
-    if rows and isinstance(rows[0], DecisionRecord):
-        return list(rows)  # type: ignore[arg-type]
     if certify_json is None:
-        raise InputError(f"{results}: certify rows do not name their model; pass --certify-json metrics/certify.json")
-    check_certify_summary(rows, model_sha256, str(results), certify_json)  # type: ignore[arg-type]
+        if rows and isinstance(rows[0], CertifyRecord):
+            raise InputError(f"{results}: certify rows do not name their model; pass --certify-json metrics/certify.json")
+        summary = None
+    elif rows and isinstance(rows[0], DecisionRecord):
+        summary = read_certify_metrics(certify_json)
+        if int(summary["n_examples"]) != len(rows):
+            raise StaleArtifactError(f"{results} decides {len(rows)} examples but the certification run "
+                                     f"({certify_json}) has {summary['n_examples']}; judge the rows of the whole run")
+    else:
+        summary = check_certify_summary(rows, model_sha256, str(results), certify_json)  # type: ignore[arg-type]
+    if labels is not None:
+        max_examples = int(summary["params"]["max_examples"]) if summary else None
+        check_against_data(rows, labels, max_examples, rows[0].seed, str(results))
+    if isinstance(rows[0], DecisionRecord):
+        return list(rows)  # type: ignore[arg-type]
     return decisions_from_certify(rows, protocol.radius, model_sha256)  # type: ignore[arg-type]
 
 
 def evaluate_files(results: str | os.PathLike[str], protocol: Protocol, model_json: str | os.PathLike[str],
-                   certify_json: str | os.PathLike[str] | None = None) -> tuple[Verdict, list[DecisionRecord]]:
-    """Read and cross-check the files, then :func:`certification.gate.evaluate`; returns the verdict and the rows."""
+                   certify_json: str | os.PathLike[str] | None = None,
+                   data: str | os.PathLike[str] | None = None) -> tuple[Verdict, list[DecisionRecord]]:
+    """Read and cross-check the files, then :func:`certification.gate.evaluate`; returns the verdict and the rows.
+    ``data`` (the test split) makes the rows prove they are the run's examples with their true labels."""
     model = load_model_description(model_json)
-    rows = load_decisions(results, protocol, model["sha256"], certify_json)
+    labels = load_split(data).labels if data is not None else None
+    rows = load_decisions(results, protocol, model["sha256"], certify_json, labels)
     verdict = evaluate(rows, protocol, model["class_names"], model["malignant_classes"], results_alpha(rows, str(results)),
                        model["sha256"])
     return verdict, rows

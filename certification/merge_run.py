@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from certification.certify_run import select_indices, write_run_files
+from certification.certify_run import write_run_files
 from certification.dataset_io import load_split
 from certification.errors import MissingInputError, ParameterError, StaleArtifactError
 from certification.fileio import sha256_file
 from certification.records import CertifyRecord
-from certification.shards import check_coverage, merge_shards
+from certification.shards import check_coverage, merge_shards, select_indices
 from certification.summary import certify_metrics, read_certify_metrics, write_certify_metrics
 
 def summary_path_for(shard: str | os.PathLike[str]) -> Path:

@@ -14,8 +14,20 @@ import numpy as np
 from certification.errors import InputError, ParameterError, StaleArtifactError
 from certification.records import CertifyRecord, read_certify_records
 
+_SUBSET_TAG = 0x53554253  # "SUBS": keeps subset selection apart from the noise streams of the same seed
 #: Fields that must agree across every shard of one run.
 RUN_FIELDS = ("n0", "n", "alpha", "sigma", "seed")
+
+
+def select_indices(total: int, max_examples: int, seed: int) -> np.ndarray:
+    """Sorted test-set positions to certify: all of them when ``max_examples`` is 0 or at least ``total``,
+    else a seeded uniform sample without replacement (the positions stay the examples' original indices)."""
+    if max_examples < 0:
+        raise ParameterError(f"max_examples must be 0 (all) or positive, got {max_examples}")
+    if max_examples == 0 or max_examples >= total:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), _SUBSET_TAG])))
+    return np.sort(rng.choice(total, size=max_examples, replace=False)).astype(np.int64)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

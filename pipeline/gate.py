@@ -10,6 +10,7 @@ the verdict stage (after the dossier) fails `dvc repro` on REJECT. Bad input exi
 """
 from __future__ import annotations
 
+from certification.dataset_io import load_split
 from certification.errors import StaleArtifactError
 from certification.fileio import sha256_file, write_json_atomic, write_text_atomic
 from certification.gate import Verdict, evaluate, failure_lines, render_table
@@ -49,7 +50,8 @@ def main() -> int:
         raise StaleArtifactError(f"{layout.MODEL} hashes to {judged[:12]}... but {layout.MODEL_CARD} names "
                                  f"{model['sha256'][:12]}...; the model was swapped or re-exported: rerun the pipeline (dvc repro)")
     if protocol.mode == "fixed":
-        rows = load_decisions(layout.CERTIFY_RESULTS, protocol, model["sha256"], layout.CERTIFY_METRICS)
+        rows = load_decisions(layout.CERTIFY_RESULTS, protocol, model["sha256"], layout.CERTIFY_METRICS,
+                              load_split(layout.TEST_SPLIT).labels)
     else:
         rows = decide_rows(protocol.radius, model["sha256"])
     verdict = evaluate(rows, protocol, model["class_names"], model["malignant_classes"], rows[0].alpha, model["sha256"])

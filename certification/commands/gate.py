@@ -12,6 +12,9 @@ from typing import Any
 EXIT_ACCEPT, EXIT_REJECT = 0, 1
 
 
+DEFAULT_CERTIFY_JSON = Path("metrics/certify.json")
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "gate",
@@ -24,8 +27,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--protocol", required=True, type=Path, help="params.yaml (its --section) or a protocol .json file")
     parser.add_argument("--section", default="gate", help="section of the protocol file holding the protocol (default: gate)")
     parser.add_argument("--model-json", required=True, type=Path, help="models/model.json: model SHA-256, class names, malignant classes")
-    parser.add_argument("--certify-json", type=Path, default=Path("metrics/certify.json"),
-                        help="certification summary naming the certified model (needed for certify rows; default metrics/certify.json)")
+    parser.add_argument("--certify-json", type=Path, default=None,
+                        help="certification summary naming the certified model and its example count (needed for certify rows; "
+                        "checks that decision rows cover the run; default metrics/certify.json when it exists)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the test split (data/test.npz): the rows must then be the run's examples, each once, with their true labels")
     parser.add_argument("--out", type=Path, default=None, help="also write the verdict JSON here (e.g. metrics/gate.json)")
     parser.set_defaults(func=run_gate)
 
@@ -36,7 +42,10 @@ def run_gate(args: argparse.Namespace) -> int:
     from certification.gate_io import evaluate_files, gate_document, load_protocol
 
     protocol = load_protocol(args.protocol, args.section)
-    verdict, rows = evaluate_files(args.results, protocol, args.model_json, args.certify_json)
+    certify_json = args.certify_json
+    if certify_json is None and DEFAULT_CERTIFY_JSON.is_file():
+        certify_json = DEFAULT_CERTIFY_JSON
+    verdict, rows = evaluate_files(args.results, protocol, args.model_json, certify_json, args.data)
     if args.out is not None:
         write_json_atomic(args.out, gate_document(verdict, rows))
     print(render_table(verdict))

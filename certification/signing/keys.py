@@ -1,6 +1,7 @@
 """Loading a signer from a PKCS#12 file, with errors that say what to fix. Passphrases are never logged."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -42,11 +43,23 @@ def load_signer(p12_path: str | os.PathLike[str], passphrase: bytes | None,
         raise InputError(f"{path}: wrong passphrase{hint}, or not a PKCS#12 file") from None
     if key is None or cert is None:
         raise InputError(f"{path}: the PKCS#12 file holds no private key and certificate")
+    check_validity_period(cert, str(path))
     others = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in extra]
     signer = SimpleSigner.load_pkcs12_data(data, other_certs=others, passphrase=passphrase)
     if signer is None:  # pyHanko returns None instead of raising on some failures
         raise InputError(f"{path}: pyHanko could not load the PKCS#12 file{hint}")
     return signer
+
+
+def check_validity_period(cert: x509.Certificate, where: str, now: dt.datetime | None = None) -> None:
+    """InputError unless ``now`` (default: the current UTC time) lies in the certificate's validity period: a
+    signature made with an expired (or not yet valid) certificate does not validate for a reviewer."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now > end:
+        raise InputError(f"{where}: the signing certificate expired on {end:%Y-%m-%d %H:%M} UTC; renew the key with its CA")
+    if now < start:
+        raise InputError(f"{where}: the signing certificate is valid only from {start:%Y-%m-%d %H:%M} UTC; check the clock or the key")
 
 
 def signer_certificate(signer: SimpleSigner) -> x509.Certificate:

@@ -102,7 +102,17 @@ def _reader(pdf: bytes) -> PdfFileReader:
 
 
 def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manifest: Manifestation) -> bytes:
-    """Sign the existing empty field ``field_name`` as an incremental update (approval signature)."""
+    """Sign the existing empty field ``field_name`` as an incremental update (approval signature). Refused when
+    an existing signature does not hold (an approval must not vouch for a tampered document)."""
+    from certification.signing.verify import integrity_problems
+
+    try:
+        problems = integrity_problems(pdf)
+    except Exception:  # noqa: BLE001 - unreadable structure: reported by empty_signature_fields below
+        problems = []
+    if problems:
+        raise InputError(f"the document's signatures do not hold ({'; '.join(problems)}); refusing to add an approval "
+                         "to a changed document: get the author-signed original")
     empty = empty_signature_fields(pdf)
     if field_name not in empty:
         signed = sorted(set(all_signature_fields(pdf)) - set(empty))

@@ -95,7 +95,15 @@ def _coverage_ok(status: Any) -> tuple[bool, str]:
                    f"(coverage {status.coverage.name}, modifications {level_name})")
 
 
-def check_signatures(report: VerificationReport, reader: PdfFileReader, root: asn1_x509.Certificate) -> None:
+def unsigned_tail(pdf: bytes, embedded_signature: Any) -> int:
+    """How many bytes follow the revision ``embedded_signature`` signed, not counting trailing white space."""
+    return len(pdf.rstrip(b" \t\r\n\x00")) - len(signed_revision(pdf, embedded_signature).rstrip(b" \t\r\n\x00"))
+
+
+def check_signatures(report: VerificationReport, reader: PdfFileReader, root: asn1_x509.Certificate,
+                     pdf: bytes | None = None) -> None:
+    """Every signature's checks (see the module docstring); with ``pdf`` (the file's bytes) also that nothing
+    follows the last signed revision: bytes appended after it are signed by nobody."""
     signatures = reader.embedded_signatures
     report.add("signatures present", bool(signatures),
                f"{len(signatures)} signature(s): {', '.join(s.field_name for s in signatures) or 'none'}")
@@ -124,6 +132,11 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
         subfilter = str(sig.sig_object.get("/SubFilter"))
         report.add(f"{label} format", subfilter == PADES_SUBFILTER and status.md_algorithm == "sha256",
                    f"subfilter {subfilter}, digest {status.md_algorithm}")
+        if pdf is not None and index == len(signatures) - 1:
+            tail = unsigned_tail(pdf, sig)
+            report.add("nothing after the last signature", tail <= 0,
+                       "the file ends with the last signed revision" if tail <= 0
+                       else f"{tail} byte(s) follow the last signed revision and are signed by nobody")
         if index == 0:
             report.add("author certification signature", sig.field_name == AUTHOR_FIELD and sig.docmdp_level is not None,
                        f"first signature is '{sig.field_name}' with DocMDP "
@@ -150,3 +163,25 @@ def signed_revision(pdf: bytes, embedded_signature: Any) -> bytes:
     """The bytes of the revision a pyHanko ``EmbeddedPdfSignature`` signed (up to the end of its /ByteRange)."""
     byte_range = [int(x) for x in embedded_signature.sig_object["/ByteRange"]]
     return pdf[: byte_range[2] + byte_range[3]]
+
+
+def integrity_problems(pdf: bytes) -> list[str]:
+    """What is wrong with the existing signatures of ``pdf`` regardless of trust: one line per signature that is
+    not intact, not cryptographically valid or followed by changes its DocMDP level forbids, and bytes after the last
+    signed revision. Empty when every signature holds (``sign`` refuses to add an approval otherwise)."""
+    reader = PdfFileReader(BytesIO(pdf), strict=False)
+    problems = []
+    signatures = reader.embedded_signatures
+    for sig in signatures:
+        try:
+            status = validate_pdf_signature(sig, ValidationContext(trust_roots=[], allow_fetching=False))
+        except Exception as exc:  # noqa: BLE001 - a broken signature is a finding, not a crash
+            problems.append(f"signature '{sig.field_name}' cannot be validated ({type(exc).__name__})")
+            continue
+        if not (status.intact and status.valid):
+            problems.append(f"signature '{sig.field_name}' is {'not intact' if not status.intact else 'not valid'}")
+        elif not _coverage_ok(status)[0]:
+            problems.append(f"signature '{sig.field_name}': {_coverage_ok(status)[1]}")
+    if signatures and unsigned_tail(pdf, signatures[-1]) > 0:
+        problems.append("bytes follow the last signed revision")
+    return problems

@@ -175,7 +175,7 @@ def _oracle_project(root: Path, w: np.ndarray, b: float, mode: str) -> Path:
     return root
 
 
-def test_gate_stage_fixed_and_sequential_agree(tmp_path: Path, oracle) -> None:
+def test_gate_stage_fixed_and_sequential_agree(tmp_path: Path, oracle, monkeypatch) -> None:
     import json
     import os
     import subprocess
@@ -195,8 +195,9 @@ def test_gate_stage_fixed_and_sequential_agree(tmp_path: Path, oracle) -> None:
         verdicts[mode] = json.loads((root / "metrics" / "gate.json").read_text())
         rows = [json.loads(line) for line in (root / "results" / "gate.jsonl").read_text().splitlines()]
         assert {row["mode"] for row in rows} == {mode} and len(rows) == len(np.load(root / "data" / "test.npz")["labels"])
-        code = cli_main(["gate", "--results", str(root / "results" / "gate.jsonl"), "--protocol", str(root / "params.yaml"),
-                         "--model-json", str(root / "models" / "model.json")])
+        monkeypatch.chdir(root)  # the default --certify-json is the project's own metrics/certify.json, when it has one
+        code = cli_main(["gate", "--results", "results/gate.jsonl", "--protocol", "params.yaml",
+                         "--model-json", "models/model.json", "--data", "data/test.npz"])
         assert code == (0 if verdicts[mode]["verdict"] == "ACCEPT" else 1)
     fixed, sequential = verdicts["fixed"], verdicts["sequential"]
     assert fixed["verdict"] == sequential["verdict"] == "ACCEPT"

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from certification.certify_run import partial_path_for, select_indices
+from certification.certify_run import partial_path_for
+from certification.shards import select_indices
 from certification.cli import main
 from support.oracle import conv_onnx, write_split
 from support import REPO

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ from certification.records import CertifyRecord
 from certification.summary import certify_metrics, write_certify_metrics
 from support.dossier_outputs import RUNTIME, write_onnx
 from certification.fileio import sha256_file
+from support.oracle import write_split
 from support.gate_rows import CLASSES, PROTOCOL, good_rows, with_changes
 from support import REPO
 
@@ -38,6 +40,12 @@ def write_project(root: Path, rows: list[dict], gate: dict | None = None, certif
     (root / "metrics").mkdir(exist_ok=True)
     (root / "models").mkdir(exist_ok=True)
     shutil.copy(_MODEL_DIR / "model.onnx", root / "models" / "model.onnx")
+    (root / "data").mkdir(exist_ok=True)
+    total = max([r["index"] for r in rows], default=-1) + 1
+    labels = np.zeros(total, dtype=np.int64)
+    for r in rows:
+        labels[r["index"]] = r["label"]
+    write_split(root / "data" / "test.npz", np.zeros((total, 8, 8, 3), np.uint8), labels)
     (root / "params.yaml").write_text(yaml.safe_dump({"certify": CERTIFY_PARAMS, "gate": gate or PROTOCOL}))
     (root / "results" / "certify.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if rows:
@@ -160,6 +168,23 @@ def test_verdict_stage_refuses_a_verdict_about_another_model(tmp_path: Path) -> 
     (root / "models/model.json").write_text(json.dumps({**model, "sha256": "00" * 32}))
     final = run_stage("pipeline.verdict", root)
     assert final.returncode == 2 and "rerun the gate stage" in final.stderr
+
+
+def test_decision_rows_of_part_of_the_run_or_with_forged_labels_are_refused(tmp_path: Path, capsys) -> None:
+    """The README's CI command judges results/gate.jsonl: a subset of it (e.g. only the certified rows) or rows whose
+    label and 'correct' were changed together must not ACCEPT."""
+    root = write_project(tmp_path, with_changes(good_rows(), range(0, 60), radius=0.1))
+    assert run_stage("pipeline.gate", root).returncode == 0
+    decisions = (root / "results/gate.jsonl").read_text().splitlines()
+    certified = [line for line in decisions if json.loads(line)["certified"]]
+    (root / "results/gate.jsonl").write_text("\n".join(certified) + "\n")
+    assert cli_main(gate_args(root, results="results/gate.jsonl")) == 2
+    assert f"decides {len(certified)} examples but the certification run" in capsys.readouterr().err
+    rows = [json.loads(line) for line in decisions]
+    rows[0] = {**rows[0], "label": 1, "prediction": 1, "correct": True}  # forged: label and correct changed together
+    (root / "results/gate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli_main(gate_args(root, results="results/gate.jsonl") + ["--data", str(root / "data/test.npz")]) == 2
+    assert "example 0 has label 1 but the test split says 0" in capsys.readouterr().err
 
 
 def test_gate_stage_refuses_a_swapped_model_file(tmp_path: Path) -> None:

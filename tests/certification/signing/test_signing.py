@@ -179,3 +179,44 @@ def test_dev_pki_certificates_and_reuse(tmp_path: Path) -> None:
     assert usage.digital_signature and usage.content_commitment and not usage.key_cert_sign
     assert cert.issuer == ca.subject
     assert (pki.folder / "ca-key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_bytes_appended_after_the_last_signature_fail_verify(signed: Signed, tmp_path: Path) -> None:
+    data = signed.pdf.read_bytes() + b"\n% unsigned words appended after %%EOF\n1 0 obj (x) endobj\n"
+    report = verify_dossier(_copy(signed, tmp_path, data), trust_root=signed.pki.ca_cert)
+    assert not report.ok
+    assert "signed by nobody" in _failed(report)["nothing after the last signature"]
+    trailing_newlines = verify_dossier(_copy(signed, tmp_path, signed.pdf.read_bytes() + b"\n\n"), trust_root=signed.pki.ca_cert)
+    assert trailing_newlines.ok, _failed(trailing_newlines)
+
+
+def test_sign_refuses_an_approval_on_a_tampered_dossier(signed: Signed, tmp_path: Path) -> None:
+    data = bytearray(signed.pdf.read_bytes())
+    position = data.find(b"stream", 2000) + 40
+    data[position] ^= 0x01
+    signer = load_signer(signed.pki.signer_p12, None)
+    with pytest.raises(InputError, match="signatures do not hold.*not intact.*refusing to add an approval"):
+        sign_field(bytes(data), "quality", signer, Manifestation("Dr. A", "Quality", "Review"))
+    with pytest.raises(InputError, match="bytes follow the last signed revision"):
+        sign_field(signed.pdf.read_bytes() + b"% appended\n", "quality", signer, Manifestation("Dr. A", "Quality", "Review"))
+
+
+def test_expired_or_not_yet_valid_signing_certificates_are_refused(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Expired Signer")])
+    now = dt.datetime.now(dt.timezone.utc)
+    for start, end, message in ((now - dt.timedelta(days=30), now - dt.timedelta(days=1), "expired on"),
+                                (now + dt.timedelta(days=1), now + dt.timedelta(days=30), "valid only from")):
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+                .sign(key, hashes.SHA256()))
+        p12 = tmp_path / "signer.p12"
+        p12.write_bytes(pkcs12.serialize_key_and_certificates(b"s", key, cert, None, serialization.NoEncryption()))
+        with pytest.raises(InputError, match=message):
+            load_signer(p12, None)
