@@ -17,14 +17,15 @@ from certification.fileio import sha256_file, write_json_atomic
 from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
-KEYS = {"source": str, "path": str, "image_size": int, "n_train": int, "n_val": int, "n_test": int, "seed": int}
+KEYS = {"source": str, "path": str, "image_size": int, "n_train": int, "n_val": int, "n_test": int, "seed": int,
+        "classes": list}
 OUT_DIR = layout.DATA_DIR
 
 
 def build(params: dict) -> tuple[dict, dict]:
     """Splits and datasheet fields (without hashes) for the ``data`` params; raises InputError on bad input."""
     dataset = build_dataset(params["source"], params["path"], params["image_size"],
-                            {split: params[f"n_{split}"] for split in SPLITS}, params["seed"])
+                            {split: params[f"n_{split}"] for split in SPLITS}, params["seed"], params["classes"])
     return dataset.splits, provenance(dataset)
 
 

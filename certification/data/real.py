@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -88,6 +89,7 @@ def load_npz(path: str | Path, image_size: int) -> RealDataset:
             labels_all[split] = labels[:, 0]
     if "class_names" in arrays:
         class_names = [str(c) for c in arrays["class_names"].tolist()]
+        check_class_names(class_names, str(path))
     else:
         top = max((int(v.max()) for v in labels_all.values() if v.size and np.issubdtype(v.dtype, np.integer)), default=0)
         class_names = list(DERMAMNIST_CLASSES) if top < len(DERMAMNIST_CLASSES) else [f"class_{i}" for i in range(top + 1)]
@@ -115,14 +117,53 @@ def load_npz(path: str | Path, image_size: int) -> RealDataset:
     return RealDataset(splits=splits, class_names=class_names, malignant_classes=malignant)
 
 
-def _class_order(names: set[str]) -> list[str]:
+def check_class_names(names: Sequence[str], where: str) -> None:
+    """Class names must be non-empty, distinct strings (a repeated name would merge two classes' indices)."""
+    if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+        raise InputError(f"{where}: class names must be non-empty strings, got {list(names)!r}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise InputError(f"{where}: class name '{repeated[0]}' appears twice; every class needs its own name")
+
+
+def _class_names(raw: list[str], declared: Sequence[str], table: Path) -> tuple[list[str], np.ndarray]:
+    """Class names (index order) and label indices of labels.csv. With ``declared`` classes every label must be
+    one of them (a name, or an index into the list); without, labels must be names of one known vocabulary
+    (the synthetic classes or DermaMNIST's) so a typo cannot add a class and re-sort the others."""
+    numeric = [v.lstrip("-").isdigit() for v in raw]
+    if any(numeric) and not all(numeric):
+        first = raw[numeric.index(True)] if not numeric[0] else raw[numeric.index(False)]
+        raise InputError(f"{table}: labels mix class indices and class names (e.g. {first!r}); use one kind")
+    if declared:
+        check_class_names(declared, "data.classes")
+        names = list(declared)
+        if all(numeric):
+            indices = np.array([int(v) for v in raw], dtype=np.int64)
+            bad = next((int(v) for v in indices if not 0 <= v < len(names)), None)
+            if bad is not None:
+                raise InputError(f"{table}: label {bad} is not an index of the {len(names)} classes of data.classes")
+            return names, indices
+        unknown = next((v for v in raw if v not in names), None)
+        if unknown is not None:
+            raise InputError(f"{table}: label {unknown!r} is not one of data.classes ({', '.join(names)}); fix the label")
+        return names, np.array([names.index(v) for v in raw], dtype=np.int64)
+    if all(numeric):
+        raise InputError(f"{table}: labels are class indices; name the classes in params data.classes (index order)")
     for vocabulary in (SYNTHETIC_CLASSES, DERMAMNIST_CLASSES):
-        if names <= set(vocabulary):
-            return list(vocabulary)
-    return sorted(names)
+        if set(raw) <= set(vocabulary):
+            names = list(vocabulary)
+            return names, np.array([names.index(v) for v in raw], dtype=np.int64)
+    unknown = sorted(set(raw) - set(SYNTHETIC_CLASSES) - set(DERMAMNIST_CLASSES))
+    raise InputError(f"{table}: label {unknown[0]!r} is not a known class name; declare the classes in params "
+                     "data.classes (or fix the label)")
 
 
 def _find_image(folder: Path, name: str, line: int) -> Path:
+    root = folder.resolve()
+    candidate = (folder / name).resolve()
+    if Path(name).is_absolute() or not candidate.is_relative_to(root):
+        raise InputError(f"{folder / LABELS_CSV} line {line}: image '{name}' is outside the data folder; "
+                         "list images by their path inside it")
     candidate = folder / name
     if candidate.is_file():
         return candidate
@@ -157,8 +198,9 @@ def _parse_metadata(name: str, text: str, where: str) -> float:
         raise InputError(f"{where}: '{name}' value {text!r} is not {expected}") from None
 
 
-def load_folder(folder: str | Path, image_size: int, seed: int) -> RealDataset:
-    """Load an image folder with ``labels.csv``; every listed image must exist and decode."""
+def load_folder(folder: str | Path, image_size: int, seed: int, classes: Sequence[str] = ()) -> RealDataset:
+    """Load an image folder with ``labels.csv``; every listed image must exist inside the folder and decode, and
+    every label must be one of ``classes`` (see :func:`_class_names`)."""
     size = check_image_size(image_size)
     folder = Path(folder)
     table = folder / LABELS_CSV
@@ -173,13 +215,8 @@ def load_folder(folder: str | Path, image_size: int, seed: int) -> RealDataset:
         raise InputError(f"{table}: missing column '{missing[0]}' (need image,label)")
     if not rows:
         raise InputError(f"{table}: no rows; the data set is empty")
-    raw = [row["label"].strip() for row in rows]
-    if all(v.lstrip("-").isdigit() for v in raw):
-        indices = np.array([int(v) for v in raw], dtype=np.int64)
-        class_names = [f"class_{i}" for i in range(int(max(indices.max(), 0)) + 1)]
-    else:
-        class_names = _class_order(set(raw))
-        indices = np.array([class_names.index(v) for v in raw], dtype=np.int64)
+    raw = [(row["label"] or "").strip() for row in rows]
+    class_names, indices = _class_names(raw, classes, table)
     if "split" in columns:
         split_of = [row["split"].strip() for row in rows]
         bad = next((s for s in split_of if s not in SPLITS), None)

@@ -6,7 +6,7 @@ write nothing until all of it is known to be good.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -29,9 +29,11 @@ class Dataset:
     malignant: list[str]
 
 
-def build_dataset(source: str, path: str, image_size: int, sizes: Mapping[str, int], seed: int) -> Dataset:
+def build_dataset(source: str, path: str, image_size: int, sizes: Mapping[str, int], seed: int,
+                  classes: Sequence[str] = ()) -> Dataset:
     """The splits of ``source``: ``synthetic`` (``sizes`` images per split from ``seed``), ``npz`` (the file at
-    ``path``) or ``folder`` (images + labels.csv at ``path``, split by ``seed``). ParameterError / InputError on bad
+    ``path``) or ``folder`` (images + labels.csv at ``path``, split by ``seed``; labels must be among ``classes``
+    when it is given, else names of a known vocabulary). ParameterError / InputError on bad
     input, before anything is written."""
     size = synthetic.check_image_size(image_size)
     if source not in SOURCES:
@@ -48,7 +50,7 @@ def build_dataset(source: str, path: str, image_size: int, sizes: Mapping[str, i
                        list(synthetic.MALIGNANT_CLASSES))
     if not path:
         raise ParameterError(f"data.path is empty; data.source '{source}' needs the file or folder to read")
-    dataset = load_npz(path, size) if source == "npz" else load_folder(path, size, seed)
+    dataset = load_npz(path, size) if source == "npz" else load_folder(path, size, seed, classes)
     return Dataset(dataset.splits, None, seed if source == "folder" else None, list(dataset.class_names),
                    list(dataset.malignant_classes))
 

@@ -19,7 +19,8 @@ from certification.fileio import sha256_file
 from support import REPO
 
 
-TINY_DATA = {"source": "synthetic", "path": "", "image_size": 28, "n_train": 40, "n_val": 20, "n_test": 20, "seed": 7}
+TINY_DATA = {"source": "synthetic", "path": "", "image_size": 28, "n_train": 40, "n_val": 20, "n_test": 20, "seed": 7,
+             "classes": []}
 
 
 @pytest.fixture
@@ -173,6 +174,46 @@ def test_folder_loader_rejects_empty_split_and_missing_image(tmp_path):
     (folder / "x1.png").unlink()
     with pytest.raises(InputError, match="image 'x1' not found"):
         load_folder(folder, 28, seed=0)
+
+
+@pytest.mark.parametrize("labels, classes, message", [
+    (["nevus", "melanomaa", "nevus"], (), "label 'melanomaa' is not a known class name; declare the classes"),
+    (["nevus", "0", "nevus"], (), "labels mix class indices and class names"),
+    (["0", "1", "1000000"], ("benign", "malignant"), "label 1000000 is not an index of the 2 classes"),
+    (["0", "1", "1"], (), "labels are class indices; name the classes in params data.classes"),
+    (["benign", "malignent", "benign"], ("benign", "malignant"), "label 'malignent' is not one of data.classes"),
+    (["a", "b", "a"], ("a", "a"), "class name 'a' appears twice"),
+])
+def test_folder_labels_must_come_from_declared_classes(tmp_path, labels, classes, message):
+    """A typo must not add a class (and re-sort every class index); indices need declared names."""
+    folder = make_folder(tmp_path / "isic", [(f"img{i}", label, split) for i, (label, split)
+                                             in enumerate(zip(labels, ["train", "val", "test"]))])
+    with pytest.raises(InputError, match=message):
+        load_folder(folder, 28, seed=0, classes=classes)
+
+
+def test_folder_images_must_stay_inside_the_folder(tmp_path):
+    folder = make_folder(tmp_path / "isic", [("x0", "nevus", "train"), ("x1", "nevus", "val"), ("x2", "nevus", "test")])
+    (tmp_path / "outside.png").write_bytes((folder / "x0.png").read_bytes())
+    for name in ("../outside.png", str(tmp_path / "outside.png"), "/etc/passwd"):
+        table = (folder / "labels.csv").read_text().replace("x0,", f"{name},", 1)
+        (folder / "labels.csv").write_text(table)
+        with pytest.raises(InputError, match="is outside the data folder"):
+            load_folder(folder, 28, seed=0)
+        (folder / "labels.csv").write_text(table.replace(f"{name},", "x0,", 1))
+
+
+def test_declared_classes_name_index_labels(tmp_path):
+    folder = make_folder(tmp_path / "isic", [("x0", "0", "train"), ("x1", "1", "val"), ("x2", "1", "test")])
+    dataset = load_folder(folder, 28, seed=0, classes=("benign", "malignant"))
+    assert dataset.class_names == ["benign", "malignant"] and dataset.splits["val"][1].tolist() == [1]
+
+
+def test_duplicate_class_names_in_an_npz_are_refused(tmp_path):
+    path = tmp_path / "derma.npz"
+    dermamnist_file(path, class_names=np.array(["a", "b", "b", "c", "d", "e", "f"]))
+    with pytest.raises(InputError, match="class name 'b' appears twice"):
+        load_npz(path, 28)
 
 
 # ---------------------------------------------------------------- the stage
