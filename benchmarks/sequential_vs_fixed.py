@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from certification.certify_run import RunOptions, open_run, record_from_result
-from certification.fileio import read_json, write_json_atomic
+from certification.fileio import read_json, sha256_file, write_json_atomic
 from certification.gate import Protocol, evaluate
 from certification.gate_io import decisions_from_certify
 from certification.records import CertifyRecord, read_certify_records
@@ -49,7 +49,8 @@ def _fixed_rows(args: argparse.Namespace, smoothed: SmoothedClassifier, images, 
     start = time.perf_counter()
     results = smoothed.certify_many(images, labels, args.n0, args.n, p["alpha"], p["seed"], indices=indices)
     seconds = time.perf_counter() - start
-    return [record_from_result(r, p["alpha"], p["sigma"], p["seed"]) for r in results], seconds
+    return [record_from_result(r, p["alpha"], p["sigma"], p["seed"], model_sha256=smoothed.base_classifier.sha256,
+                               data_sha256=sha256_file(args.data)) for r in results], seconds
 
 
 def main() -> int:

@@ -12,13 +12,15 @@ is removed. A partial file from a different run is discarded with a warning.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from certification.shards import select_indices, shard_indices
 from certification.smoothing import CertifyResult, SmoothedClassifier, check_parameters, check_sigma_and_batch
 from certification.summary import certify_metrics, throughput
 
-FORMAT = "smoothcert-certify-partial/1"
+FORMAT = "smoothcert-certify-partial/2"
 #: Examples handed to the engine at once (bounds the float32 copy of the data held in memory).
 CHUNK_EXAMPLES = 128
 
@@ -58,13 +60,15 @@ class RunOutcome:
         return throughput(self.records)
 
 
-def record_from_result(result: CertifyResult, alpha: float, sigma: float, seed: int) -> CertifyRecord:
-    """The record of one example's CERTIFY result."""
+def record_from_result(result: CertifyResult, alpha: float, sigma: float, seed: int, *, model_sha256: str,
+                       data_sha256: str) -> CertifyRecord:
+    """The record of one example's CERTIFY result, naming the model and data split it was computed on."""
     return CertifyRecord(
         index=result.index, label=int(result.label) if result.label is not None else 0, prediction=result.prediction,
         correct=bool(result.correct), radius=result.radius, n0=result.n0, n=result.n, n_a=result.n_a,
         p_lower=result.p_lower, alpha=alpha, sigma=sigma, seed=seed, seconds=result.seconds,
         counts_selection=result.counts_selection, counts_estimation=result.counts_estimation,
+        model_sha256=model_sha256, data_sha256=data_sha256,
     )
 
 
@@ -79,7 +83,7 @@ def _run_header(classifier: SmoothedClassifier, split: Split, indices: np.ndarra
     return {
         "format": FORMAT,
         "model_sha256": classifier.base_classifier.sha256,
-        "data_sha256": sha256_file(split.path) if split.path else "",
+        "data_sha256": sha256_file(split.path) if split.path else split_digest(split),
         "sigma": classifier.sigma,
         "n0": int(n0),
         "n": int(n),
@@ -88,6 +92,37 @@ def _run_header(classifier: SmoothedClassifier, split: Split, indices: np.ndarra
         "indices_sha256": hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest(),
         "n_examples": int(len(indices)),
     }
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for the run (a lock file beside it, removed afterwards): a second run
+    writing the same output stops at once with one line instead of corrupting the first one's partial file."""
+    lock_path = out.with_name(f".{out.name}.lock")
+    handle = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"{out}: another certification run is writing this output; wait for it or choose "
+                             "another --out") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+def split_digest(split: Split) -> str:
+    """SHA-256 of an in-memory split's images and labels (for a split that was not read from a file)."""
+    digest = hashlib.sha256()
+    for array in (split.images, split.labels):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _read_partial(path: Path, header: dict[str, Any], indices: np.ndarray) -> list[CertifyRecord]:
@@ -139,37 +174,39 @@ def certify_split(
     SmoothedClassifier._check_indices(chosen, len(chosen))
     check_parameters(alpha, seed, n0=n0, n=n)
     header = _run_header(classifier, split, chosen, n0, n, alpha, seed)
-    partial = partial_path_for(out)
-    records = _read_partial(partial, header, chosen)
-    resumed = len(records)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if resumed:  # keep the header and the complete records (their bytes are a prefix of the file)
-        kept = json_line({"header": header}) + certify_jsonl_text(records)
-        os.truncate(partial, len(kept.encode("utf-8")))
-    else:
-        write_text_atomic(partial, json_line({"header": header}))
-    with open(partial, "a", encoding="utf-8") as handle:
-        todo = chosen[resumed:]
-        bar = progress(total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))
-        try:
-            samples_per_example = int(n0) + int(n)
-            for start in range(0, len(todo), CHUNK_EXAMPLES):
-                part = todo[start : start + CHUNK_EXAMPLES]
-                images = split.model_input(part)
-                labels = split.labels[part]
-                for result in classifier.iter_certify(images, labels, n0, n, alpha, seed, indices=part):
-                    record = record_from_result(result, float(alpha), classifier.sigma, int(seed))
-                    handle.write(json_line(record.to_dict()))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    records.append(record)
-                    bar.update(1)
-                    if result.seconds > 0:
-                        bar.set_postfix(ex_s=f"{1 / result.seconds:.2f}", samples_s=f"{samples_per_example / result.seconds:,.0f}")
-        finally:
-            bar.close()
-    write_run_files(out, records)
-    partial.unlink()
+    with run_lock(out):
+        partial = partial_path_for(out)
+        records = _read_partial(partial, header, chosen)
+        resumed = len(records)
+        if resumed:  # keep the header and the complete records (their bytes are a prefix of the file)
+            kept = json_line({"header": header}) + certify_jsonl_text(records)
+            os.truncate(partial, len(kept.encode("utf-8")))
+        else:
+            write_text_atomic(partial, json_line({"header": header}))
+        with open(partial, "a", encoding="utf-8") as handle:
+            todo = chosen[resumed:]
+            bar = progress(total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))
+            try:
+                samples_per_example = int(n0) + int(n)
+                for start in range(0, len(todo), CHUNK_EXAMPLES):
+                    part = todo[start : start + CHUNK_EXAMPLES]
+                    images = split.model_input(part)
+                    labels = split.labels[part]
+                    for result in classifier.iter_certify(images, labels, n0, n, alpha, seed, indices=part):
+                        record = record_from_result(result, float(alpha), classifier.sigma, int(seed),
+                                                    model_sha256=header["model_sha256"], data_sha256=header["data_sha256"])
+                        handle.write(json_line(record.to_dict()))
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                        records.append(record)
+                        bar.update(1)
+                        if result.seconds > 0:
+                            bar.set_postfix(ex_s=f"{1 / result.seconds:.2f}", samples_s=f"{samples_per_example / result.seconds:,.0f}")
+            finally:
+                bar.close()
+        write_run_files(out, records)
+        partial.unlink()
     return RunOutcome(records=records, resumed=resumed)
 
 

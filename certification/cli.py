@@ -13,7 +13,8 @@ import sys
 from typing import Sequence
 
 from certification import commands
-from certification.errors import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, InputError, debug_requested, internal_error_line
+from certification.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, InputError, debug_requested, internal_error_line,
+                                  silence_library_warnings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    silence_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -88,11 +88,16 @@ def read_npz(path: str | Path, hint: str = "") -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: data file not found{'; ' + hint if hint else ''}")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":
+        kind = "an empty file" if not magic else "a single .npy array" if magic == b"\x93NUM" else "not a zip archive"
+        raise InputError(f"{path}: not an .npz file ({kind}); save the split with numpy.savez (images, labels, ...)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def load_split(path: str | Path, num_classes: int | None = None) -> Split:

@@ -26,6 +26,18 @@ def internal_error_line(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {first[:300]} (set SMOOTHCERT_DEBUG=1 or pass --debug for the traceback)"
 
 
+#: Libraries whose warnings the commands and stages report in their own words (verify's checks, sign's refusals).
+QUIET_LOGGERS = ("pypdf", "pyhanko", "pyhanko_certvalidator", "fontTools")
+
+
+def silence_library_warnings() -> None:
+    """Keep the log lines of :data:`QUIET_LOGGERS` (below ERROR) off the terminal beside our one-line messages."""
+    import logging
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def debug_requested() -> bool:
     """True when SMOOTHCERT_DEBUG asks for tracebacks of unexpected errors."""
     import os

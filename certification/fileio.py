@@ -39,15 +39,29 @@ def atomic_output(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
 
     ``suffix`` is kept on the temporary name for writers that infer the format from it (np.savez, plots).
     """
+    from certification.errors import InputError
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    try:
+        is_dir = target.is_dir()
+    except OSError:  # e.g. a name too long for the file system: reported by the write below
+        is_dir = False
+    if is_dir:
+        raise InputError(f"{target} is a directory; give a file name for this output")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name[:120]}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except OSError as exc:  # read-only folder, a name too long for the file system, a full disk ...
+        raise InputError(f"{target}: cannot write here ({exc.strerror or type(exc).__name__}); choose another output path") from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield tmp
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise InputError(f"{target}: cannot write here ({exc.strerror or type(exc).__name__}); choose another output path") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -73,8 +73,13 @@ def check_certify_summary(rows: Sequence[CertifyRecord], model_sha256: str, sour
 
 
 def decisions_from_certify(rows: Sequence[CertifyRecord], radius: float, model_sha256: str) -> list[DecisionRecord]:
-    """Per-example decisions at ``radius`` read off fixed-n CERTIFY rows (mode "fixed")."""
-    return [DecisionRecord.from_certify(row, radius, model_sha256) for row in rows]
+    """Per-example decisions at ``radius`` read off fixed-n CERTIFY rows (mode "fixed"); every row must name the
+    model ``model_sha256``."""
+    other = next((r for r in rows if r.model_sha256 != model_sha256), None)
+    if other is not None:
+        raise StaleArtifactError(f"example {other.index} was certified on model {other.model_sha256[:12]}..., not on "
+                                 f"{model_sha256[:12]}...; rerun certification on the current model")
+    return [DecisionRecord.from_certify(row, radius) for row in rows]
 
 
 def check_against_data(rows: Sequence[CertifyRecord | DecisionRecord], labels: np.ndarray, max_examples: int | None,

@@ -3,7 +3,9 @@
 Two kinds of rows, one JSON object per line:
 
 * :class:`CertifyRecord` (``results/certify.jsonl``, ``smoothcert certify``, shards and their merge): CERTIFY's
-  answer for one example, keys in :data:`CERTIFY_KEYS` order. ``prediction`` is the class or :data:`ABSTAIN`;
+  answer for one example, keys in :data:`CERTIFY_KEYS` order, naming the model and the data split it was computed
+  on by SHA-256 (so a shard, a gate or a dossier can refuse rows of another run). ``prediction`` is the class or
+  :data:`ABSTAIN`;
   ``radius`` is an L2 norm in [0,1]-pixel units, 0.0 when abstaining; ``correct`` means a non-abstaining
   prediction equal to the label.
 * :class:`DecisionRecord` (``results/gate.jsonl``, ``smoothcert decide``): "is the example certified at radius
@@ -32,7 +34,7 @@ from certification.errors import InputError, MissingInputError
 ABSTAIN = -1
 CERTIFY_KEYS = (
     "index", "label", "prediction", "correct", "radius", "n0", "n", "n_a", "p_lower",
-    "alpha", "sigma", "seed", "seconds", "counts_selection", "counts_estimation",
+    "alpha", "sigma", "seed", "seconds", "counts_selection", "counts_estimation", "model_sha256", "data_sha256",
 )
 TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
 DECISION_MODES = ("fixed", "sequential")
@@ -66,6 +68,12 @@ def _counts(value: Any, key: str, where: str) -> list[int]:
     return [_integer(v, key, where, low=0) for v in value]
 
 
+def _digest(value: Any, key: str, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{where}: '{key}' must name the file by its SHA-256, got {value!r}")
+    return value
+
+
 def _check_prediction(index: int, label: int, prediction: int, correct: bool, where: str) -> None:
     if prediction < ABSTAIN:
         raise InputError(f"{where}: prediction {prediction} is not {ABSTAIN} (abstain) or a class index")
@@ -93,6 +101,8 @@ class CertifyRecord:
     seconds: float
     counts_selection: list[int]
     counts_estimation: list[int]
+    model_sha256: str
+    data_sha256: str
 
     @property
     def abstained(self) -> bool:
@@ -126,6 +136,8 @@ class CertifyRecord:
             seconds=_real(row["seconds"], "seconds", where, 0.0),
             counts_selection=_counts(row["counts_selection"], "counts_selection", where),
             counts_estimation=_counts(row["counts_estimation"], "counts_estimation", where),
+            model_sha256=_digest(row["model_sha256"], "model_sha256", where),
+            data_sha256=_digest(row["data_sha256"], "data_sha256", where),
         )
         _check_prediction(record.index, record.label, record.prediction, record.correct, where)
         if record.abstained and record.radius != 0.0:
@@ -196,14 +208,14 @@ class DecisionRecord:
         return record
 
     @classmethod
-    def from_certify(cls, record: CertifyRecord, radius: float, model_sha256: str) -> DecisionRecord:
+    def from_certify(cls, record: CertifyRecord, radius: float) -> DecisionRecord:
         """The decision at ``radius`` read off a fixed-n CERTIFY row: certified iff not abstaining and
-        radius >= r*; evaluations = n0 + n."""
+        radius >= r*; evaluations = n0 + n; the model is the one the row names."""
         return cls(
             index=record.index, label=record.label, prediction=record.prediction,
             certified=not record.abstained and record.radius >= radius, correct=record.correct,
             evaluations=record.n0 + record.n, radius_threshold=float(radius), alpha=record.alpha, sigma=record.sigma,
-            n0=record.n0, n=record.n, n_a=record.n_a, seed=record.seed, mode="fixed", model_sha256=model_sha256,
+            n0=record.n0, n=record.n, n_a=record.n_a, seed=record.seed, mode="fixed", model_sha256=record.model_sha256,
             details={"certified_radius": record.radius},
         )
 

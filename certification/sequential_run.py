@@ -25,6 +25,8 @@ def decide_files(model_path: str | os.PathLike[str], data_path: str | os.PathLik
     """Decide every selected example of ``data_path`` at ``radius`` with the ONNX model; write ``out`` atomically
     (when given) and return the rows."""
     options.check(n0, n_max)
+    if isinstance(first_look, bool) or not isinstance(first_look, int) or not 1 <= first_look <= n_max:
+        raise ParameterError(f"first look {first_look!r} must be an integer in [1, n_max = {n_max}]")
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
         raise ParameterError(f"radius must be a non-negative number ([0,1]-pixel L2 units), got {radius!r}")
     smoothed, split, indices = open_run(model_path, data_path, options)

@@ -16,7 +16,7 @@ from certification.records import CertifyRecord, read_certify_records
 
 _SUBSET_TAG = 0x53554253  # "SUBS": keeps subset selection apart from the noise streams of the same seed
 #: Fields that must agree across every shard of one run.
-RUN_FIELDS = ("n0", "n", "alpha", "sigma", "seed")
+RUN_FIELDS = ("model_sha256", "data_sha256", "n0", "n", "alpha", "sigma", "seed")
 
 
 def select_indices(total: int, max_examples: int, seed: int) -> np.ndarray:

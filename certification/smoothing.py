@@ -80,10 +80,17 @@ def check_parameters(alpha: float, seed: int, **counts: int) -> None:
             raise InputError(f"{name} must be an integer of at least 1, got {value!r}")
 
 
+#: Largest accepted noise level: images live in [0, 1], so noise of this size already drowns any image.
+MAX_SIGMA = 10.0
+
+
 def check_sigma_and_batch(sigma: float, batch_size: int) -> None:
-    """Raise InputError unless sigma > 0 (finite) and batch_size is an integer >= 1."""
+    """Raise InputError unless 0 < sigma <= MAX_SIGMA (finite) and batch_size is an integer >= 1."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
         raise InputError(f"sigma must be a positive number in [0,1]-pixel units, got {sigma}")
+    if sigma > MAX_SIGMA:
+        raise InputError(f"sigma {sigma} is far beyond the [0, 1] pixel range (at most {MAX_SIGMA}); give sigma in "
+                         "[0,1]-pixel units, not 8-bit grey levels")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch size must be an integer of at least 1, got {batch_size!r}")
 

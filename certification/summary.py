@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from certification.dataset_bounds import CERTIFIED_BOUND_METHOD, certified_rate_bound, proportion_bound
-from certification.errors import InputError, ParameterError
+from certification.errors import InputError, ParameterError, StaleArtifactError
 from certification.fileio import read_json, require_key, write_json_atomic
 from certification.records import CertificateArrays, CertifyRecord, as_arrays
 
@@ -132,6 +132,11 @@ def certify_metrics(
     :func:`summarize`."""
     if not records:
         raise InputError("no certification records to summarise")
+    for key, named in (("model_sha256", model.get("sha256")), ("data_sha256", data.get("sha256"))):
+        other = next((r for r in records if getattr(r, key) != named), None)
+        if other is not None:
+            raise StaleArtifactError(f"example {other.index} names {key} {getattr(other, key)[:12]}..., not the "
+                                     f"{key.split('_')[0]} {str(named)[:12]}... being summarised; merge only rows of one run")
     first = records[0]
     params = {"sigma": first.sigma, "n0": first.n0, "n": first.n, "alpha": first.alpha, "seed": first.seed,
               "max_examples": int(max_examples), "batch_size": batch_size}

@@ -45,6 +45,9 @@ class TrainConfig:
     def validate(self) -> None:
         if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)) or self.sigma < 0:
             raise InputError(f"train sigma must be a finite number >= 0 ([0,1]-pixel units), got {self.sigma!r}")
+        if self.sigma > 10:
+            raise InputError(f"train sigma {self.sigma} is far beyond the [0, 1] pixel range (at most 10); give it in "
+                             "[0,1]-pixel units")
         for name in ("epochs", "batch_size", "width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

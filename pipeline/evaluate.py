@@ -72,6 +72,8 @@ def evaluate_params(document: dict[str, Any]) -> dict[str, Any]:
             values[key] = tuple(float(r) for r in radii)
         else:
             values[key] = _number(section, "evaluate", key, int)
+            if values[key] < 0:
+                raise InputError(f"{PARAMS_FILE}: 'evaluate.{key}' must be >= 0, got {values[key]}")
     return values
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from certification.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, InputError, MissingInputError, debug_requested,
-                                  internal_error_line)
+                                  internal_error_line, silence_library_warnings)
 from certification.yaml_io import read_yaml
 
 PARAMS_FILE = Path(os.environ.get("SMOOTHCERT_PARAMS", "params.yaml"))
@@ -54,6 +54,7 @@ def load_document(path: Path | None = None) -> dict[str, Any]:
 def run_stage(name: str, main: Callable[[], int | None]) -> None:
     """Run a stage's main; bad input becomes one line on stderr and exit code 2, an unexpected error one line
     and exit code 70 (the traceback with SMOOTHCERT_DEBUG=1)."""
+    silence_library_warnings()
     try:
         code = main() or 0
     except InputError as exc:

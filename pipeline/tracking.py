@@ -40,6 +40,10 @@ from certification.fileio import sha256_file
 # No network: MLflow's usage telemetry is read at import time, so opt out before anything imports mlflow.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# An unreachable tracking server must fail a stage in seconds, not after MLflow's default ~4 minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 EXPERIMENT = "smoothcert"
 EXECUTION_TAG = "smoothcert.execution"

@@ -177,7 +177,7 @@ def _read_image(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable image ({type(exc).__name__}); replace or remove it from {LABELS_CSV}") from None
 
 

@@ -117,6 +117,8 @@ def generate_split(n: int, image_size: int, seed: int, split: str = "train") -> 
     size = check_image_size(image_size)
     if split not in _SPLIT_KEYS:
         raise InputError(f"unknown split {split!r}; use train, val or test")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"data seed must be a non-negative integer, got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"split '{split}' needs at least one image, got n={n!r}")
     rng = split_rng(seed, split)

@@ -212,6 +212,10 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
     _same(certify["data"]["sha256"], test_sha, "the test split hash", src["certify"])
     if sha256_bytes(records_bytes) != sha256_bytes(certify_jsonl_text(records).encode("utf-8")):
         raise StaleArtifactError(f"{inputs.certify_records}: not in the certify stage's own format; rerun the certify stage")
+    stale = next((r for r in records if (r.model_sha256, r.data_sha256) != (model_sha, test_sha)), None)
+    if stale is not None:
+        raise StaleArtifactError(f"{inputs.certify_records}: example {stale.index} names model {stale.model_sha256[:12]}... "
+                                 f"and data {stale.data_sha256[:12]}..., not the files on disk; rerun the certify stage")
     if len(records) != certify["n_examples"]:
         raise StaleArtifactError(f"{inputs.certify_records} has {len(records)} rows but {src['certify']} summarises "
                                  f"{certify['n_examples']}; rerun the certify stage")

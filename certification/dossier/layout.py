@@ -14,6 +14,23 @@ from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate
 from certification.signing.layout import FIRST_BOX_TOP
 
 DEV_WARNING = "DEVELOPMENT KEY, NOT FOR SUBMISSION"
+#: Embedded TrueType fonts (DejaVu, shipped with matplotlib, a locked dependency): they cover Latin, Greek,
+#: Cyrillic and many other scripts, so non-Latin class names print as letters, not boxes.
+FONT, FONT_BOLD, FONT_MONO = "DejaVuSans", "DejaVuSans-Bold", "DejaVuSansMono"
+
+
+def register_fonts() -> None:
+    """Register the dossier's fonts with reportlab once (from matplotlib's bundled TTF files)."""
+    from pathlib import Path
+
+    import matplotlib
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    for name in (FONT, FONT_BOLD, FONT_MONO):
+        if name not in pdfmetrics.getRegisteredFontNames():
+            pdfmetrics.registerFont(TTFont(name, str(folder / f"{name}.ttf")))
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 50.0, 62.0, 52.0
 RED = colors.HexColor("#b00020")
 GREEN = colors.HexColor("#1b5e20")
@@ -21,24 +38,25 @@ BLUE = colors.HexColor("#1f4e79")
 
 
 def styles() -> dict[str, ParagraphStyle]:
+    register_fonts()
     base = getSampleStyleSheet()
-    body = ParagraphStyle("body", parent=base["BodyText"], fontName="Helvetica", fontSize=9, leading=11.5,
+    body = ParagraphStyle("body", parent=base["BodyText"], fontName=FONT, fontSize=9, leading=11.5,
                           spaceAfter=4)
     return {
-        "title": ParagraphStyle("title", parent=base["Title"], fontName="Helvetica-Bold", fontSize=20, leading=24),
+        "title": ParagraphStyle("title", parent=base["Title"], fontName=FONT_BOLD, fontSize=20, leading=24),
         "subtitle": ParagraphStyle("subtitle", parent=body, fontSize=11, leading=14, alignment=TA_CENTER),
-        "h1": ParagraphStyle("h1", parent=base["Heading1"], fontName="Helvetica-Bold", fontSize=13, leading=16,
+        "h1": ParagraphStyle("h1", parent=base["Heading1"], fontName=FONT_BOLD, fontSize=13, leading=16,
                              spaceBefore=8, spaceAfter=5, textColor=BLUE, keepWithNext=1),
-        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontName="Helvetica-Bold", fontSize=10, leading=13,
+        "h2": ParagraphStyle("h2", parent=base["Heading2"], fontName=FONT_BOLD, fontSize=10, leading=13,
                              spaceBefore=6, spaceAfter=3, keepWithNext=1),
         "body": body,
         "small": ParagraphStyle("small", parent=body, fontSize=7.5, leading=9, spaceAfter=2),
         "cell": ParagraphStyle("cell", parent=body, fontSize=7.5, leading=9, spaceAfter=0),
-        "cellbold": ParagraphStyle("cellbold", parent=body, fontName="Helvetica-Bold", fontSize=7.5, leading=9,
+        "cellbold": ParagraphStyle("cellbold", parent=body, fontName=FONT_BOLD, fontSize=7.5, leading=9,
                                    spaceAfter=0),
-        "mono": ParagraphStyle("mono", parent=body, fontName="Courier", fontSize=7, leading=8.5, spaceAfter=0),
+        "mono": ParagraphStyle("mono", parent=body, fontName=FONT_MONO, fontSize=7, leading=8.5, spaceAfter=0),
         "bullet": ParagraphStyle("bullet", parent=body, leftIndent=12, bulletIndent=2),
-        "verdict": ParagraphStyle("verdict", parent=body, fontName="Helvetica-Bold", fontSize=24, leading=28,
+        "verdict": ParagraphStyle("verdict", parent=body, fontName=FONT_BOLD, fontSize=24, leading=28,
                                   alignment=TA_CENTER, textColor=colors.white),
     }
 
@@ -70,7 +88,7 @@ def numbered_canvas_class(header: Mapping[str, Any]) -> type:
             self.setLineWidth(0.5)
             self.line(MARGIN_X, height - 44, width - MARGIN_X, height - 44)
             self.line(MARGIN_X, 40, width - MARGIN_X, 40)
-            self.setFont("Helvetica", 7.5)
+            self.setFont(FONT, 7.5)
             self.setFillColor(colors.black)
             self.drawString(MARGIN_X, height - 40, f"{header['document_id']}  {header['title']}")
             self.drawRightString(width - MARGIN_X, height - 40,
@@ -80,7 +98,7 @@ def numbered_canvas_class(header: Mapping[str, Any]) -> type:
             self.drawRightString(width - MARGIN_X, 30, f"Page {self._pageNumber} of {total}")
             if header["development_key"]:
                 self.setFillColor(RED)
-                self.setFont("Helvetica-Bold", 9)
+                self.setFont(FONT_BOLD, 9)
                 self.drawCentredString(width / 2, height - 28, DEV_WARNING)
                 self.drawCentredString(width / 2, 18, DEV_WARNING)
             self.restoreState()
@@ -97,9 +115,9 @@ def signature_page_painter(boxes: Mapping[str, tuple[float, float, float, float]
         for name, (x1, y1, x2, y2) in boxes.items():
             role = roles[name]
             canv.setFillColor(colors.black)
-            canv.setFont("Helvetica-Bold", 8)
+            canv.setFont(FONT_BOLD, 8)
             canv.drawString(x1, y2 + 13, f"Field '{name}': {role['role']}")
-            canv.setFont("Helvetica", 7.5)
+            canv.setFont(FONT, 7.5)
             canv.drawString(x1, y2 + 4, f"Meaning: {role['meaning']}")
             canv.setStrokeColor(colors.HexColor("#9e9e9e"))
             canv.setDash(2, 2)

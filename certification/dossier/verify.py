@@ -92,7 +92,10 @@ def verify_dossier(pdf_path: str | os.PathLike[str], trust_root: str | os.PathLi
         note = (f"trust root: development CA {pki.ca_cert} (the dossier is signed with the DEVELOPMENT KEY, "
                 "NOT FOR SUBMISSION)")
     report = VerificationReport(path=path, trust_root_note=note)
-    check_signatures(report, reader, root, data)
+    try:
+        check_signatures(report, reader, root, data)
+    except Exception as exc:  # noqa: BLE001 - a damaged file can break parsing anywhere: a failed check, not a crash
+        report.add("signatures", False, f"could not be checked ({type(exc).__name__}: {str(exc)[:200]})")
     if content is None:
         report.add("author-signed revision", False, "could not read the revision covered by the first signature")
     else:

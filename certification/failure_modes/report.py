@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from certification.dataset_io import load_split
-from certification.errors import InputError
+from certification.errors import InputError, StaleArtifactError
 from certification.failure_modes import plots
 from certification.failure_modes.abstentions import abstention_report, save_least_robust
 from certification.failure_modes.attacks import attack_smoothed
@@ -99,7 +99,13 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     split = load_split(inputs.data)
-    rows = as_arrays(read_certify_records(inputs.certificates), str(inputs.certificates))
+    records = read_certify_records(inputs.certificates)
+    model_sha = sha256_file(inputs.model)
+    stale = next((r for r in records if r.model_sha256 != model_sha), None)
+    if stale is not None:
+        raise StaleArtifactError(f"{inputs.certificates}: example {stale.index} was certified on model "
+                                 f"{stale.model_sha256[:12]}..., not on {inputs.model} ({model_sha[:12]}...); re-run certify")
+    rows = as_arrays(records, str(inputs.certificates))
     check_against_split(rows, split.labels, str(inputs.certificates))
     _check_settings(settings, rows)
     num_classes = int(max(split.labels.max(), rows.prediction.max())) + 1

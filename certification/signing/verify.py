@@ -95,6 +95,43 @@ def _coverage_ok(status: Any) -> tuple[bool, str]:
                    f"(coverage {status.coverage.name}, modifications {level_name})")
 
 
+def der_length(blob: bytes) -> int:
+    """Length of the DER element at the start of ``blob`` (tag, length octets and content); 0 when unparsable."""
+    if len(blob) < 2:
+        return 0
+    first = blob[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 4 or len(blob) < 2 + count:
+        return 0
+    return 2 + count + int.from_bytes(blob[2:2 + count], "big")
+
+
+def contents_padding_clean(embedded_signature: Any) -> bool:
+    """The signature's /Contents holds the CMS object followed only by zero padding. The padding lies outside the
+    signed byte range, so without this check a changed padding byte would leave the file verified."""
+    contents = bytes(embedded_signature.sig_object["/Contents"])
+    end = der_length(contents)
+    return 0 < end <= len(contents) and not contents[end:].strip(b"\x00")
+
+
+def _embedded_certificates_on_path(embedded_signature: Any, status: Any) -> tuple[bool, str]:
+    """Every certificate carried in the CMS object is, byte for byte, one of the validated chain's. The certificate
+    bag is not covered by the signature, so an altered copy of a chain certificate would otherwise pass unnoticed."""
+    try:
+        path = list(status.validation_path) if getattr(status, "validation_path", None) is not None else []
+        known = {cert.dump() for cert in path} | ({status.signing_cert.dump()} if status.signing_cert is not None else set())
+        embedded = [choice.chosen for choice in embedded_signature.signed_data["certificates"] or []]
+        strangers = sum(cert.dump() not in known for cert in embedded)
+    except Exception as exc:  # noqa: BLE001 - a certificate that no longer parses was changed
+        return False, f"an embedded certificate cannot be parsed ({type(exc).__name__}): changed after signing"
+    if not strangers:
+        return True, f"{len(embedded)} embedded certificate(s), each on the validated chain"
+    return False, (f"{strangers} embedded certificate(s) differ from the validated chain (changed after signing, or "
+                   "unrelated certificates)")
+
+
 def unsigned_tail(pdf: bytes, embedded_signature: Any) -> int:
     """How many bytes follow the revision ``embedded_signature`` signed, not counting trailing white space."""
     return len(pdf.rstrip(b" \t\r\n\x00")) - len(signed_revision(pdf, embedded_signature).rstrip(b" \t\r\n\x00"))
@@ -129,6 +166,10 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
             trust_detail = f"signer {signer} does not chain to the trust root"
         report.add(f"{label} trusted", status.trusted, trust_detail)
         report.add(f"{label} coverage", *_coverage_ok(status))
+        report.add(f"{label} certificates", *_embedded_certificates_on_path(sig, status))
+        report.add(f"{label} contents", contents_padding_clean(sig),
+                   "the CMS object is followed only by zero padding" if contents_padding_clean(sig)
+                   else "the signature's /Contents carries bytes beyond the CMS object (changed after signing)")
         subfilter = str(sig.sig_object.get("/SubFilter"))
         report.add(f"{label} format", subfilter == PADES_SUBFILTER and status.md_algorithm == "sha256",
                    f"subfilter {subfilter}, digest {status.md_algorithm}")
@@ -180,6 +221,8 @@ def integrity_problems(pdf: bytes) -> list[str]:
             continue
         if not (status.intact and status.valid):
             problems.append(f"signature '{sig.field_name}' is {'not intact' if not status.intact else 'not valid'}")
+        elif not contents_padding_clean(sig):
+            problems.append(f"signature '{sig.field_name}' carries bytes beyond its CMS object")
         elif not _coverage_ok(status)[0]:
             problems.append(f"signature '{sig.field_name}': {_coverage_ok(status)[1]}")
     if signatures and unsigned_tail(pdf, signatures[-1]) > 0:

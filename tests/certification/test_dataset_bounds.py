@@ -90,7 +90,8 @@ def test_end_to_end_bound_covers_the_oracle_population(tmp_path) -> None:
         margins = rng.uniform(-0.3, 0.6, size=examples)
         points = points_at_margins(w, 0.3, np.full(chw, 0.5), margins)
         results = classifier.certify_many(points, np.ones(examples, dtype=int), 20, 200, alpha, seed=rep)
-        records = [record_from_result(r, alpha, sigma, rep) for r in results]
+        records = [record_from_result(r, alpha, sigma, rep, model_sha256="oracle", data_sha256=f"draw-{rep}")
+                   for r in results]
         curve = summarize(records, radii, confidence, ["zero", "one"])["curve"]
         misses += np.array([row["lower_bound"] > t for row, t in zip(curve, truth)])
     floor = _coverage_floor(confidence, replicates)

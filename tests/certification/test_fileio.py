@@ -79,7 +79,7 @@ def test_load_split_rejects_bad_files(tmp_path: Path, arrays: dict, needle: str)
 def test_load_split_not_an_npz(tmp_path: Path) -> None:
     bad = tmp_path / "x.npz"
     bad.write_text("hello")
-    with pytest.raises(InputError, match="not a readable .npz"):
+    with pytest.raises(InputError, match="not an .npz file"):
         load_split(bad)
 
 
@@ -93,3 +93,34 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path) -> None:
     write_json_atomic(target, {"b": 1, "a": 2})
     assert target.read_text().startswith('{\n  "a": 2')
     assert len(sha256_file(target)) == 64
+
+
+def test_unwritable_outputs_are_one_line_input_errors(tmp_path: Path) -> None:
+    import os
+
+    from certification.fileio import write_text_atomic
+
+    with pytest.raises(InputError, match="is a directory"):
+        write_text_atomic(tmp_path, "x")
+    with pytest.raises(InputError, match="cannot write here"):
+        write_text_atomic(tmp_path / ("n" * 300 + ".json"), "x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere
+            with pytest.raises(InputError, match="cannot write here"):
+                write_text_atomic(locked / "out.json", "x")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_empty_npy_and_non_zip_files_are_not_splits(tmp_path: Path) -> None:
+    import numpy as np
+
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "text.npz").write_bytes("café".encode("latin-1"))
+    for name, kind in (("empty.npz", "an empty file"), ("array.npy", "a single .npy array"), ("text.npz", "not a zip archive")):
+        with pytest.raises(InputError, match=f"not an .npz file \\({kind}\\)"):
+            load_split(tmp_path / name)

@@ -189,3 +189,14 @@ def test_table_names_every_criterion_and_the_verdict() -> None:
         assert criterion.name in table
     assert table.splitlines()[-1].startswith("verdict: REJECT") and "abstention_rate" in table.splitlines()[-1]
     assert SHA in table and verdict.protocol_sha256 in table
+
+
+def test_rows_certified_on_another_model_are_refused() -> None:
+    from certification.errors import StaleArtifactError
+    from certification.gate_io import decisions_from_certify
+    from certification.records import CertifyRecord
+
+    rows = [CertifyRecord.from_dict({**r, "model_sha256": "ef" * 32}) if r["index"] == 7 else CertifyRecord.from_dict(r)
+            for r in good_rows(5)]
+    with pytest.raises(StaleArtifactError, match="example 7 was certified on model efefefefefef"):
+        decisions_from_certify(rows, 0.25, SHA)

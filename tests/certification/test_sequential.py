@@ -109,7 +109,8 @@ def test_sequential_and_fixed_gates_agree_away_from_the_threshold(oracle) -> Non
     assert [r.prediction for r in fixed] == [d.prediction for d in sequential]
     assert sum(d.evaluations for d in sequential) * 5 < len(fixed) * 10_100
 
-    certify_rows = [record_from_result(r, 0.001, SIGMA, 3) for r in fixed]
+    certify_rows = [record_from_result(r, 0.001, SIGMA, 3, model_sha256=smoothed.base_classifier.sha256, data_sha256="d")
+                    for r in fixed]
     protocol = {"radius": RADIUS, "min_certified_accuracy_lower": 0.4, "min_malignant_recall_lower": 0.5,
                 "max_abstention_rate": 0.2, "min_clean_accuracy": 0.8, "confidence": 0.95}
     names, malignant = ["benign", "malignant"], ["malignant"]

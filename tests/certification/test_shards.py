@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from certification.cli import main
+from certification.fileio import sha256_file
 from support.oracle import conv_onnx, write_split
 
 CHW = (3, 8, 8)
@@ -68,3 +69,24 @@ def test_bad_shard_spec(files: dict[str, Path], shard: str, capsys: pytest.Captu
     out = files["dir"] / "x.jsonl"
     assert _certify(files, out, "--shard", shard) == 2
     assert "--shard" in capsys.readouterr().err and not out.exists()
+
+
+def test_merge_refuses_a_shard_of_another_model_or_data(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Every row names its model and data split, so a shard certified on another model cannot join the run even
+    without the shards' summaries."""
+    shards = [files["dir"] / f"shard{k}.jsonl" for k in range(2)]
+    for k, shard in enumerate(shards):
+        assert _certify(files, shard, "--shard", f"{k}/2") == 0
+    rows = [json.loads(line) for line in shards[1].read_text().splitlines()]
+    assert {r["model_sha256"] for r in rows} == {sha256_file(files["model"])}
+    assert {r["data_sha256"] for r in rows} == {sha256_file(files["data"])}
+    for key in ("model_sha256", "data_sha256"):
+        other = files["dir"] / f"other_{key}.jsonl"
+        other.write_text("".join(json.dumps({**r, key: "ef" * 32}) + "\n" for r in rows))
+        assert main(["merge", str(shards[0]), str(other), "--out", str(files["dir"] / "merged.jsonl")]) == 2
+        assert f"{key} = 'efef" in capsys.readouterr().err
+    unnamed = files["dir"] / "unnamed.jsonl"
+    unnamed.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "model_sha256"}) + "\n" for r in rows))
+    assert main(["merge", str(shards[0]), str(unnamed), "--out", str(files["dir"] / "merged.jsonl")]) == 2
+    assert "missing key 'model_sha256'" in capsys.readouterr().err
+    assert not (files["dir"] / "merged.jsonl").exists()

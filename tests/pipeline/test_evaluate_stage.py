@@ -70,7 +70,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "blur": rng.uniform(0, 1, 30).astype(np.float32),
     }
     np.savez(root / "data/test.npz", **arrays)
-    records = certify_records(root / "models/model.onnx", nchw(arrays), y, SIGMA, 50, 500, ALPHA, 3)
+    records = certify_records(root / "models/model.onnx", nchw(arrays), y, SIGMA, 50, 500, ALPHA, 3,
+                              data_sha256=sha256_file(root / "data/test.npz"))
     (root / "results/certify.jsonl").write_text(certify_jsonl_text(records))
     write_certify_summary(root / "metrics/certify.json", records, root / "models/model.onnx", root / "data/test.npz",
                           [0.0, 0.1, 0.25, 0.5], 0.95, ["dark", "bright"])
@@ -172,6 +173,10 @@ def test_params_are_strict_and_optional_keys_default() -> None:
     document["evaluate"]["attack_stepz"] = 3
     with pytest.raises(InputError, match="unknown key 'evaluate.attack_stepz'"):
         settings_from_params(document, certify)
+    for key in ("max_examples", "least_robust"):
+        negative = {k: v for k, v in document["evaluate"].items() if k != "attack_stepz"} | {key: -1}
+        with pytest.raises(InputError, match=f"'evaluate.{key}' must be >= 0"):
+            settings_from_params({**document, "evaluate": negative}, certify)
     del document["evaluate"]["attack_stepz"], document["evaluate"]["seed"]
     with pytest.raises(InputError, match="missing key 'evaluate.seed'"):
         settings_from_params(document, certify)

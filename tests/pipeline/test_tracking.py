@@ -119,3 +119,20 @@ def test_importing_tracking_opts_out_of_telemetry(monkeypatch):
     monkeypatch.delenv("DO_NOT_TRACK", raising=False)
     importlib.reload(tracking)
     assert tracking.os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and tracking.os.environ["DO_NOT_TRACK"] == "true"
+
+
+def test_unreachable_tracking_server_fails_in_seconds(tmp_path):
+    """A server that does not answer (a closed loopback port) gives the one-line error quickly, not after
+    MLflow's default minutes of retries."""
+    import os
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    code = "from pipeline import tracking; tracking.log_stage('data', {}, {'n': 1})"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "SMOOTHCERT_TRACKING": "on"}
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode != 0 and "SMOOTHCERT_TRACKING=off" in done.stderr

@@ -54,7 +54,7 @@ def _split(path: Path, n: int, seed: int) -> dict:
             "fitzpatrick_counts": {r: int((fitz == k).sum()) for k, r in enumerate(["I", "II", "III", "IV", "V", "VI"], 1)}}
 
 
-def _records(labels: np.ndarray, accuracy: float, seed: int) -> list[CertifyRecord]:
+def _records(labels: np.ndarray, accuracy: float, seed: int, model_sha: str, data_sha: str) -> list[CertifyRecord]:
     rng = np.random.default_rng(seed)
     rows = []
     for i, label in enumerate(labels):
@@ -68,7 +68,8 @@ def _records(labels: np.ndarray, accuracy: float, seed: int) -> list[CertifyReco
         n_a = N // 2 if pred == -1 else int(N * 0.9)
         rows.append(CertifyRecord(index=i, label=int(label), prediction=pred, correct=pred == int(label), radius=radius,
                                   n0=N0, n=N, n_a=n_a, p_lower=0.8, alpha=ALPHA, sigma=SIGMA, seed=3, seconds=0.01,
-                                  counts_selection=[N0, 0, 0, 0], counts_estimation=[n_a, N - n_a, 0, 0]))
+                                  counts_selection=[N0, 0, 0, 0], counts_estimation=[n_a, N - n_a, 0, 0],
+                                  model_sha256=model_sha, data_sha256=data_sha))
     return rows
 
 
@@ -101,7 +102,7 @@ def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
     write_json_atomic(root / "metrics" / "export.json", {"opset": 18, "parity": {"max_abs_logit_diff": 1e-6, "argmax_agreement": 1.0}})
     with np.load(root / "data" / "test.npz") as npz:
         labels = npz["labels"]
-    rows = _records(labels, 0.9 if accepted else 0.3, seed=11)
+    rows = _records(labels, 0.9 if accepted else 0.3, 11, model_sha, splits["test"]["sha256"])
     (root / "results").mkdir(parents=True, exist_ok=True)
     (root / "results" / "certify.jsonl").write_text(certify_jsonl_text(rows))
     write_certify_metrics(root / "metrics" / "certify.json", certify_metrics(

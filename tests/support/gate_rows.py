@@ -18,7 +18,8 @@ def certify_row(index: int, label: int, prediction: int, radius: float) -> dict:
     """A results/certify.jsonl row (radius 0 when abstaining)."""
     return {"index": index, "label": label, "prediction": prediction, "correct": prediction == label,
             "radius": radius if prediction != -1 else 0.0, "n0": 100, "n": 10000, "n_a": 9000, "p_lower": 0.9, "alpha": ALPHA,
-            "sigma": 0.25, "seed": 3, "seconds": 0.1, "counts_selection": [0, 0, 0, 0], "counts_estimation": [0, 0, 0, 0]}
+            "sigma": 0.25, "seed": 3, "seconds": 0.1, "counts_selection": [0, 0, 0, 0], "counts_estimation": [0, 0, 0, 0],
+            "model_sha256": SHA, "data_sha256": "d" * 64}
 
 
 def good_rows(per_class: int = 50) -> list[dict]:
@@ -32,7 +33,7 @@ def protocol(**changes: object) -> Protocol:
 
 def decisions(rows: list[dict], radius: float = PROTOCOL["radius"]) -> list[DecisionRecord]:
     """Rows as the gate judges them: certify rows become decisions at ``radius``; decision rows are read as they are."""
-    return [DecisionRecord.from_certify(CertifyRecord.from_dict(r), radius, SHA) if "radius" in r
+    return [DecisionRecord.from_certify(CertifyRecord.from_dict(r), radius) if "radius" in r
             else DecisionRecord.from_dict(r) for r in rows]
 
 

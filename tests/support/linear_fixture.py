@@ -23,6 +23,8 @@ from certification.onnx_export import export_onnx
 from certification.smoothing import SmoothedClassifier
 
 CHW = (3, 8, 8)
+#: Provenance of records made without files (hand-made rows name a stand-in model and split).
+MODEL_SHA, DATA_SHA = "m" * 64, "d" * 64
 DIM = 3 * 8 * 8
 
 
@@ -85,11 +87,13 @@ def nchw(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def certify_records(onnx_path: Path, images_nchw: np.ndarray, labels: np.ndarray, sigma: float, n0: int, n: int,
-                    alpha: float, seed: int, indices: np.ndarray | None = None) -> list[CertifyRecord]:
+                    alpha: float, seed: int, indices: np.ndarray | None = None,
+                    data_sha256: str = DATA_SHA) -> list[CertifyRecord]:
     """Real certificates from the engine, in the results/certify.jsonl schema."""
     classifier = SmoothedClassifier.from_onnx(onnx_path, sigma, batch_size=1000, threads=1, provider="cpu")
     results = classifier.certify_many(images_nchw, labels, n0, n, alpha, seed, indices)
-    return [record_from_result(r, alpha, sigma, seed) for r in results]
+    return [record_from_result(r, alpha, sigma, seed, model_sha256=classifier.base_classifier.sha256,
+                               data_sha256=data_sha256) for r in results]
 
 
 def make_record(index: int = 0, label: int = 0, prediction: int = 0, radius: float = 0.1, *, alpha: float = 0.01,
@@ -98,7 +102,8 @@ def make_record(index: int = 0, label: int = 0, prediction: int = 0, radius: flo
     abstained = prediction == -1
     return CertifyRecord(index=index, label=label, prediction=prediction, correct=prediction == label and not abstained,
                          radius=0.0 if abstained else radius, n0=n0, n=n, n_a=n // 2 if abstained else n, p_lower=0.9,
-                         alpha=alpha, sigma=sigma, seed=seed, seconds=0.01, counts_selection=[n0], counts_estimation=[n])
+                         alpha=alpha, sigma=sigma, seed=seed, seconds=0.01, counts_selection=[n0], counts_estimation=[n],
+                         model_sha256=MODEL_SHA, data_sha256=DATA_SHA)
 
 
 def write_certify_summary(path: Path, records: list[CertifyRecord], model: Path, data: Path, radii: list[float],

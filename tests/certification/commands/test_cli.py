@@ -141,6 +141,9 @@ def _bad_inputs(files: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "negative label": (["--data", str(_float_split(d / "neglab.npz", good, np.array([0, -1, 1])))], "outside the class range"),
         "sigma zero": (["--sigma", "0"], "sigma"),
         "sigma negative": (["--sigma", "-0.5"], "sigma"),
+        "sigma 1e308": (["--sigma", "1e308"], "far beyond the [0, 1] pixel range"),
+        "radii negative with summary": (["--radii", "-1", "--summary", str(d / "out" / "s.json")], "radii must be"),
+        "confidence 1.5 with summary": (["--confidence", "1.5", "--summary", str(d / "out" / "s.json")], "confidence must"),
         "alpha zero": (["--alpha", "0"], "alpha"),
         "alpha half": (["--alpha", "0.5"], "alpha"),
         "alpha above half": (["--alpha", "0.9"], "alpha"),
@@ -198,3 +201,22 @@ def test_certify_runs_without_the_dossier_and_signing_stack(files) -> None:
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert len(_read_jsonl(files["out"])) == 2
+
+
+def test_a_second_run_on_the_same_output_stops_at_once(files, capsys) -> None:
+    from certification.certify_run import run_lock
+
+    files["out"].parent.mkdir(parents=True)
+    with run_lock(files["out"]):
+        assert main(_certify_args(files)) == 2
+    assert "another certification run is writing this output" in capsys.readouterr().err
+    assert not files["out"].exists()
+    assert main(_certify_args(files)) == 0  # the lock is gone with the first run
+
+
+def test_decide_refuses_a_first_look_beyond_n_max(files, capsys) -> None:
+    out = files["dir"] / "decide.jsonl"
+    args = ["decide", "--model", str(files["model"]), "--data", str(files["data"]), "--sigma", "0.25", "--radius", "0.1",
+            "--n-max", "200", "--first-look", "500", "--threads", "1", "--out", str(out)]
+    assert main(args) == 2
+    assert "first look 500 must be an integer in [1, n_max = 200]" in capsys.readouterr().err and not out.exists()

@@ -46,13 +46,15 @@ def write_project(root: Path, rows: list[dict], gate: dict | None = None, certif
     for r in rows:
         labels[r["index"]] = r["label"]
     write_split(root / "data" / "test.npz", np.zeros((total, 8, 8, 3), np.uint8), labels)
+    data_sha = sha256_file(root / "data" / "test.npz")
+    rows = [{**r, "model_sha256": certified_sha, "data_sha256": data_sha} for r in rows]
     (root / "params.yaml").write_text(yaml.safe_dump({"certify": CERTIFY_PARAMS, "gate": gate or PROTOCOL}))
     (root / "results" / "certify.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if rows:
         records = [CertifyRecord.from_dict(r) for r in rows]
         write_certify_metrics(root / "metrics" / "certify.json", certify_metrics(
             records, model={"path": "models/model.onnx", "sha256": certified_sha},
-            data={"path": "data/test.npz", "sha256": "0" * 64, "n_examples_total": len(rows)}, max_examples=0,
+            data={"path": "data/test.npz", "sha256": data_sha, "n_examples_total": len(rows)}, max_examples=0,
             radii=[0.0, 0.25], confidence=0.95, class_names=CLASSES, runtime=RUNTIME, noise=noise_record(10100, (3, 8, 8))))
     (root / "models" / "model.json").write_text(json.dumps(
         {"path": "models/model.onnx", "sha256": MODEL_SHA, "class_names": CLASSES,

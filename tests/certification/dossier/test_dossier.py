@@ -109,3 +109,21 @@ def test_pages_render_and_are_not_blank(accepted: Signed, tmp_path) -> None:
         height = pixels.shape[0]
         body = pixels[int(height * 0.08): int(height * 0.93)]  # without header and footer lines
         assert (body < 160).mean() > 0.003, f"{page.name} has nothing but header and footer"
+
+
+def test_non_latin_class_names_print_as_letters(tmp_path) -> None:
+    """The dossier embeds a font that covers Cyrillic, Greek and accented Latin (no boxes for non-Latin names)."""
+    from io import BytesIO
+
+    from pypdf import PdfReader
+    from reportlab.platypus import Paragraph, SimpleDocTemplate
+
+    from certification.dossier.layout import styles
+
+    names = "меланома, νέφος, Hautläsion, naevus bleu"
+    buffer = BytesIO()
+    SimpleDocTemplate(buffer).build([Paragraph(names, styles()["body"])])
+    page = PdfReader(BytesIO(buffer.getvalue())).pages[0]
+    assert names in page.extract_text()
+    fonts = {str(f["/BaseFont"]) for f in page["/Resources"]["/Font"].values()}
+    assert any("DejaVuSans" in f for f in fonts), fonts

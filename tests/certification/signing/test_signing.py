@@ -220,3 +220,15 @@ def test_expired_or_not_yet_valid_signing_certificates_are_refused(tmp_path: Pat
         p12.write_bytes(pkcs12.serialize_key_and_certificates(b"s", key, cert, None, serialization.NoEncryption()))
         with pytest.raises(InputError, match=message):
             load_signer(p12, None)
+
+
+def test_a_changed_byte_in_the_signature_padding_fails_verify(signed: Signed, tmp_path: Path) -> None:
+    """/Contents is padded with zeros outside the signed byte range; pyHanko ignores bytes after the CMS object."""
+    import re
+
+    data = signed.pdf.read_bytes()
+    start, end = re.search(rb"/Contents <([0-9a-fA-F]+)>", data).span(1)
+    assert data[end - 10:end] == b"0" * 10
+    tampered = data[:end - 10] + b"1" + data[end - 9:]
+    report = verify_dossier(_copy(signed, tmp_path, tampered), trust_root=signed.pki.ca_cert)
+    assert not report.ok and "beyond the CMS object" in _failed(report)["signature 'author' contents"]
