@@ -137,9 +137,14 @@ def _client(uri: str) -> Any:
 
 def _experiment_id(client: Any, root: Path, uri: str) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
     location = (root / "mlartifacts").as_uri() if _is_local_store(uri) else None
+    if experiment is not None:
+        if location is not None and experiment.artifact_location != location:
+            # a copied repository's mlflow.db still names the original checkout's artifact folder
+            raise InputError(f"{uri} keeps artifacts in {experiment.artifact_location}, not in this repository "
+                             f"({location}); this store belongs to another checkout: move it away (or delete it) "
+                             "to start a fresh one here, or set MLFLOW_TRACKING_URI")
+        return experiment.experiment_id
     try:
         return client.create_experiment(EXPERIMENT, artifact_location=location)
     except Exception:  # created meanwhile by another process

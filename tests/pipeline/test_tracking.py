@@ -136,3 +136,15 @@ def test_unreachable_tracking_server_fails_in_seconds(tmp_path):
         env.pop(key, None)
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
     assert done.returncode != 0 and "SMOOTHCERT_TRACKING=off" in done.stderr
+
+
+def test_a_store_copied_from_another_checkout_is_refused(store, tmp_path, monkeypatch):
+    """A repository copied with its mlflow.db must not write artifacts into the original checkout."""
+    from certification.errors import InputError
+
+    assert tracking.log_stage("data", {}, {"n": 1}) is not None  # creates the experiment for this checkout
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    monkeypatch.setenv("DVC_ROOT", str(copy))
+    with pytest.raises(InputError, match="belongs to another checkout"):
+        tracking.log_stage("data", {}, {"n": 1})
