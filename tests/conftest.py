@@ -23,3 +23,15 @@ def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 @pytest.fixture()
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+# Property-based tests run the same examples on every machine (no example database, no random seed), so the suite
+# is reproducible in CI; HYPOTHESIS_PROFILE=explore draws fresh examples for a longer local search.
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("reproducible", derandomize=True, database=None)
+    _hypothesis_settings.register_profile("explore", database=None, max_examples=1000)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
+except ImportError:  # pragma: no cover - hypothesis is in requirements.lock
+    pass
