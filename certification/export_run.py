@@ -3,8 +3,8 @@
 :func:`export_files` builds everything in a temporary folder beside the outputs and moves the model files into
 place only after the parity check passed, so a failed export leaves no model files. The noise of the parity and
 accuracy checks is at the training sigma recorded in the checkpoint (the artifact's own), or
-:data:`PARITY_SIGMA_IF_CLEAN` when it was trained without noise. Accuracy is measured by onnxruntime on the given
-split, clean and under one seeded Gaussian draw per image.
+:data:`PARITY_SIGMA_IF_CLEAN` when it was trained without noise. Every check runs on the validation split (the test
+split stays sealed until certify): accuracy by onnxruntime, clean and under one seeded Gaussian draw per image.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_total)[: min(n, n_total)])
 
 
-def export_files(checkpoint: Path, val: Split, test: Split, classes: Sequence[str], malignant: Sequence[str],
+def export_files(checkpoint: Path, val: Split, classes: Sequence[str], malignant: Sequence[str],
                  settings: ExportSettings, shipped: Path, fp32: Path, training_platform: dict[str, Any]) -> ExportOutcome:
     """Export ``checkpoint`` to ``fp32`` and ``shipped`` (the fp32 bytes, or static int8 QDQ with ``quantize``);
     raises :class:`~certification.onnx_export.ParityError` (and writes nothing) when ONNX Runtime disagrees with torch."""
@@ -80,8 +80,8 @@ def export_files(checkpoint: Path, val: Split, test: Split, classes: Sequence[st
     model, config = load_checkpoint(checkpoint)
     sigma = float(config.get("train_sigma", 0.0))
     shape = (int(config.get("in_channels", 3)), int(config["image_size"]), int(config["image_size"]))
-    if test.image_shape_chw != shape:
-        raise StaleArtifactError(f"test images are {test.image_shape_chw} but the model expects {shape}; re-run train")
+    if val.image_shape_chw != shape:
+        raise StaleArtifactError(f"validation images are {val.image_shape_chw} but the model expects {shape}; re-run train")
     parity_sigma = sigma if sigma > 0 else PARITY_SIGMA_IF_CLEAN
     shipped.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=shipped.parent, prefix=".export-") as work:
@@ -89,19 +89,19 @@ def export_files(checkpoint: Path, val: Split, test: Split, classes: Sequence[st
         export_onnx(model, fp32_tmp, shape, settings.opset)
         parity_x = val.model_input(subset(len(val), settings.parity_samples, settings.seed))
         parity = check_parity(model, fp32_tmp, parity_x, parity_sigma, settings.seed + 1, ORT_THREADS)
-        x_test = test.model_input()
+        x_val = val.model_input()
         quantized = None
         if settings.quantize:
             calibration = val.model_input(subset(len(val), settings.calibration_samples, settings.seed + 2))
             quantize_int8(fp32_tmp, shipped_tmp, calibration, parity_sigma, settings.seed + 3)
-            noisy = x_test + np.float32(parity_sigma) * np.random.default_rng(settings.seed + 4).standard_normal(x_test.shape).astype(np.float32)
-            quantized = {"agreement_clean": prediction_agreement(fp32_tmp, shipped_tmp, x_test, ORT_THREADS),
+            noisy = x_val + np.float32(parity_sigma) * np.random.default_rng(settings.seed + 4).standard_normal(x_val.shape).astype(np.float32)
+            quantized = {"agreement_clean": prediction_agreement(fp32_tmp, shipped_tmp, x_val, ORT_THREADS),
                          "agreement_noisy": prediction_agreement(fp32_tmp, shipped_tmp, noisy, ORT_THREADS),
-                         "sigma": parity_sigma, "n": len(test)}
+                         "sigma": parity_sigma, "n": len(val)}
         else:
             shutil.copyfile(fp32_tmp, shipped_tmp)
-        shipped_accuracy = ort_accuracy(shipped_tmp, x_test, test.labels, sigma, settings.seed + 5)
-        fp32_accuracy = ort_accuracy(fp32_tmp, x_test, test.labels, sigma, settings.seed + 5) if quantized else shipped_accuracy
+        shipped_accuracy = ort_accuracy(shipped_tmp, x_val, val.labels, sigma, settings.seed + 5)
+        fp32_accuracy = ort_accuracy(fp32_tmp, x_val, val.labels, sigma, settings.seed + 5) if quantized else shipped_accuracy
         card = model_card(
             shipped_tmp, fp32_tmp, shipped.as_posix(), config, settings.opset, "int8" if quantized else "none",
             count_parameters(model), count_flops(model, shape), list(classes), list(malignant),

@@ -2,8 +2,8 @@
 
 Writes models/model_fp32.onnx (float export), models/model.onnx (THE shipped artifact: the fp32 bytes, or the
 static int8 QDQ model when export.quantize is true), models/model.json and metrics/export.json, through
-:func:`certification.export_run.export_files` (a failed export leaves no model files). The noise of its checks
-is the training sigma recorded in the checkpoint.
+:func:`certification.export_run.export_files` (a failed export leaves no model files). Its checks run on the
+validation split at the training sigma recorded in the checkpoint; the test split stays sealed until certify.
 """
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def main() -> int:
             raise ParameterError(f"export.{key} must be >= 1, got {params[key]}")
     datasheet = read_json(layout.DATASHEET)
     classes = list(datasheet["classes"])
-    val, test = load_split(layout.VAL_SPLIT, len(classes)), load_split(layout.TEST_SPLIT, len(classes))
+    val = load_split(layout.VAL_SPLIT, len(classes))
     training_platform = require_key(read_json(layout.TRAIN_METRICS), "platform", str(layout.TRAIN_METRICS),
                                     "rerun the train stage")
     try:
-        outcome = export_files(layout.CHECKPOINT, val, test, classes, list(datasheet.get("malignant_classes", [])),
+        outcome = export_files(layout.CHECKPOINT, val, classes, list(datasheet.get("malignant_classes", [])),
                                ExportSettings(**params), layout.MODEL, layout.MODEL_FP32, training_platform)
     except ParityError as exc:
         print(f"export: error: {exc}", file=sys.stderr)
@@ -42,7 +42,7 @@ def main() -> int:
     write_json_atomic(layout.MODEL_CARD, card)
     write_json_atomic(layout.EXPORT_METRICS, metrics)
     accuracy, parity = metrics["onnxruntime"], metrics["parity"]
-    print(f"export: {layout.MODEL} ({card['quantization']}) sha256 {card['sha256'][:12]}, onnxruntime test accuracy clean "
+    print(f"export: {layout.MODEL} ({card['quantization']}) sha256 {card['sha256'][:12]}, onnxruntime validation accuracy clean "
           f"{accuracy['accuracy_clean']:.3f}, noisy {accuracy['accuracy_noisy']:.3f} (sigma {outcome.sigma}), "
           f"parity agreement {parity['agreement']:.4f} max diff {parity['max_abs_diff']:.2e}")
     log_stage("export", params, metrics, artifacts=[layout.MODEL_CARD], tags={"smoothcert.model_sha256": card["sha256"]},

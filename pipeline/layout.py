@@ -63,8 +63,8 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
 #: The pipeline files each stage reads (its data ``deps`` in dvc.yaml; code deps are checked separately).
 STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "data": (),
-    "train": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
-    "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, TEST_SPLIT, DATASHEET),
+    "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
+    "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
     "certify": (MODEL, MODEL_CARD, TEST_SPLIT),
     "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),
     "gate": (CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),

@@ -1,8 +1,8 @@
 """Stage ``train``: Gaussian-noise-augmented training of the edge CNN from params ``train``.
 
-Reads data/{train,val,test}.npz and data/datasheet.json; writes models/model.pt, metrics/train.json and
-plots/train_history.csv (columns epoch, train_loss, val_accuracy_clean, val_accuracy_noisy). Test accuracy
-(clean, and under one seeded Gaussian draw at train.sigma) is measured by torch. Torch runs on
+Reads data/{train,val}.npz and data/datasheet.json (never the test split: it stays sealed until certify); writes
+models/model.pt, metrics/train.json and plots/train_history.csv (columns epoch, train_loss, val_accuracy_clean,
+val_accuracy_noisy). Torch runs on
 ``SMOOTHCERT_TORCH_THREADS`` threads (default 2): results are deterministic for a fixed thread count.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_d
         "portable_kernels": bool}
 MODEL_PATH, METRICS_PATH, HISTORY_PATH = layout.CHECKPOINT, layout.TRAIN_METRICS, layout.TRAIN_HISTORY
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy_clean", "val_accuracy_noisy")
-TEST_NOISE_SEED_OFFSET = 104729  # test noise seed = train.seed + this (independent of training noise)
 
 
 def torch_threads() -> int:
@@ -60,37 +59,32 @@ def training_platform(portable: bool) -> dict[str, Any]:
 def main() -> int:
     params = load_section("train", KEYS)
     portable_environment(params["portable_kernels"])
-    import torch
-
+    # torch starts with these imports, after the portable environment is set
     from certification.dataset_io import load_split
     from certification.edge_cnn import save_checkpoint
-    from certification.training import TrainConfig, accuracy, to_tensor, train_model
+    from certification.training import TrainConfig, train_model
 
     config = TrainConfig(**params)
     config.validate()
     threads = torch_threads()
     datasheet = read_json(layout.DATASHEET)
     classes = list(datasheet["classes"])
-    train, val, test = (load_split(p, len(classes)) for p in (layout.TRAIN_SPLIT, layout.VAL_SPLIT, layout.TEST_SPLIT))
-    if not (train.channels_last and val.channels_last and test.channels_last):
+    train, val = (load_split(p, len(classes)) for p in (layout.TRAIN_SPLIT, layout.VAL_SPLIT))
+    if not (train.channels_last and val.channels_last):
         raise InputError("data splits must store images as uint8 N,H,W,C; re-run the data stage")
-    if not (train.image_shape_chw == val.image_shape_chw == test.image_shape_chw):
-        raise InputError(f"splits have different image shapes: {train.image_shape_chw}, {val.image_shape_chw}, {test.image_shape_chw}")
+    if train.image_shape_chw != val.image_shape_chw:
+        raise InputError(f"splits have different image shapes: {train.image_shape_chw}, {val.image_shape_chw}")
     result = train_model(
         train.images, train.labels, val.images, val.labels, len(classes), config, threads=threads,
         extra_config={"class_names": classes, "malignant_classes": list(datasheet.get("malignant_classes", []))},
     )
-    torch.set_num_threads(threads)
-    x_test, y_test = to_tensor(test.images), torch.from_numpy(test.labels)
-    test_clean = accuracy(result.model, x_test, y_test)
-    test_noisy = accuracy(result.model, x_test, y_test, config.sigma, config.seed + TEST_NOISE_SEED_OFFSET) if config.sigma > 0 else test_clean
     final, best = result.history[-1], result.best
     metrics = {
         "final": {"epoch": final.epoch, "train_loss": final.train_loss,
                   "val_accuracy_clean": final.val_accuracy_clean, "val_accuracy_noisy": final.val_accuracy_noisy},
         "best": {"epoch": best.epoch, "train_loss": best.train_loss,
                  "val_accuracy_clean": best.val_accuracy_clean, "val_accuracy_noisy": best.val_accuracy_noisy},
-        "test": {"accuracy_clean": test_clean, "accuracy_noisy": test_noisy, "sigma": config.sigma, "n": len(test)},
+        "n_val": len(val),
         "selected_by": "val_accuracy_noisy" if config.sigma > 0 else "val_accuracy_clean",
         "sigma": config.sigma,
         "parameters": result.parameters,
@@ -104,7 +98,7 @@ def main() -> int:
     write_json_atomic(METRICS_PATH, metrics)
     write_text_atomic(HISTORY_PATH, history_csv(result.history))
     print(f"train: best epoch {best.epoch}/{config.epochs}, val clean {best.val_accuracy_clean:.3f} noisy "
-          f"{best.val_accuracy_noisy:.3f}, test clean {test_clean:.3f} noisy {test_noisy:.3f} (sigma {config.sigma}), "
+          f"{best.val_accuracy_noisy:.3f} (sigma {config.sigma}), "
           f"{result.parameters} params, {result.flops} MACs, {result.seconds:.1f} s")
     from pipeline.tracking import log_stage
 

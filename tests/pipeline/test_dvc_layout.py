@@ -56,3 +56,11 @@ def test_closure_sees_function_level_imports() -> None:
     """The check would catch the old gap: the gate stage runs the sequential engine from inside a function."""
     closure = {p.relative_to(REPO).as_posix() for p in import_closure("pipeline.gate")}
     assert {"certification/sequential.py", "certification/sequential_run.py", "certification/smoothing.py"} <= closure
+
+
+def test_the_test_split_is_sealed_until_certify() -> None:
+    """Only certify and the stages after it may read data/test.npz (train and export use the validation split)."""
+    stages = list(layout.STAGE_OUTPUTS)
+    for stage in stages[: stages.index("certify")]:
+        assert layout.TEST_SPLIT.as_posix() not in DVC[stage]["deps"], stage
+        assert layout.TEST_SPLIT not in layout.STAGE_INPUTS[stage], stage
