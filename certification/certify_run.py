@@ -306,7 +306,7 @@ def run_metrics(
     return certify_metrics(
         outcome.records,
         model={"path": Path(model_path).as_posix(), "sha256": classifier.base_classifier.sha256},
-        data={"path": Path(data_path).as_posix(), "sha256": sha256_file(data_path), "n_examples_total": len(split)},
+        data={"path": Path(data_path).as_posix(), "sha256": first.data_sha256, "n_examples_total": len(split)},
         max_examples=max_examples, radii=radii, confidence=confidence, class_names=class_names,
         runtime=runtime_record(classifier), noise=noise_record(first.n0 + first.n, split.image_shape_chw),
         batch_size=batch_size,

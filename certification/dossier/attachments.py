@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Mapping
+from typing import Mapping
 
 from pypdf import PdfReader, PdfWriter
 

@@ -210,7 +210,7 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
     test_sha = sha256_file(inputs.test_split)
     _same(require(splits, "test.sha256", src["datasheet"]), test_sha, "the test split hash", src["datasheet"])
     _same(certify["data"]["sha256"], test_sha, "the test split hash", src["certify"])
-    if sha256_bytes(records_bytes) != sha256_bytes(certify_jsonl_text(records).encode("utf-8")):
+    if records_bytes != certify_jsonl_text(records).encode("utf-8"):
         raise StaleArtifactError(f"{inputs.certify_records}: not in the certify stage's own format; rerun the certify stage")
     stale = next((r for r in records if (r.model_sha256, r.data_sha256) != (model_sha, test_sha)), None)
     if stale is not None:

@@ -167,7 +167,7 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
     seconds["plots"] = time.perf_counter() - clock
     return {
         "schema_version": SCHEMA_VERSION,
-        "model": {"path": Path(inputs.model).as_posix(), "sha256": sha256_file(inputs.model), "quantization": inputs.quantization},
+        "model": {"path": Path(inputs.model).as_posix(), "sha256": model_sha, "quantization": inputs.quantization},
         "data": {"path": Path(inputs.data).as_posix(), "sha256": sha256_file(inputs.data)},
         "certificates": {"path": Path(inputs.certificates).as_posix(), "sha256": sha256_file(inputs.certificates), "n_rows": len(rows)},
         "settings": {**asdict(settings), "radii": list(settings.radii), "attack_radii": list(settings.attack_radii)},

@@ -6,7 +6,7 @@ import pytest
 from certification.dataset_bounds import certified_rate_bound, proportion_bound
 from certification.errors import InputError
 from certification.gate import Protocol, Verdict, evaluate, failure_lines, protocol_sha256, render_table
-from support.gate_rows import ALL_CRITERIA, ALPHA, CLASSES, MALIGNANT, PROTOCOL, SHA, certify_row, decisions, good_rows, judge, protocol, with_changes
+from support.gate_rows import ALL_CRITERIA, ALPHA, CLASSES, PROTOCOL, SHA, certify_row, decisions, good_rows, judge, protocol, with_changes
 
 def test_accept_when_every_bound_clears_its_threshold() -> None:
     verdict = judge(good_rows())

@@ -7,7 +7,6 @@ SHA-256 values under the three x86-64 settings; lesions-1.1 must give one.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,7 +15,6 @@ import re
 import subprocess
 import sys
 from functools import reduce
-from pathlib import Path
 
 import numpy as np
 import pytest
