@@ -17,7 +17,8 @@ import numpy as np
 from certification.dataset_io import load_split
 from certification.errors import InputError, StaleArtifactError
 from certification.fileio import read_json
-from certification.gate import Protocol, Verdict, evaluate
+from certification.gate import Protocol, Verdict, evaluate, protocol_sha256
+from certification.prespecification import GitState, ProtocolRecord, utc_now
 from certification.model_card import load_model_description
 from certification.records import CertifyRecord, DecisionRecord, read_result_rows
 from certification.shards import check_coverage, select_indices
@@ -45,6 +46,27 @@ def load_protocol(path: str | os.PathLike[str], section: str = "gate") -> Protoc
     if not isinstance(document, dict) or not isinstance(document.get(section), dict):
         raise InputError(f"{path}: missing section '{section}:'; name the protocol's section with --section")
     return Protocol.from_dict(document[section], source=f"{path} section '{section}'")
+
+
+def freeze_protocol(protocol: Protocol, source: str, git: GitState, now: str | None = None) -> ProtocolRecord:
+    """A new pre-specification record of ``protocol`` (read from ``source``), frozen at ``now`` (default: the
+    current UTC time)."""
+    return ProtocolRecord(protocol.to_dict(), protocol_sha256(protocol), now or utc_now(), git.commit,
+                          git.path_committed, source)
+
+
+def check_frozen(record: ProtocolRecord, protocol: Protocol, source: str) -> None:
+    """Refuse to judge with a protocol other than the frozen one, or with a record whose protocol does not hash to
+    its recorded SHA-256 (StaleArtifactError / InputError naming both)."""
+    recorded = Protocol.from_dict(record.protocol, source="protocol record")
+    if protocol_sha256(recorded) != record.protocol_sha256:
+        raise InputError("the protocol record's protocol does not hash to its protocol_sha256: the record was edited; "
+                         "rerun the pipeline (dvc repro)")
+    actual = protocol_sha256(protocol)
+    if actual != record.protocol_sha256:
+        raise StaleArtifactError(f"{source}: the protocol (sha256 {actual[:12]}...) is not the one frozen before testing "
+                                 f"({record.protocol_sha256[:12]}...); rerun the pipeline (dvc repro) so it is frozen "
+                                 "again before the test split is read")
 
 
 def results_alpha(rows: Sequence[CertifyRecord | DecisionRecord], source: str) -> float:

@@ -2,13 +2,15 @@
 
 Reads params ``certify`` (:func:`pipeline.params.certify_params`: sigma null = the training sigma recorded in
 models/model.json), models/model.onnx,
-models/model.json (class names) and data/test.npz. Writes results/certify.jsonl (+ results/certify.tsv),
+models/model.json (class names), results/protocol.json (the frozen protocol) and data/test.npz. Before the test
+split is opened it writes results/test_access.json (:mod:`certification.prespecification`). Writes results/certify.jsonl (+ results/certify.tsv),
 metrics/certify.json and plots/certify_curve.csv. An interrupted run resumes from results/certify.jsonl.partial.
 """
 from __future__ import annotations
 
 from certification.certify_run import certify_files, run_metrics
-from certification.fileio import write_text_atomic
+from certification.fileio import sha256_file, write_text_atomic
+from certification.prespecification import read_protocol_record, record_test_access, utc_now
 from certification.model_card import load_model_description
 from certification.summary import check_summary_options, curve_csv, write_certify_metrics
 from pipeline import layout
@@ -16,10 +18,18 @@ from pipeline.params import certify_params, run_options
 from pipeline.stage import run_stage
 from pipeline.tracking import log_stage
 
+def record_first_test_read() -> None:
+    """Record, before the sealed test split is read, that it is opened now and under which frozen protocol."""
+    record = read_protocol_record(layout.PROTOCOL_RECORD)
+    opened = utc_now()
+    record_test_access(layout.TEST_ACCESS, record, "certify", layout.TEST_SPLIT, sha256_file(layout.TEST_SPLIT), opened)
+
+
 def main() -> int:
     card = load_model_description(layout.MODEL_CARD)
     params = certify_params(card)
     check_summary_options(params["radii"], params["confidence"])
+    record_first_test_read()
     outcome, classifier, split = certify_files(layout.MODEL, layout.TEST_SPLIT, layout.CERTIFY_RESULTS, run_options(params),
                                                params["n0"], params["n"], num_classes=len(card["class_names"]))
     metrics = run_metrics(outcome, classifier, split, model_path=layout.MODEL, data_path=layout.TEST_SPLIT,

@@ -46,7 +46,8 @@ def evidence_inputs(root: Path = Path(".")) -> EvidenceInputs:
         train_metrics=root / layout.TRAIN_METRICS, export_metrics=root / layout.EXPORT_METRICS,
         certify_metrics=root / layout.CERTIFY_METRICS, certify_records=root / layout.CERTIFY_RESULTS,
         evaluate_metrics=root / layout.EVALUATE_METRICS, gate_metrics=root / layout.GATE_METRICS,
-        test_split=root / layout.TEST_SPLIT,
+        test_split=root / layout.TEST_SPLIT, protocol_record=root / layout.PROTOCOL_RECORD,
+        test_access=root / layout.TEST_ACCESS,
     )
 
 

@@ -14,7 +14,8 @@ from certification.dataset_io import load_split
 from certification.errors import StaleArtifactError
 from certification.fileio import sha256_file, write_json_atomic, write_text_atomic
 from certification.gate import Verdict, evaluate, failure_lines, render_table
-from certification.gate_io import gate_document, load_decisions, load_protocol
+from certification.gate_io import check_frozen, gate_document, load_decisions, load_protocol
+from certification.prespecification import read_protocol_record
 from certification.model_card import load_model_description
 from certification.records import DecisionRecord, decision_jsonl_text
 from pipeline import layout
@@ -44,6 +45,7 @@ def log_verdict(verdict: Verdict, evaluations: int) -> None:
 
 def main() -> int:
     protocol = load_protocol(PARAMS_FILE, "gate")
+    check_frozen(read_protocol_record(layout.PROTOCOL_RECORD), protocol, f"{PARAMS_FILE} section 'gate'")
     model = load_model_description(layout.MODEL_CARD)
     judged = sha256_file(layout.MODEL)  # the file being judged, not only what the card says about it
     if judged != model["sha256"]:

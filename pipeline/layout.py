@@ -26,7 +26,11 @@ MODEL_FP32 = Path("models/model_fp32.onnx")
 MODEL_CARD = Path("models/model.json")
 EXPORT_METRICS = Path("metrics/export.json")
 
+# protocol stage (runs before the test split is opened)
+PROTOCOL_RECORD = Path("results/protocol.json")
+
 # certify stage
+TEST_ACCESS = Path("results/test_access.json")  # the first opening of the sealed test split
 CERTIFY_RESULTS = Path("results/certify.jsonl")
 CERTIFY_TSV = Path("results/certify.tsv")
 CERTIFY_METRICS = Path("metrics/certify.json")
@@ -53,7 +57,8 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "data": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
     "train": (CHECKPOINT, TRAIN_METRICS, TRAIN_HISTORY),
     "export": (MODEL, MODEL_FP32, MODEL_CARD, EXPORT_METRICS),
-    "certify": (CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
+    "protocol": (PROTOCOL_RECORD,),
+    "certify": (TEST_ACCESS, CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
     "gate": (GATE_DECISIONS, GATE_METRICS),
     "dossier": (EVIDENCE, DOSSIER_UNSIGNED, DOSSIER_SIGNED),
@@ -65,10 +70,11 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "data": (),
     "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
     "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
-    "certify": (MODEL, MODEL_CARD, TEST_SPLIT),
+    "protocol": (),
+    "certify": (PROTOCOL_RECORD, MODEL, MODEL_CARD, TEST_SPLIT),
     "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),
-    "gate": (CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),
-    "dossier": (MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
+    "gate": (PROTOCOL_RECORD, CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),
+    "dossier": (PROTOCOL_RECORD, TEST_ACCESS, MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
                 CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
     "verdict": (GATE_METRICS, MODEL_CARD, EVIDENCE),
 }

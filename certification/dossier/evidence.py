@@ -22,6 +22,7 @@ from certification.dataset_io import FITZPATRICK_NAMES
 from certification.errors import InputError, MissingInputError, StaleArtifactError
 from certification.fileio import read_json, require_key, sha256_bytes, sha256_file
 from certification.gate_io import read_gate_metrics
+from certification.prespecification import chronology, read_protocol_record, read_test_access
 from certification.records import CertifyRecord, certify_jsonl_text, parse_certify_records
 from certification.summary import read_certify_metrics
 
@@ -42,6 +43,8 @@ class EvidenceInputs:
     evaluate_metrics: Path
     gate_metrics: Path
     test_split: Path
+    protocol_record: Path | None = None  # the pipeline's results/protocol.json (None: built outside the pipeline)
+    test_access: Path | None = None  # results/test_access.json, written when certify first opened the test split
 
 
 VERDICT_WORDS = {"ACCEPT": "ACCEPTED", "REJECT": "REJECTED"}
@@ -174,6 +177,15 @@ def _summary(groups: Mapping[str, Any], evaluate: Mapping[str, Any], certify: Ma
     }
 
 
+def _prespecification(inputs: EvidenceInputs, gate: Mapping[str, Any], test_sha: str) -> dict[str, Any] | None:
+    """The chronology of protocol freeze and first test read (None when the inputs carry no such records)."""
+    if inputs.protocol_record is None or inputs.test_access is None:
+        return None
+    record = read_protocol_record(inputs.protocol_record)
+    access = read_test_access(inputs.test_access)
+    return chronology(record, access, gate["protocol_sha256"], test_sha).to_dict()
+
+
 def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], documents: Mapping[str, Any],
                      signing: Mapping[str, Any]) -> dict[str, Any]:
     """Build the evidence dict from the pipeline outputs named by ``inputs``.
@@ -255,6 +267,7 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
         "groups": groups,
         "summary": _summary(groups, evaluate, certify),
         "least_robust": _least_robust(evaluate, records, class_names),
+        "prespecification": _prespecification(inputs, gate, test_sha),
         "evaluate": evaluate,
         "signing": dict(signing),
         "params": json.loads(params_canonical),

@@ -164,7 +164,7 @@ def _method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     return [para("7  Verification method and statistical assumptions", st["h1"]),
             *paragraphs(texts.verification["method"], st["body"]), key_values(rows, st),
             para("Statistical assumptions and limits", st["h2"]), *bullets(texts.verification["assumptions"], st["bullet"]),
-            *_reproducibility(ev, texts, st)]
+            *_reproducibility(ev, texts, st), *_prespecification(ev, texts, st)]
 
 
 def _reproducibility(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
@@ -174,6 +174,23 @@ def _reproducibility(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any])
     return [para("Reproducibility on another machine", st["h2"]), *paragraphs(words["data"], st["body"]),
             *paragraphs(words["weights_portable" if portable else "weights_platform_specific"], st["body"]),
             *paragraphs(words["certificates"], st["body"])]
+
+
+def _prespecification(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
+    """Protocol frozen before the test split was first opened, stated from the two records (or their absence)."""
+    words = texts.verification["prespecification"]
+    chrono = ev.get("prespecification")
+    if chrono is None:
+        return [para("Pre-specification and sequestration", st["h2"]), *paragraphs(words["not_recorded"], st["body"])]
+    committed = {True: "yes", False: "NO (uncommitted change)", None: "not a git checkout"}[chrono["protocol_committed"]]
+    rows = [("acceptance protocol sha256", chrono["protocol_sha256"]), ("protocol frozen (UTC)", chrono["frozen_utc"]),
+            ("git commit at freeze", chrono["git_commit"]), ("params.yaml committed at freeze", committed),
+            ("test split first opened (UTC)", f"{chrono['test_opened_utc']} by the {chrono['test_opened_by']} stage"),
+            ("frozen before first test read", "yes" if chrono["frozen_before_opened"] else "NO"),
+            ("gate applied the frozen protocol", "yes" if chrono["same_protocol"] else "NO"),
+            ("opened split is the certified split", "yes" if chrono["same_split"] else "NO")]
+    return [para("Pre-specification and sequestration", st["h2"]),
+            *paragraphs(words["holds" if chrono["holds"] else "violated"], st["body"]), key_values(rows, st)]
 
 
 def _group_table(groups: Mapping[str, Any], label: str, st: Mapping[str, Any]) -> Any:

@@ -28,7 +28,8 @@ REQUIRED_FIELDS: dict[str, dict[str, type]] = {
     "intended_use.yaml": {"intended_use": str, "indications": str, "population": str, "skin_types": str,
                           "users": str, "environment": str, "workflow": str, "out_of_scope": list},
     "threat_model.yaml": {"specification": str, "threat_model": str, "covered": list, "not_covered": list},
-    "verification.yaml": {"method": str, "assumptions": list, "development": str, "reproducibility": dict},
+    "verification.yaml": {"method": str, "assumptions": list, "development": str, "reproducibility": dict,
+                          "prespecification": dict},
     "fmea.yaml": {"scales": str, "rows": list},
     "acceptance.yaml": {"rationale": str, "traceability": list},
 }
@@ -38,6 +39,7 @@ NOT_COVERED_KEYS = ("item", "why")
 HISTORY_KEYS = ("revision", "date", "author", "change")
 REPRODUCIBILITY_KEYS = ("data", "weights_portable", "weights_platform_specific", "certificates")
 APPROVAL_KEYS = ("role", "meaning")
+PRESPECIFICATION_KEYS = ("holds", "violated", "not_recorded")
 
 
 def format_value(value: Any, fmt: str | None, where: str) -> str:
@@ -139,6 +141,8 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
         _check_items([spec], APPROVAL_KEYS, f"{folder / 'document.yaml'}: approvals.{role}")
     _check_items([raw["verification.yaml"]["reproducibility"]], REPRODUCIBILITY_KEYS,
                  f"{folder / 'verification.yaml'}: reproducibility")
+    _check_items([raw["verification.yaml"]["prespecification"]], PRESPECIFICATION_KEYS,
+                 f"{folder / 'verification.yaml'}: prespecification")
     return raw
 
 

@@ -9,6 +9,10 @@ import pytest
 import yaml
 
 from certification.errors import InputError
+from certification.gate import Protocol
+from certification.gate_io import freeze_protocol
+from certification.prespecification import GitState, write_protocol_record
+from support.dossier_outputs import PROTOCOL
 from support.oracle import conv_onnx, write_split
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
@@ -16,7 +20,7 @@ CERTIFY = {"sigma": None, "n0": 20, "n": 300, "alpha": 0.01, "batch_size": 100, 
            "confidence": 0.95, "radii": [0.0, 0.1, 0.25]}
 
 
-def _workspace(root: Path, certify: dict, train_sigma: float = 0.25) -> None:
+def _workspace(root: Path, certify: dict, train_sigma: float = 0.25, frozen: bool = True) -> None:
     (root / "models").mkdir()
     (root / "data").mkdir()
     conv_onnx(root / "models" / "model.onnx", (3, 8, 8), num_classes=4, seed=5)
@@ -25,6 +29,10 @@ def _workspace(root: Path, certify: dict, train_sigma: float = 0.25) -> None:
     rng = np.random.default_rng(2)
     write_split(root / "data" / "test.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, size=12))
     (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify}))
+    if frozen:
+        record = freeze_protocol(Protocol.from_dict(PROTOCOL), "params.yaml", GitState("0" * 40, None),
+                                 now="2026-01-01T00:00:00.000000Z")
+        write_protocol_record(root / "results" / "protocol.json", record)
 
 
 def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,6 +42,8 @@ def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.M
     from pipeline.certify import main
 
     assert main() == 0
+    access = json.loads(Path("results/test_access.json").read_text())
+    assert access["stage"] == "certify" and access["opened_utc"] > access["protocol_frozen_utc"] == "2026-01-01T00:00:00.000000Z"
     records = [json.loads(line) for line in Path("results/certify.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["sigma"] == 0.25 for r in records)
     assert Path("results/certify.tsv").read_text().startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
@@ -60,7 +70,7 @@ def test_certify_stage_needs_a_positive_sigma(tmp_path: Path, monkeypatch: pytes
 
     with pytest.raises(InputError, match="train_sigma"):
         main()
-    assert not Path("results").exists()
+    assert sorted(p.name for p in Path("results").iterdir()) == ["protocol.json"]
 
 
 def test_certify_stage_rejects_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,3 +80,14 @@ def test_certify_stage_rejects_unknown_keys(tmp_path: Path, monkeypatch: pytest.
 
     with pytest.raises(InputError, match="certify.n1"):
         main()
+
+
+def test_certify_refuses_to_open_the_test_split_without_a_frozen_protocol(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _workspace(tmp_path, CERTIFY, frozen=False)
+    monkeypatch.chdir(tmp_path)
+    from pipeline.certify import main
+
+    with pytest.raises(InputError, match="results/protocol.json: file not found"):
+        main()
+    assert not Path("results/certify.jsonl").exists() and not Path("results/test_access.json").exists()

@@ -13,7 +13,8 @@ from certification.failure_modes.grouping import all_groups
 from certification.failure_modes.subgroups import subgroup_report
 from certification.fileio import sha256_file, write_json_atomic
 from certification.gate import Protocol, evaluate
-from certification.gate_io import decisions_from_certify, gate_document
+from certification.gate_io import decisions_from_certify, freeze_protocol, gate_document
+from certification.prespecification import GitState, record_test_access, write_protocol_record
 from certification.platform_info import platform_record
 from certification.records import CertifyRecord, as_arrays, certify_jsonl_text
 from certification.summary import certify_metrics, write_certify_metrics
@@ -79,6 +80,9 @@ PROTOCOL = {"radius": 0.25, "min_certified_accuracy_lower": 0.45, "min_malignant
             "max_abstention_rate": 0.35, "min_clean_accuracy": 0.6, "confidence": CONF, "mode": "fixed"}
 
 
+FROZEN_UTC, OPENED_UTC = "2026-11-30T09:00:00.000000Z", "2026-11-30T09:05:00.000000Z"
+
+
 def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
     """Write every input of the dossier stage under ``root``; ``accepted`` picks a passing or failing model."""
     root = Path(root)
@@ -111,6 +115,10 @@ def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
         max_examples=0, radii=RADII, confidence=CONF, class_names=CLASSES, runtime=RUNTIME,
         noise=noise_record(N0 + N, (3, SIZE, SIZE)), batch_size=100))
     protocol = Protocol.from_dict(PROTOCOL)
+    record = freeze_protocol(protocol, "params.yaml section 'gate'", GitState("0" * 40, True), now=FROZEN_UTC)
+    write_protocol_record(root / "results" / "protocol.json", record)
+    record_test_access(root / "results" / "test_access.json", record, "certify", "data/test.npz",
+                       splits["test"]["sha256"], now=OPENED_UTC)
     decisions = decisions_from_certify(rows, protocol.radius, model_sha)
     verdict = evaluate(decisions, protocol, CLASSES, MALIGNANT, ALPHA, model_sha)
     write_json_atomic(root / "metrics" / "gate.json", gate_document(verdict, decisions))
