@@ -62,7 +62,7 @@ def copy_templates(dest: Path) -> Path:
 
 
 @dataclass
-class TestCa:
+class LocalCa:
     """A non-development root CA made in a test (stands in for a production CA): issues signer and TSA certificates."""
 
     folder: Path
@@ -85,7 +85,7 @@ class TestCa:
         return _issue(self, common_name, tsa)
 
 
-def _issue(ca: "TestCa", common_name: str, tsa: bool) -> tuple[object, object]:
+def _issue(ca: "LocalCa", common_name: str, tsa: bool) -> tuple[object, object]:
     now = dt.datetime.now(dt.timezone.utc)
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder()
@@ -101,7 +101,7 @@ def _issue(ca: "TestCa", common_name: str, tsa: bool) -> tuple[object, object]:
     return key, builder.sign(ca.key, hashes.SHA256())
 
 
-def make_test_ca(folder: Path, name: str = "Test Medical Devices Root CA") -> TestCa:
+def make_test_ca(folder: Path, name: str = "Test Medical Devices Root CA") -> LocalCa:
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
@@ -113,7 +113,7 @@ def make_test_ca(folder: Path, name: str = "Test Medical Devices Root CA") -> Te
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(key, hashes.SHA256()))
-    ca = TestCa(folder, key, cert)
+    ca = LocalCa(folder, key, cert)
     ca.ca_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return ca
 
