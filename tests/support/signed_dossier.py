@@ -24,7 +24,8 @@ from support import REPO
 
 TEMPLATES = REPO / "dossier_templates"
 APPROVALS = ["quality", "regulatory", "clinical"]
-PARAMS = {"dossier": {"signing_key": "", "passphrase_env": "SMOOTHCERT_KEY_PASSPHRASE", "approval_fields": APPROVALS}}
+PARAMS = {"dossier": {"signing_key": "", "passphrase_env": "SMOOTHCERT_KEY_PASSPHRASE", "approval_fields": APPROVALS,
+                      "tsa_url": "", "trust_root": "", "require_approvals": False}}
 
 
 @dataclass
