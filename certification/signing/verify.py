@@ -7,7 +7,7 @@ filling and further signatures), and in PAdES format; the printed name of each i
 certificate signs two fields, and no later revision changes what a reader sees outside the signature fields (the
 document information dictionary, the XMP metadata, the language), whatever a DocMDP diff policy allows. Each
 signature's PAdES baseline level is reported: B-B, B-T (a valid RFC 3161 signature timestamp) or B-LT (B-T and a
-document security store with validation data). The dossier's own checks (attached evidence, printed
+document security store holding OCSP responses or CRLs). The dossier's own checks (attached evidence, printed
 hashes) are in :mod:`certification.dossier.verify`, which builds on this module.
 """
 from __future__ import annotations
@@ -122,7 +122,12 @@ def pades_level(status: Any, reader: PdfFileReader) -> tuple[str, str]:
         return "B-B", "the signature timestamp does not validate against the trust roots (TSA untrusted or damaged)"
     when = ts.timestamp.isoformat() if getattr(ts, "timestamp", None) else "unknown time"
     if "/DSS" in reader.root:
-        return "B-LT", f"timestamped {when}; validation data embedded (/DSS)"
+        dss = reader.root["/DSS"]
+        revocation = sum(len(dss.get(key, [])) for key in ("/OCSPs", "/CRLs"))
+        if revocation:
+            return "B-LT", f"timestamped {when}; validation data with {revocation} OCSP response(s)/CRL(s) embedded (/DSS)"
+        return "B-T", (f"timestamped {when}; /DSS holds certificates but no OCSP response or CRL, so not B-LT "
+                       "(the CA publishes no revocation information)")
     return "B-T", f"timestamped {when} by {_common_name(ts.signing_cert) if ts.signing_cert else 'unknown TSA'}"
 
 

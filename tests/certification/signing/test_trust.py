@@ -210,3 +210,4 @@ def test_stamp_font_is_an_indirect_object_after_sign(signed: Signed, tmp_path: P
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True).stdout
     courier = [line for line in fonts.splitlines() if line.startswith("Courier")]
     assert courier and all("[none]" not in line for line in courier), fonts
+
