@@ -155,11 +155,11 @@ def _reader(pdf: bytes) -> PdfFileReader:
         raise InputError(f"not a readable PDF ({exc})") from None
 
 
-def signing_certificates(pdf: bytes) -> dict[str, bytes]:
-    """Field name -> DER of the signing certificate, for every signed field of ``pdf``."""
+def signing_certificates(pdf: bytes) -> dict[str, tuple[bytes, bytes]]:
+    """Field name -> (DER of the signing certificate, DER of its public key), for every signed field of ``pdf``."""
     out = {}
     for sig in _reader(pdf).embedded_signatures:
-        out[sig.field_name] = sig.signer_cert.dump()
+        out[sig.field_name] = (sig.signer_cert.dump(), sig.signer_cert.public_key.dump())
     return out
 
 
@@ -185,9 +185,9 @@ def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manife
         if field_name in signed:
             raise InputError(f"signature field '{field_name}' is already signed; empty fields: {empty or 'none'}")
         raise InputError(f"no signature field '{field_name}'; empty fields: {', '.join(empty) or 'none'}")
-    mine = signer.signing_cert.dump()
-    for other, der in signing_certificates(pdf).items():
-        if der == mine:
+    mine = (signer.signing_cert.dump(), signer.signing_cert.public_key.dump())
+    for other, (cert_der, key_der) in signing_certificates(pdf).items():
+        if cert_der == mine[0] or key_der == mine[1]:
             raise InputError(f"this certificate ({manifest.name}) already signed field '{other}'; one certificate "
                              f"signs one role: sign '{field_name}' with the approver's own key")
     meta = signers.PdfSignatureMetadata(field_name=field_name, subfilter=SigSeedSubFilter.PADES,

@@ -272,10 +272,13 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
                    f"printed name {printed!r} is the certificate's common name" if printed == name
                    else f"printed name {printed!r} differs from the certificate's common name {name!r}")
         fingerprint = certificate_sha256(cert)
-        report.add(f"{label} distinct signer", fingerprint not in seen,
-                   "its certificate signs no other field" if fingerprint not in seen
-                   else f"the certificate of {name} also signed '{seen[fingerprint]}': one certificate may sign one role only")
+        key_id = hashlib.sha256(cert.public_key.dump()).hexdigest()
+        again = seen.get(fingerprint) or seen.get(key_id)
+        report.add(f"{label} distinct signer", again is None,
+                   "its certificate and key sign no other field" if again is None
+                   else f"the certificate (or key) of {name} also signed '{again}': one certificate may sign one role only")
         seen.setdefault(fingerprint, sig.field_name)
+        seen.setdefault(key_id, sig.field_name)
         level, level_detail = pades_level(status, reader)
         report.add(f"{label} PAdES level", True, f"{level}: {level_detail}")
         if pdf is not None and index == len(signatures) - 1:

@@ -148,3 +148,27 @@ def test_sign_refuses_a_dossier_that_does_not_verify_against_the_root(production
     assert _sign(pdf, "quality", p12, "PW") == 2  # production dossier, no root given
     assert "--trust-root" in capsys.readouterr().err
     assert pdf.read_bytes() == signed.pdf.read_bytes()
+
+
+def test_a_second_certificate_for_the_same_key_is_still_the_same_signer(signed: Signed, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key, _, cas = pkcs12.load_key_and_certificates(signed.pki.signer_p12.read_bytes(), signed.pki.passphrase())
+    ca_key = serialization.load_pem_private_key((signed.pki.folder / "ca-key.pem").read_bytes(), None)
+    ca = signed.pki.ca_certificate()
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Dr. Same Key")]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=5))
+            .sign(ca_key, hashes.SHA256()))
+    p12 = tmp_path / "same.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"s", key, cert, [ca], serialization.BestAvailableEncryption(b"pw")))
+    role = signed.built.roles["clinical"]
+    with pytest.raises(InputError, match="already signed field 'author'"):
+        sign_field(signed.pdf.read_bytes(), "clinical", load_signer(p12, b"pw"),
+                   Manifestation("Dr. Same Key", role["role"], role["meaning"]))
