@@ -67,7 +67,10 @@ class DossierReport(VerificationReport):
     def summary_line(self, require_approvals: bool = False) -> str:
         """E.g. ``VERIFIED: AUTHOR-SIGNED, 0/3 APPROVALS``; never a bare VERIFIED."""
         signed, total = self.approvals_signed(), self.approval_fields
-        approvals = f"AUTHOR-SIGNED, {len(signed)}/{len(total)} APPROVALS"
+        author = next((sig for sig in self.signatures if sig.field_name == AUTHOR_FIELD), None)
+        author_state = ("AUTHOR-SIGNED" if author is not None and author.ok
+                        else "AUTHOR SIGNATURE FAILED" if author is not None else "NO AUTHOR SIGNATURE")
+        approvals = f"{author_state}, {len(signed)}/{len(total)} APPROVALS"
         failed = self.failed()
         if failed:
             return f"{NOT_VERIFIED}: {len(failed)} check(s) failed; {approvals}"

@@ -67,6 +67,7 @@ def test_flipped_byte_is_detected(signed: Signed, tmp_path: Path) -> None:
     assert not report.ok
     failed = _failed(report)
     assert any("intact" in name or "validation" in name for name in failed), failed
+    assert report.summary_line().startswith("NOT VERIFIED: ") and "AUTHOR SIGNATURE FAILED, 0/3 APPROVALS" in report.summary_line()
 
 
 def test_appended_incremental_edit_is_detected(signed: Signed, tmp_path: Path) -> None:
