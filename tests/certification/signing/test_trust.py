@@ -154,6 +154,7 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # seven fresh interpreters, each importing the PDF stack: ~80 s on the shared 2-core VM
 def test_bad_input_is_one_line_exit_2_without_library_noise(signed: Signed, tmp_path: Path) -> None:
     not_pdf = tmp_path / "notes.pdf"
     not_pdf.write_text("just text\n")
