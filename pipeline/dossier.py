@@ -1,10 +1,13 @@
 """Stage `dossier`: evidence JSON, deterministic unsigned PDF, and the author-signed dossier.
 
 Reads the outputs of every earlier stage and params `dossier` (signing_key, passphrase_env,
-approval_fields). An empty signing_key signs with the development key (created on first run under
-.smoothcert/dev-pki/, git-ignored) and every page then says DEVELOPMENT KEY, NOT FOR SUBMISSION.
-A production key is a PKCS#12 file whose passphrase is read from the environment variable named by
-passphrase_env; it is never logged or written anywhere. Works for REJECT verdicts too (the dossier says
+approval_fields, tsa_url, trust_root, require_approvals). An empty signing_key signs with the development key
+(created on first run under .smoothcert/dev-pki/, git-ignored; its PKCS#12 is encrypted with the passphrase in
+passphrase_env, or a generated one stored there with mode 0600) and every page then says DEVELOPMENT KEY, NOT FOR
+SUBMISSION. A production key is a PKCS#12 file whose passphrase is read from the environment variable named by
+passphrase_env; it is never logged or written anywhere. A non-empty tsa_url adds an RFC 3161 signature timestamp
+(PAdES B-T). trust_root (a root CA file) is checked against the signed dossier here and by the verdict stage;
+require_approvals (submission profiles) is honoured by the verdict stage. Works for REJECT verdicts too (the dossier says
 REJECTED); the verdict stage fails the run afterwards.
 
 Outputs: dossier/evidence.json, dossier/dossier_unsigned.pdf, dossier/dossier.pdf.
@@ -22,13 +25,14 @@ from certification.errors import InputError
 from certification.fileio import sha256_bytes, write_bytes_atomic
 from certification.signing.devpki import ensure_dev_pki, is_dev_certificate
 from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
-from certification.signing.sign import Manifestation, sign_as_author
+from certification.signing.sign import Manifestation, sign_as_author, timestamper_for
 from certification.dossier.verify import verify_dossier
 from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage
 from pipeline.tracking import log_stage
 
-KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list}
+KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "trust_root": str,
+        "require_approvals": bool}
 
 
 def _trust_anchor(signer: object) -> str:
@@ -56,23 +60,23 @@ def main() -> int:
     fields = cfg["approval_fields"]
     if not all(isinstance(f, str) for f in fields):
         raise InputError("params.yaml: 'dossier.approval_fields' must be a list of field names")
-    trust_root = None
+    trust_root = Path(cfg["trust_root"]) if cfg["trust_root"] else None
     if cfg["signing_key"]:
         signer = load_signer(cfg["signing_key"], passphrase_from_env(cfg["passphrase_env"]), cfg["passphrase_env"])
         cert = signer_certificate(signer)
         # a development certificate named as the production key is still a development key, and says so
         identity = SignerIdentity(is_dev_certificate(cert), common_name(cert), _trust_anchor(signer))
     else:
-        pki = ensure_dev_pki()
-        signer = load_signer(pki.signer_p12, None)
-        trust_root = pki.ca_cert
+        pki = ensure_dev_pki(passphrase_env=cfg["passphrase_env"])
+        signer = pki.signer()
+        trust_root = trust_root or pki.ca_cert
         anchor = sha256_bytes(pki.ca_certificate().public_bytes(serialization.Encoding.DER))
         identity = SignerIdentity(True, common_name(signer_certificate(signer)), anchor)
         print(f"dossier: signing with the DEVELOPMENT KEY ({pki.folder}); not for submission", file=sys.stderr)
     built = build_dossier(evidence_inputs(), load_document(), layout.TEMPLATES, fields, identity)
     author = built.roles["author"]
     signed = sign_as_author(built.unsigned_pdf, signer, Manifestation(identity.signer, author["role"], author["meaning"]),
-                            fields)
+                            fields, timestamper=timestamper_for(cfg["tsa_url"]))
     write_bytes_atomic(layout.EVIDENCE, built.evidence_json)
     write_bytes_atomic(layout.DOSSIER_UNSIGNED, built.unsigned_pdf)
     write_bytes_atomic(layout.DOSSIER_SIGNED, signed)
@@ -82,6 +86,7 @@ def main() -> int:
             print(f"dossier: {check.line()}", file=sys.stderr)
         if not report.ok:
             raise InputError("the signed dossier failed its own verification (see above)")
+        print(f"dossier: {report.summary_line()}", file=sys.stderr)
     print(f"dossier: {built.evidence['verdict']['word']}; wrote {layout.DOSSIER_SIGNED} "
           f"(unsigned sha256 {sha256_bytes(built.unsigned_pdf)[:16]}...)")
     log_stage("dossier", {"dossier.signing_key": cfg["signing_key"] or "development",

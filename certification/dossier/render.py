@@ -311,7 +311,10 @@ def _signatures(ev: Mapping[str, Any], st: Mapping[str, Any]) -> list:
             "(smoothcert sign). Each signature shows the signer's printed name, role, meaning and the UTC signing "
             "time, which is recorded in the signature itself. Check all signatures with "
             "'smoothcert verify dossier.pdf --trust-root CA.pem' or any PAdES-capable reader; trust anchor SHA-256 "
-            f"{sig['trust_anchor_sha256']}.")
+            f"{sig['trust_anchor_sha256']}. The printed name is the common name of the signing certificate, the role "
+            "and meaning of each field are fixed by this document, and one certificate signs one field only; verify "
+            "reports the approvals signed (e.g. AUTHOR-SIGNED, 0/3 APPROVALS) and VERIFIED only against the root "
+            "whose SHA-256 is printed here.")
     if sig["development_key"]:
         text += f" {DEV_WARNING}: the author signature uses the pipeline's development key."
     return [NextPageTemplate("signatures"), PageBreak(), para("12  Signatures", st["h1"]), para(text, st["body"])]

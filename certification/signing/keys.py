@@ -33,6 +33,9 @@ def load_signer(p12_path: str | os.PathLike[str], passphrase: bytes | None,
     if not path.is_file():
         raise InputError(f"{path}: signing key file not found; give the path of a PKCS#12 (.p12) file")
     data = path.read_bytes()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        raise InputError(f"{path}: a PEM file, not a PKCS#12 (.p12) file; bundle key and certificate chain with "
+                         "'openssl pkcs12 -export -inkey key.pem -in cert.pem -certfile chain.pem -out signer.p12'")
     hint = f" (read from environment variable {passphrase_env})" if passphrase_env else ""
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, passphrase)

@@ -3,7 +3,10 @@
 The pipeline signs first with a *certification* signature (DocMDP level FILL_FORMS), in the same
 revision creating empty visible signature fields for the human approvals. Approvals later fill those
 fields as incremental updates, which FILL_FORMS allows, so every signature stays valid. Each visible
-signature shows the signer's printed name, role, meaning and the UTC signing time (21 CFR 11.50).
+signature shows the signer's printed name, role, meaning and the UTC signing time (21 CFR 11.50). The printed
+name is always the common name of the signing certificate, and one certificate signs one field only (21 CFR
+11.100). With a ``timestamper`` (an RFC 3161 TSA) each signature carries a signature timestamp (PAdES B-T);
+without one it is PAdES B-B. The stamp's font dictionary is an indirect object.
 """
 from __future__ import annotations
 
@@ -17,7 +20,10 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.pdf_utils.misc import PdfReadError
 from pyhanko.sign import fields, signers
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.font.basic import COURIER_META, SimpleFontEngine, SimpleFontEngineFactory
 from pyhanko.sign.fields import MDPPerm, SigFieldSpec, SigSeedSubFilter
+from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.stamp import TextStampStyle
 
 from certification.errors import InputError
@@ -37,8 +43,27 @@ class Manifestation:
     meaning: str
 
 
+class _IndirectFontEngine(SimpleFontEngine):
+    """pyHanko's standard-font engine, but the font dictionary is written once as an indirect object: inline, poppler
+    (pdffonts, pdfsig) reports an xref error for it."""
+
+    _ref: generic.IndirectObject | None = None
+
+    def as_resource(self) -> generic.PdfObject:
+        if self._ref is None:
+            self._ref = self.writer.add_object(super().as_resource())
+        return self._ref
+
+
+class _IndirectFontFactory(SimpleFontEngineFactory):
+    def create_font_engine(self, writer, obj_stream=None):  # type: ignore[no-untyped-def]
+        return _IndirectFontEngine(writer, self.name, self.avg_width, self.meta)
+
+
 def _stamp_style() -> TextStampStyle:
-    return TextStampStyle(stamp_text=STAMP_TEXT, text_box_style=TextBoxStyle(font_size=8),
+    """The stamp's text style: Courier (pyHanko's default metrics) referenced as an indirect font object."""
+    font = _IndirectFontFactory("Courier", 0.6, COURIER_META)
+    return TextStampStyle(stamp_text=STAMP_TEXT, text_box_style=TextBoxStyle(font=font, font_size=8),
                           border_width=1, timestamp_format=UTC_FORMAT)
 
 
@@ -47,9 +72,18 @@ def _text_params(manifest: Manifestation, when: dt.datetime) -> dict[str, str]:
             "ts": when.astimezone(dt.timezone.utc).strftime(UTC_FORMAT)}
 
 
-def _writer(pdf: bytes) -> IncrementalPdfFileWriter:
+class _MetadataKeepingWriter(IncrementalPdfFileWriter):
+    """An incremental writer that leaves the document information dictionary and the XMP metadata as they are:
+    pyHanko's writer sets /ModDate (and rewrites XMP) on every update, which verify flags as a visible change to
+    what the author signed."""
+
+    def _update_meta(self) -> None:
+        return None
+
+
+def _writer(pdf: bytes, keep_metadata: bool = False) -> IncrementalPdfFileWriter:
     try:
-        return IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
+        return (_MetadataKeepingWriter if keep_metadata else IncrementalPdfFileWriter)(BytesIO(pdf), strict=False)
     except (PdfReadError, ValueError) as exc:
         raise InputError(f"not a readable PDF ({exc})") from None
 
@@ -59,12 +93,20 @@ def default_manifestation(signer: signers.SimpleSigner, role: str, meaning: str)
     return Manifestation(name=common_name(signer_certificate(signer)), role=role, meaning=meaning)
 
 
+def _check_name(signer: signers.SimpleSigner, manifest: Manifestation) -> None:
+    name = common_name(signer_certificate(signer))
+    if manifest.name != name:
+        raise InputError(f"printed name {manifest.name!r} differs from the signing certificate's common name {name!r}; "
+                         "the printed name is the certificate's (omit --name, or use the signer's own key)")
+
+
 def sign_as_author(pdf: bytes, signer: signers.SimpleSigner, manifest: Manifestation,
-                   approval_fields: Sequence[str]) -> bytes:
+                   approval_fields: Sequence[str], timestamper: TimeStamper | None = None) -> bytes:
     """Certify ``pdf`` (PAdES, SHA-256, DocMDP FILL_FORMS) and add empty approval fields; return the bytes.
 
     The fields sit on the last page at :func:`certification.signing.layout.signature_boxes`.
     """
+    _check_name(signer, manifest)
     boxes = signature_boxes(list(approval_fields))
     writer = _writer(pdf)
     for name in approval_fields:
@@ -74,12 +116,24 @@ def sign_as_author(pdf: bytes, signer: signers.SimpleSigner, manifest: Manifesta
         subfilter=SigSeedSubFilter.PADES, md_algorithm="sha256",
         reason=f"{manifest.meaning} ({manifest.role})", name=manifest.name,
     )
-    pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=_stamp_style(),
+    pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=_stamp_style(), timestamper=timestamper,
                                    new_field_spec=SigFieldSpec(sig_field_name=AUTHOR_FIELD, on_page=-1,
                                                                box=boxes[AUTHOR_FIELD]))
+    return _sign(pdf_signer, writer, manifest)
+
+
+def _sign(pdf_signer: signers.PdfSigner, writer: IncrementalPdfFileWriter, manifest: Manifestation,
+          **kwargs: object) -> bytes:
+    from pyhanko.sign.timestamps import TimestampRequestError
+
     out = BytesIO()
-    pdf_signer.sign_pdf(writer, output=out,
-                        appearance_text_params=_text_params(manifest, dt.datetime.now(dt.timezone.utc)))
+    try:
+        pdf_signer.sign_pdf(writer, output=out, appearance_text_params=_text_params(manifest, dt.datetime.now(dt.timezone.utc)),
+                            **kwargs)
+    except (TimestampRequestError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the time-stamping authority did not answer ({first[:200]}); check dossier.tsa_url / "
+                         "--tsa-url, or leave it empty for an untimestamped (PAdES B-B) signature") from None
     return out.getvalue()
 
 
@@ -101,10 +155,22 @@ def _reader(pdf: bytes) -> PdfFileReader:
         raise InputError(f"not a readable PDF ({exc})") from None
 
 
-def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manifest: Manifestation) -> bytes:
+def signing_certificates(pdf: bytes) -> dict[str, tuple[bytes, bytes]]:
+    """Field name -> (DER of the signing certificate, DER of its public key), for every signed field of ``pdf``."""
+    out = {}
+    for sig in _reader(pdf).embedded_signatures:
+        out[sig.field_name] = (sig.signer_cert.dump(), sig.signer_cert.public_key.dump())
+    return out
+
+
+def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manifest: Manifestation,
+               timestamper: TimeStamper | None = None) -> bytes:
     """Sign the existing empty field ``field_name`` as an incremental update (approval signature). Refused when
-    an existing signature does not hold (an approval must not vouch for a tampered document)."""
+    an existing signature does not hold (an approval must not vouch for a tampered document), when the printed
+    name is not the certificate's common name, and when the certificate already signed another field."""
     from certification.signing.verify import integrity_problems
+
+    _check_name(signer, manifest)
 
     try:
         problems = integrity_problems(pdf)
@@ -119,11 +185,24 @@ def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manife
         if field_name in signed:
             raise InputError(f"signature field '{field_name}' is already signed; empty fields: {empty or 'none'}")
         raise InputError(f"no signature field '{field_name}'; empty fields: {', '.join(empty) or 'none'}")
+    mine = (signer.signing_cert.dump(), signer.signing_cert.public_key.dump())
+    for other, (cert_der, key_der) in signing_certificates(pdf).items():
+        if cert_der == mine[0] or key_der == mine[1]:
+            raise InputError(f"this certificate ({manifest.name}) already signed field '{other}'; one certificate "
+                             f"signs one role: sign '{field_name}' with the approver's own key")
     meta = signers.PdfSignatureMetadata(field_name=field_name, subfilter=SigSeedSubFilter.PADES,
                                         md_algorithm="sha256", reason=f"{manifest.meaning} ({manifest.role})",
                                         name=manifest.name)
-    pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=_stamp_style())
-    out = BytesIO()
-    pdf_signer.sign_pdf(_writer(pdf), output=out, existing_fields_only=True,
-                        appearance_text_params=_text_params(manifest, dt.datetime.now(dt.timezone.utc)))
-    return out.getvalue()
+    pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=_stamp_style(), timestamper=timestamper)
+    return _sign(pdf_signer, _writer(pdf, keep_metadata=True), manifest, existing_fields_only=True)
+
+
+def timestamper_for(tsa_url: str) -> TimeStamper | None:
+    """An RFC 3161 client for ``tsa_url`` (http or https), or None for an empty URL (no timestamp, PAdES B-B)."""
+    if not tsa_url:
+        return None
+    if not tsa_url.startswith(("http://", "https://")):
+        raise InputError(f"TSA URL {tsa_url!r} must start with http:// or https://")
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+
+    return HTTPTimeStamper(tsa_url, https=tsa_url.startswith("https://"))

@@ -3,11 +3,16 @@
 Every signature is checked with pyHanko against an explicit trust root, without network access: intact (the
 signed bytes hash to the signed digest), valid (the CMS signature verifies with the signer's key), trusted (its
 chain ends at the given root), covering the whole file or followed only by changes its DocMDP level allows (form
-filling and further signatures), and in PAdES format. The dossier's own checks (attached evidence, printed
+filling and further signatures), and in PAdES format; the printed name of each is its certificate's common name, no
+certificate signs two fields, and no later revision changes what a reader sees outside the signature fields (the
+document information dictionary, the XMP metadata, the language), whatever a DocMDP diff policy allows. Each
+signature's PAdES baseline level is reported: B-B, B-T (a valid RFC 3161 signature timestamp) or B-LT (B-T and a
+document security store holding OCSP responses or CRLs). The dossier's own checks (attached evidence, printed
 hashes) are in :mod:`certification.dossier.verify`, which builds on this module.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -40,6 +45,20 @@ class Check:
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class SignatureSummary:
+    """One signature as verify reports it: field, signer (certificate common name), certificate SHA-256, whether
+    every check on it held, its PAdES level, and whether a development CA issued its certificate."""
+
+    field_name: str
+    signer: str
+    cert_sha256: str
+    ok: bool
+    pades_level: str
+    development: bool
+    reason: str = ""
+
+
 @dataclass
 class VerificationReport:
     """All checks run on one dossier. ``ok`` is True only when there is at least one check and all hold."""
@@ -47,6 +66,7 @@ class VerificationReport:
     path: Path
     trust_root_note: str
     checks: list[Check] = field(default_factory=list)
+    signatures: list[SignatureSummary] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -72,7 +92,74 @@ def load_certificate(path: str | os.PathLike[str]) -> asn1_x509.Certificate:
         cert.native  # force parsing
     except Exception:  # asn1crypto raises several types for garbage
         raise InputError(f"{path}: not a PEM or DER X.509 certificate") from None
+    if not cert.ca:
+        raise InputError(f"{path}: not a CA certificate (BasicConstraints ca is false); give the root CA that issued "
+                         "the signer's certificate")
     return cert
+
+
+def certificate_sha256(cert: asn1_x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER encoding (the trust anchor fingerprint the dossier prints)."""
+    return hashlib.sha256(cert.dump()).hexdigest()
+
+
+def _common_name(cert: asn1_x509.Certificate) -> str:
+    return str(cert.subject.native.get("common_name", cert.subject.human_friendly))
+
+
+def _is_dev(cert: asn1_x509.Certificate) -> bool:
+    from certification.signing.devpki import DEV_ORGANIZATION
+
+    return cert.issuer.native.get("organization_name") == DEV_ORGANIZATION
+
+
+def pades_level(status: Any, reader: PdfFileReader) -> tuple[str, str]:
+    """(level, detail): B-T needs a valid, trusted signature timestamp; B-LT additionally a /DSS."""
+    ts = getattr(status, "timestamp_validity", None)
+    if ts is None:
+        return "B-B", "no signature timestamp"
+    if not (ts.intact and ts.valid and ts.trusted):
+        return "B-B", "the signature timestamp does not validate against the trust roots (TSA untrusted or damaged)"
+    when = ts.timestamp.isoformat() if getattr(ts, "timestamp", None) else "unknown time"
+    if "/DSS" in reader.root:
+        dss = reader.root["/DSS"]
+        revocation = sum(len(dss.get(key, [])) for key in ("/OCSPs", "/CRLs"))
+        if revocation:
+            return "B-LT", f"timestamped {when}; validation data with {revocation} OCSP response(s)/CRL(s) embedded (/DSS)"
+        return "B-T", (f"timestamped {when}; /DSS holds certificates but no OCSP response or CRL, so not B-LT "
+                       "(the CA publishes no revocation information)")
+    return "B-T", f"timestamped {when} by {_common_name(ts.signing_cert) if ts.signing_cert else 'unknown TSA'}"
+
+
+def visible_metadata(revision: bytes) -> dict[str, str]:
+    """What a reader sees of a revision outside its pages: document information entries, XMP metadata, language."""
+    reader = PdfFileReader(BytesIO(revision), strict=False)
+    out: dict[str, str] = {}
+    try:
+        info = reader.trailer["/Info"]
+    except KeyError:
+        info = None
+    if info is not None:
+        for key, value in info.get_object().items():
+            out[f"info {key}"] = str(value.get_object())
+    metadata = reader.root.get("/Metadata")
+    if metadata is not None:
+        out["XMP metadata"] = hashlib.sha256(metadata.get_object().data).hexdigest()
+    if "/Lang" in reader.root:
+        out["/Lang"] = str(reader.root["/Lang"])
+    return out
+
+
+def _metadata_unchanged(pdf: bytes, signatures: list[Any]) -> tuple[bool, str]:
+    base = visible_metadata(signed_revision(pdf, signatures[0]))
+    ends = [signed_revision(pdf, sig) for sig in signatures[1:]] + [pdf]
+    for index, revision in enumerate(ends, start=1):
+        now = visible_metadata(revision)
+        changed = sorted(k for k in set(base) | set(now) if base.get(k) != now.get(k))
+        if changed:
+            where = f"before signature '{signatures[index].field_name}'" if index < len(signatures) else "after the last signature"
+            return False, f"{', '.join(changed)} changed by an incremental update {where} (the author signed other values)"
+    return True, f"document information, XMP metadata and language as the author signed them ({len(base)} entries)"
 
 
 def guarded(report: VerificationReport, name: str, fn: Callable[[], tuple[bool, str]]) -> None:
@@ -138,18 +225,24 @@ def unsigned_tail(pdf: bytes, embedded_signature: Any) -> int:
 
 
 def check_signatures(report: VerificationReport, reader: PdfFileReader, root: asn1_x509.Certificate,
-                     pdf: bytes | None = None) -> None:
+                     pdf: bytes | None = None, tsa_roots: list[asn1_x509.Certificate] | None = None) -> None:
     """Every signature's checks (see the module docstring); with ``pdf`` (the file's bytes) also that nothing
-    follows the last signed revision: bytes appended after it are signed by nobody."""
+    follows the last signed revision: bytes appended after it are signed by nobody, and that no revision changed
+    the visible metadata. Signature timestamps validate against ``root`` and ``tsa_roots``."""
     signatures = reader.embedded_signatures
     report.add("signatures present", bool(signatures),
                f"{len(signatures)} signature(s): {', '.join(s.field_name for s in signatures) or 'none'}")
+    seen: dict[str, str] = {}
     for index, sig in enumerate(signatures):
         label = f"signature '{sig.field_name}'"
+        first_check = len(report.checks)
         try:
-            status = validate_pdf_signature(sig, ValidationContext(trust_roots=[root], allow_fetching=False))
+            status = validate_pdf_signature(
+                sig, ValidationContext(trust_roots=[root], allow_fetching=False),
+                ts_validation_context=ValidationContext(trust_roots=[root, *(tsa_roots or [])], allow_fetching=False))
         except Exception as exc:
             report.add(f"{label} validation", False, f"could not be validated ({type(exc).__name__}: {exc})")
+            report.signatures.append(SignatureSummary(sig.field_name, "unknown", "", False, "none", False))
             continue
         signer = status.signing_cert.subject.human_friendly if status.signing_cert is not None else "unknown"
         when = status.signer_reported_dt.isoformat() if status.signer_reported_dt else "no signing time"
@@ -173,6 +266,21 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
         subfilter = str(sig.sig_object.get("/SubFilter"))
         report.add(f"{label} format", subfilter == PADES_SUBFILTER and status.md_algorithm == "sha256",
                    f"subfilter {subfilter}, digest {status.md_algorithm}")
+        cert = sig.signer_cert
+        name, printed = _common_name(cert), str(sig.sig_object.get("/Name", ""))
+        report.add(f"{label} printed name", printed == name,
+                   f"printed name {printed!r} is the certificate's common name" if printed == name
+                   else f"printed name {printed!r} differs from the certificate's common name {name!r}")
+        fingerprint = certificate_sha256(cert)
+        key_id = hashlib.sha256(cert.public_key.dump()).hexdigest()
+        again = seen.get(fingerprint) or seen.get(key_id)
+        report.add(f"{label} distinct signer", again is None,
+                   "its certificate and key sign no other field" if again is None
+                   else f"the certificate (or key) of {name} also signed '{again}': one certificate may sign one role only")
+        seen.setdefault(fingerprint, sig.field_name)
+        seen.setdefault(key_id, sig.field_name)
+        level, level_detail = pades_level(status, reader)
+        report.add(f"{label} PAdES level", True, f"{level}: {level_detail}")
         if pdf is not None and index == len(signatures) - 1:
             tail = unsigned_tail(pdf, sig)
             report.add("nothing after the last signature", tail <= 0,
@@ -182,6 +290,11 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
             report.add("author certification signature", sig.field_name == AUTHOR_FIELD and sig.docmdp_level is not None,
                        f"first signature is '{sig.field_name}' with DocMDP "
                        f"{sig.docmdp_level.name if sig.docmdp_level is not None else 'none'}")
+        ok = all(c.passed for c in report.checks[first_check:])
+        report.signatures.append(SignatureSummary(sig.field_name, name, fingerprint, ok, level, _is_dev(cert),
+                                                  str(sig.sig_object.get("/Reason", ""))))
+    if pdf is not None and signatures:
+        guarded(report, "visible metadata unchanged", lambda: _metadata_unchanged(pdf, signatures))
 
 
 def open_signed_pdf(pdf_path: str | os.PathLike[str]) -> tuple[bytes, PdfFileReader]:

@@ -41,7 +41,7 @@ def _write_certify_metrics(root: Path, records: list[CertifyRecord], runtime: di
 def _sign(root: Path) -> Path:
     pki = ensure_dev_pki(root / ".smoothcert" / "dev-pki")
     built = build_dossier(evidence_inputs(root), PARAMS, TEMPLATES, APPROVALS, identity(pki))
-    signed = sign_as_author(built.unsigned_pdf, load_signer(pki.signer_p12, None),
+    signed = sign_as_author(built.unsigned_pdf, pki.signer(),
                             Manifestation("smoothcert pipeline (development key)", "Pipeline (author)", "Authorship"), APPROVALS)
     out = root / "dossier" / "dossier.pdf"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,12 +188,15 @@ def test_audit_sample_is_seeded_and_sorted() -> None:
 
 
 def test_approved_dossier_audits_last_revision(genuine: Path, tmp_path: Path) -> None:
+    from certification.signing.devpki import issue_signer
     from certification.signing.sign import sign_field
 
     pki = ensure_dev_pki(genuine / ".smoothcert" / "dev-pki")
     approved = tmp_path / "approved.pdf"
+    approver = load_signer(issue_signer(pki, "Dr. A", tmp_path / "a.p12", b"pw"), b"pw")  # its own certificate
     approved.write_bytes(sign_field((genuine / "dossier" / "dossier.pdf").read_bytes(), "clinical",
-                                    load_signer(pki.signer_p12, None), Manifestation("Dr. A", "Clinical lead", "Approval")))
+                                    approver, Manifestation("Dr. A", "Clinical lead",
+                                    "Approval: the intended use and residual risks are clinically acceptable")))
     report = audit_dossier(approved, genuine / "models" / "model.onnx", genuine / "data" / "test.npz", examples=3,
                            threads=1, trust_root=pki.ca_cert)
     assert report.failures == [] and report.exit_code == EXIT_OK and len(report.examples) == 3

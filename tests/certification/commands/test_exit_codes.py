@@ -38,3 +38,15 @@ def test_a_stage_that_crashes_exits_70_not_1(tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode in (2, EXIT_INTERNAL_ERROR), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_verify_exit_codes_are_distinct_per_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """verify: 3 for a development-signed dossier (never 0), 1 when approvals are required and missing, 2 on bad input."""
+    from support.signed_dossier import build_and_sign
+
+    signed = build_and_sign(tmp_path / "run", accepted=True)
+    monkeypatch.chdir(signed.root)
+    assert cli.main(["verify", str(signed.pdf)]) == 3
+    assert cli.main(["verify", str(signed.pdf), "--require-approvals"]) == 1
+    assert cli.main(["verify", str(tmp_path / "missing.pdf")]) == 2
+    capsys.readouterr()

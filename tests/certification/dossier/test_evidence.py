@@ -123,8 +123,8 @@ def test_pipeline_stage_writes_signed_dossier_that_verifies(tmp_path: Path) -> N
     assert evidence["document"]["time_utc"] == "2026-09-21 14:13:20 UTC"
     check = subprocess.run([sys.executable, "-m", "certification.cli", "verify", "dossier/dossier.pdf", "--model",
                             "models/model.onnx"], cwd=root, env=env, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "development CA" in check.stdout
+    assert check.returncode == 3, check.stdout + check.stderr  # every check holds; development PKI: exit 3
+    assert "development CA" in check.stdout and "DEVELOPMENT: AUTHOR-SIGNED, 0/3 APPROVALS" in check.stdout
     (root / "params.yaml").write_text(yaml.safe_dump({"dossier": {**PARAMS["dossier"], "signing_key": "missing.p12"}}))
     bad = subprocess.run([sys.executable, "-m", "pipeline.dossier"], cwd=root, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.p12: signing key file not found" in bad.stderr

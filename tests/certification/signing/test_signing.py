@@ -16,7 +16,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
 from certification.cli import main as cli
 from certification.errors import InputError
-from certification.signing.devpki import ensure_dev_pki
+from certification.signing.devpki import ensure_dev_pki, issue_signer
 from certification.signing.keys import load_signer
 from certification.signing.sign import Manifestation, empty_signature_fields, sign_field
 from certification.dossier.verify import verify_dossier
@@ -67,6 +67,7 @@ def test_flipped_byte_is_detected(signed: Signed, tmp_path: Path) -> None:
     assert not report.ok
     failed = _failed(report)
     assert any("intact" in name or "validation" in name for name in failed), failed
+    assert report.summary_line().startswith("NOT VERIFIED: ") and "AUTHOR SIGNATURE FAILED, 0/3 APPROVALS" in report.summary_line()
 
 
 def test_appended_incremental_edit_is_detected(signed: Signed, tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_different_model_file_is_detected(signed: Signed, tmp_path: Path) -> Non
 def test_missing_key_file_and_wrong_passphrase_are_clear_errors(signed: Signed, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="signing key file not found"):
         load_signer(tmp_path / "nope.p12", None)
-    key, cert, cas = pkcs12.load_key_and_certificates(signed.pki.signer_p12.read_bytes(), None)
+    key, cert, cas = pkcs12.load_key_and_certificates(signed.pki.signer_p12.read_bytes(), signed.pki.passphrase())
     encrypted = tmp_path / "prod.p12"
     encrypted.write_bytes(pkcs12.serialize_key_and_certificates(
         b"prod", key, cert, cas, serialization.BestAvailableEncryption(b"right passphrase")))
@@ -116,11 +117,9 @@ def test_missing_key_file_and_wrong_passphrase_are_clear_errors(signed: Signed, 
 
 def test_cli_sign_adds_an_approval_and_all_signatures_validate(signed: Signed, tmp_path: Path, monkeypatch, capsys) -> None:
     pdf = _copy(signed, tmp_path)
-    key, cert, cas = pkcs12.load_key_and_certificates(signed.pki.signer_p12.read_bytes(), None)
-    p12 = tmp_path / "qa.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"qa", key, cert, cas,
-                                                          serialization.BestAvailableEncryption(b"qa-secret")))
+    p12 = issue_signer(signed.pki, "Dr. Jane Roe", tmp_path / "qa.p12", b"qa-secret")
     monkeypatch.setenv("QA_PASS", "qa-secret")
+    monkeypatch.chdir(signed.root)  # the development CA of a development dossier
     assert cli(["sign", str(pdf), "--field", "quality", "--key", str(p12), "--passphrase-env", "QA_PASS",
                 "--name", "Dr. Jane Roe"]) == 0
     assert "(Quality assurance: Review: the evidence is complete and traceable)" in capsys.readouterr().err
@@ -129,14 +128,17 @@ def test_cli_sign_adds_an_approval_and_all_signatures_validate(signed: Signed, t
     assert sum(1 for c in report.checks if c.name.endswith("intact")) == 2
     assert empty_signature_fields(pdf.read_bytes()) == ["regulatory", "clinical"]
     assert "qa-secret" not in capsys.readouterr().err
-    assert cli(["verify", str(pdf), "--trust-root", str(signed.pki.ca_cert)]) == 0
+    assert cli(["verify", str(pdf), "--trust-root", str(signed.pki.ca_cert)]) == 3  # development PKI
+    assert capsys.readouterr().out.splitlines()[-1].startswith("DEVELOPMENT: AUTHOR-SIGNED, 1/3 APPROVALS")
     if shutil.which("pdfsig"):
         out = subprocess.run(["pdfsig", str(pdf)], capture_output=True, text=True).stdout
         assert out.count("Signature is Valid.") == 2
     assert cli(["sign", str(pdf), "--field", "quality", "--key", str(p12), "--passphrase-env", "QA_PASS"]) == 2
     assert "already signed" in capsys.readouterr().err
+    assert cli(["sign", str(pdf), "--field", "clinical", "--key", str(p12), "--passphrase-env", "QA_PASS"]) == 2
+    assert "already signed field 'quality'" in capsys.readouterr().err  # one certificate, one role
     assert cli(["sign", str(pdf), "--field", "nosuch", "--key", str(p12), "--passphrase-env", "QA_PASS"]) == 2
-    assert "no signature field 'nosuch'" in capsys.readouterr().err
+    assert "no approval field 'nosuch'" in capsys.readouterr().err
     monkeypatch.setenv("QA_PASS", "wrong")
     assert cli(["sign", str(pdf), "--field", "clinical", "--key", str(p12), "--passphrase-env", "QA_PASS"]) == 2
     assert "wrong passphrase" in capsys.readouterr().err
@@ -144,8 +146,8 @@ def test_cli_sign_adds_an_approval_and_all_signatures_validate(signed: Signed, t
 
 def test_cli_verify_exit_codes(signed: Signed, tmp_path: Path, capsys) -> None:
     root = str(signed.pki.ca_cert)
-    assert cli(["verify", str(signed.pdf), "--trust-root", root]) == 0
-    assert "VERIFIED" in capsys.readouterr().out
+    assert cli(["verify", str(signed.pdf), "--trust-root", root]) == 3
+    assert capsys.readouterr().out.splitlines()[-1].startswith("DEVELOPMENT: AUTHOR-SIGNED, 0/3 APPROVALS")
     assert cli(["verify", str(tmp_path / "missing.pdf"), "--trust-root", root]) == 2
     other = tmp_path / "other.onnx"
     other.write_bytes(b"not the model")
@@ -154,11 +156,21 @@ def test_cli_verify_exit_codes(signed: Signed, tmp_path: Path, capsys) -> None:
     garbage = tmp_path / "root.pem"
     garbage.write_text("nonsense")
     assert cli(["verify", str(signed.pdf), "--trust-root", str(garbage)]) == 2
+    assert cli(["verify", str(signed.pdf), "--trust-root", root, "--require-approvals"]) == 1
+    assert "approvals required, unsigned: clinical, quality, regulatory" in capsys.readouterr().out
+
+
+def _approver(signed: Signed, tmp_path: Path, name: str = "Dr. A"):
+    return load_signer(issue_signer(signed.pki, name, tmp_path / f"{name}.p12", b"pw"), b"pw")
+
+
+def _clinical(signed: Signed) -> Manifestation:
+    role = signed.built.roles["clinical"]
+    return Manifestation("Dr. A", role["role"], role["meaning"])
 
 
 def test_approval_with_sign_field_keeps_author_valid(signed: Signed, tmp_path: Path) -> None:
-    signer = load_signer(signed.pki.signer_p12, None)
-    data = sign_field(signed.pdf.read_bytes(), "clinical", signer, Manifestation("Dr. A", "Clinical lead", "Approval"))
+    data = sign_field(signed.pdf.read_bytes(), "clinical", _approver(signed, tmp_path), _clinical(signed))
     report = verify_dossier(_copy(signed, tmp_path, data), trust_root=signed.pki.ca_cert)
     assert report.ok, _failed(report)
     coverage = {c.name: c.detail for c in report.checks if c.name.endswith("coverage")}
@@ -167,14 +179,17 @@ def test_approval_with_sign_field_keeps_author_valid(signed: Signed, tmp_path: P
 
 
 def test_dev_pki_certificates_and_reuse(tmp_path: Path) -> None:
-    pki = ensure_dev_pki(tmp_path / "pki")
+    pki = ensure_dev_pki(tmp_path / "pki", passphrase_env="NO_SUCH_VARIABLE_SET")
     first = (pki.ca_cert.read_bytes(), pki.signer_p12.read_bytes())
-    assert ensure_dev_pki(tmp_path / "pki") == pki
+    assert ensure_dev_pki(tmp_path / "pki", passphrase_env="NO_SUCH_VARIABLE_SET") == pki
     assert (pki.ca_cert.read_bytes(), pki.signer_p12.read_bytes()) == first
     ca = x509.load_pem_x509_certificate(first[0])
+    with pytest.raises(ValueError):  # encrypted: the passphrase is needed
+        pkcs12.load_key_and_certificates(first[1], None)
+    assert pki.passphrase_file.stat().st_mode & 0o077 == 0 and len(pki.passphrase()) >= 32
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
-    _, cert, _ = pkcs12.load_key_and_certificates(first[1], None)
+    _, cert, _ = pkcs12.load_key_and_certificates(first[1], pki.passphrase())
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature and usage.content_commitment and not usage.key_cert_sign
     assert cert.issuer == ca.subject
@@ -194,7 +209,7 @@ def test_sign_refuses_an_approval_on_a_tampered_dossier(signed: Signed, tmp_path
     data = bytearray(signed.pdf.read_bytes())
     position = data.find(b"stream", 2000) + 40
     data[position] ^= 0x01
-    signer = load_signer(signed.pki.signer_p12, None)
+    signer = _approver(signed, tmp_path)
     with pytest.raises(InputError, match="signatures do not hold.*not intact.*refusing to add an approval"):
         sign_field(bytes(data), "quality", signer, Manifestation("Dr. A", "Quality", "Review"))
     with pytest.raises(InputError, match="bytes follow the last signed revision"):
