@@ -215,3 +215,14 @@ def test_bad_language_and_time_are_one_line_input_errors() -> None:
         parse_evidence_time("yesterday")
     assert parse_evidence_time("not recorded") is None
     assert parse_evidence_time("2025-12-02 07:20:00 UTC") == dt.datetime.fromtimestamp(EPOCH, dt.timezone.utc)
+
+
+def test_srgb_profile_bytes_do_not_depend_on_the_clock() -> None:
+    from PIL import ImageCms
+
+    from certification.dossier.pdfa import ICC_DATE, srgb_profile
+
+    icc = srgb_profile()
+    profile = ImageCms.ImageCmsProfile(BytesIO(icc))
+    assert profile.profile.creation_date == dt.datetime(*ICC_DATE)
+    assert profile.profile.xcolor_space == "RGB " and profile.profile.device_class == "mntr"
