@@ -181,7 +181,9 @@ def _associate_files(writer: PdfWriter, when: dt.datetime | None) -> ArrayObject
         if when is not None:
             params[NameObject("/ModDate")] = TextStringObject(pdf_date(when))
         stream[NameObject("/Params")] = params
-        refs.append(ref if hasattr(ref, "idnum") else writer._add_object(spec))
+        if not hasattr(ref, "idnum"):  # a direct file specification: make it indirect so /AF can share it
+            ref = flat[i + 1] = writer._add_object(spec)
+        refs.append(ref)
     return refs
 
 
