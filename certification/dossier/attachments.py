@@ -3,6 +3,8 @@
 The evidence JSON and the per-example results are embedded as PDF attached files (EmbeddedFiles name
 tree) by pypdf, which copies the input's /ID and adds no dates, so the same inputs give the same bytes.
 The evidence hash is also written to the document information dictionary under ``/SmoothcertEvidenceSHA256``.
+:mod:`certification.dossier.pdfa` then makes them PDF/A-3 associated files (MIME type, size, the evidence time as
+date, /AFRelationship, the catalog's /AF); reading them back here does not depend on that.
 """
 from __future__ import annotations
 

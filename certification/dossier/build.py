@@ -1,4 +1,4 @@
-"""Build the unsigned dossier from the pipeline outputs: evidence, filled templates, figures, PDF."""
+"""Build the unsigned dossier from the pipeline outputs: evidence, filled templates, figures, PDF/A-3b file."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from certification.dossier.evidence import EvidenceInputs, collect_evidence
+from certification.dossier.pdfa import ArchivalMetadata, check_language, make_archival, parse_evidence_time
 from certification.dossier.render import evidence_bytes, render_dossier
 from certification.dossier.templates import approval_roles, document_metadata, load_texts, read_raw
 from certification.errors import InputError
@@ -44,9 +45,20 @@ def _images(test_path: Path, indices: Sequence[int]) -> dict[int, np.ndarray]:
         return out
 
 
+DEFAULT_LANGUAGE = "en-GB"  # document.yaml 'language' overrides it
+
+
+def archival_metadata(evidence: Mapping[str, Any], language: str) -> ArchivalMetadata:
+    """PDF/A identification of the dossier: its title, manufacturer, language and the evidence time as creation date."""
+    doc = evidence["document"]
+    return ArchivalMetadata(title=f"{doc['document_id']} {doc['title']}", author=doc["manufacturer"],
+                            subject="Certified robustness dossier", language=check_language(language),
+                            created=parse_evidence_time(doc["time_utc"]))
+
+
 def build_dossier(inputs: EvidenceInputs, params: Mapping[str, Any], templates: str | os.PathLike[str],
                   approval_fields: Sequence[str], signer: SignerIdentity) -> BuiltDossier:
-    """Evidence dict, its JSON bytes and the deterministic unsigned PDF for the outputs named by ``inputs``."""
+    """Evidence dict, its JSON bytes and the deterministic unsigned PDF/A-3b file for the outputs named by ``inputs``."""
     raw = read_raw(templates)
     roles = approval_roles(raw, list(approval_fields))
     signing = {"development_key": signer.development_key, "signer": signer.signer,
@@ -59,5 +71,6 @@ def build_dossier(inputs: EvidenceInputs, params: Mapping[str, Any], templates: 
         images = _images(inputs.test_split, [row["index"] for row in evidence["least_robust"]])
     except (OSError, KeyError, IndexError, ValueError) as exc:
         raise InputError(f"{inputs.test_split}: cannot read the least robust images ({exc})") from None
-    pdf = render_dossier(evidence, texts, records, records_bytes, images)
+    pdf = make_archival(render_dossier(evidence, texts, records, records_bytes, images),
+                        archival_metadata(evidence, raw["document.yaml"].get("language", DEFAULT_LANGUAGE)))
     return BuiltDossier(evidence=evidence, evidence_json=evidence_bytes(evidence), unsigned_pdf=pdf, roles=roles)
