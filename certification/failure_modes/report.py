@@ -31,7 +31,7 @@ from certification.failure_modes.abstentions import abstention_report, save_leas
 from certification.failure_modes.attacks import attack_smoothed
 from certification.records import CertificateArrays, as_arrays, check_against_split, read_certify_records
 from certification.failure_modes.corruptions import evaluate_corruptions
-from certification.failure_modes.deployed import measure_deployed_predict
+from certification.failure_modes.deployed import DeployedMeasurement, measure_deployed_predict
 from certification.failure_modes.grouping import all_groups, fitzpatrick_groups
 from certification.onnx_model import open_session
 from certification.failure_modes.quantization_drift import quantization_drift
@@ -175,7 +175,8 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
         settings.deploy_alpha, phase_seed(settings.seed, "deployed"), settings.confidence, settings.latency_repeats,
         settings.threads)
     seconds["deployed"] = time.perf_counter() - clock
-    triage = _triage(rows, np.asarray(deployed.predictions), metadata, class_names, inputs.malignant_classes, settings)
+    triage = triage_reports(rows, np.asarray(deployed.predictions), metadata, class_names, inputs.malignant_classes,
+                            settings.confidence, settings.gate_radius, settings.deploy_n, settings.deploy_alpha)
 
     clock = time.perf_counter()
     figures = {
@@ -198,31 +199,37 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
         "attack": attack.to_dict(),
         "quantization": quantization,
         "triage": triage,
-        "deployed": {**deployed.to_dict(), "gate_limit": settings.max_abstention_rate,
-                     "upper_within_gate_limit": bool(deployed.abstention_rate["upper"] <= settings.max_abstention_rate)},
+        "deployed": deployed_block(deployed, settings.max_abstention_rate),
         "plots": figures,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
 
 
-def _triage(rows: CertificateArrays, deployed_answers: np.ndarray, metadata: dict[str, np.ndarray],
-            class_names: Sequence[str], malignant: Sequence[str], settings: EvaluationSettings) -> dict[str, Any]:
-    """Triage of CERTIFY's clean answers (r = 0), of its answers certified at r*, and of the deployed PREDICT's
-    answers, with two-sided intervals at the dataset confidence and per Fitzpatrick type when the data has it."""
+def triage_reports(rows: CertificateArrays, deployed_answers: np.ndarray, metadata: dict[str, np.ndarray],
+                   class_names: Sequence[str], malignant: Sequence[str], confidence: float, gate_radius: float,
+                   deploy_n: int, deploy_alpha: float) -> dict[str, Any]:
+    """The ``triage`` block: CERTIFY's clean answers (r = 0), its answers certified at r* (``gate_radius``), and the
+    deployed PREDICT's answers (row order of ``rows``), with two-sided intervals at ``confidence`` and per Fitzpatrick
+    type when ``metadata`` (arrays over the rows) has it."""
     if not malignant:
         raise InputError("models/model.json declares no malignant_classes; the triage report needs them (re-run the export stage)")
     skin = fitzpatrick_groups(metadata["fitzpatrick"]) if "fitzpatrick" in metadata else []
-    level = settings.confidence
 
     def report(answers: np.ndarray, procedure: str, radius: float | None) -> dict[str, Any]:
-        return triage_report(rows.label, answers, class_names, malignant, level, procedure, radius, skin).to_dict()
+        return triage_report(rows.label, answers, class_names, malignant, confidence, procedure, radius, skin).to_dict()
 
     return {
         "clean": report(answers_at_radius(rows.prediction, rows.radius, 0.0), "CERTIFY (clean, radius 0)", 0.0),
-        "certified": report(answers_at_radius(rows.prediction, rows.radius, settings.gate_radius),
-                            f"CERTIFY, certified at r* = {settings.gate_radius:g}", settings.gate_radius),
-        "deployed": report(deployed_answers, f"PREDICT (n = {settings.deploy_n}, alpha = {settings.deploy_alpha:g})", None),
+        "certified": report(answers_at_radius(rows.prediction, rows.radius, gate_radius),
+                            f"CERTIFY, certified at r* = {gate_radius:g}", gate_radius),
+        "deployed": report(np.asarray(deployed_answers), f"PREDICT (n = {deploy_n}, alpha = {deploy_alpha:g})", None),
     }
+
+
+def deployed_block(measurement: DeployedMeasurement, limit: float) -> dict[str, Any]:
+    """The ``deployed`` block: the measurement, the gate's abstention limit and whether its upper bound is within it."""
+    return {**measurement.to_dict(), "gate_limit": float(limit),
+            "upper_within_gate_limit": bool(measurement.abstention_rate["upper"] <= limit)}
 
 
 def summary_lines(document: dict[str, Any]) -> Sequence[str]:
