@@ -314,7 +314,9 @@ def _clinical(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> lis
     rows = [["Rate", f"Deployed: {deployed['procedure']}", clean["procedure"], certified["procedure"]]]
     rows += [[label, *(_rate_cell(t["rates"][key]) for t in (deployed, clean, certified))] for key, label in TRIAGE_ROWS]
     out += [keep(para(f"Malignant vs benign: estimate (two-sided {pct(deployed['level'])} interval) successes/n", st["h2"]),
-                 table(rows, [1.3, 1.2, 1.2, 1.2], st))]
+                 table(rows, [1.3, 1.2, 1.2, 1.2], st),
+                 para("In the certified column an answer that is not certified at r* counts as an abstention (referred): "
+                      "the rates are those of a device that answers only where the answer is certified.", st["small"]))]
     conf = deployed["confusion"]
     matrix = [["True class / answer", *(_words(c) for c in conf["columns"]), "n"]]
     matrix += [[_words(name), *(num(int(v)) for v in counts), num(int(sum(counts)))] for name, counts in zip(conf["rows"], conf["counts"])]
