@@ -1,6 +1,6 @@
 """Stage ``evaluate``: failure modes of the certified model -> metrics/evaluate.json, results/evaluate/.
 
-Reads params ``evaluate`` (below) and ``gate`` (radius, min_certified_accuracy_lower, max_abstention_rate); sigma,
+Reads params ``evaluate`` (below), ``deploy`` (n, alpha, latency_repeats: the device's PREDICT) and ``gate`` (radius, min_certified_accuracy_lower, max_abstention_rate); sigma,
 alpha, confidence and radii are those certification used, read from metrics/certify.json. Inputs: models/model.onnx (the shipped,
 certified artifact), models/model_fp32.onnx (int8 drift only), models/model.pt (weights for the attack's
 gradients), models/model.json, data/test.npz, results/certify.jsonl, metrics/certify.json (must name the same
@@ -77,6 +77,23 @@ def evaluate_params(document: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+DEPLOY_KEYS = {"n": int, "alpha": float, "latency_repeats": int}
+
+
+def deploy_params(document: dict[str, Any]) -> dict[str, Any]:
+    """The ``deploy`` section (the device's PREDICT: n, alpha; latency_repeats), strict."""
+    section = _section(document, "deploy")
+    unknown = sorted(set(section) - set(DEPLOY_KEYS))
+    if unknown:
+        raise InputError(f"{PARAMS_FILE}: unknown key 'deploy.{unknown[0]}'; allowed keys: {', '.join(sorted(DEPLOY_KEYS))}")
+    values = {key: _number(section, "deploy", key, kind) for key, kind in DEPLOY_KEYS.items()}
+    if values["n"] < 1 or values["latency_repeats"] < 1:
+        raise InputError(f"{PARAMS_FILE}: 'deploy.n' and 'deploy.latency_repeats' must be >= 1")
+    if not 0.0 < values["alpha"] < 0.5:
+        raise InputError(f"{PARAMS_FILE}: 'deploy.alpha' must lie in (0, 0.5), got {values['alpha']}")
+    return {"deploy_n": values["n"], "deploy_alpha": values["alpha"], "latency_repeats": values["latency_repeats"]}
+
+
 def settings_from_params(document: dict[str, Any], certify: dict[str, Any]) -> EvaluationSettings:
     """Settings from params ``evaluate`` and ``gate`` and, for what certification fixed (sigma, alpha,
     confidence, radii), from the certify stage's own summary ``certify`` (metrics/certify.json)."""
@@ -90,7 +107,7 @@ def settings_from_params(document: dict[str, Any], certify: dict[str, Any]) -> E
         gate_radius=_number(gate, "gate", "radius"),
         gate_threshold=_number(gate, "gate", "min_certified_accuracy_lower"),
         max_abstention_rate=_number(gate, "gate", "max_abstention_rate"),
-        **values,
+        **values, **deploy_params(document),
     )
 
 
@@ -110,6 +127,7 @@ def main() -> int:
     inputs = EvaluationInputs(
         model=MODEL, data=TEST_DATA, certificates=CERTIFICATES, out_dir=OUT_DIR,
         fp32_model=MODEL_FP32, quantization=quantization, class_names=tuple(card.get("class_names") or ()),
+        malignant_classes=_malignant(card),
     )
     document = evaluate_failure_modes(inputs, settings, attack_model)
     write_json_atomic(METRICS, document)
@@ -130,6 +148,14 @@ def main() -> int:
     return 0
 
 
+def _malignant(card: dict[str, Any]) -> tuple[str, ...]:
+    """The triage's positive class: models/model.json ``malignant_classes`` (as the gate reads it)."""
+    malignant = card.get("malignant_classes")
+    if not isinstance(malignant, list) or not malignant or not all(isinstance(c, str) for c in malignant):
+        raise InputError(f"{MODEL_CARD}: 'malignant_classes' must be a non-empty list of class names; re-run the export stage")
+    return tuple(malignant)
+
+
 def _log_to_tracking(document: dict[str, Any]) -> None:
     """Log params, headline metrics and the outputs to MLflow through pipeline.tracking."""
     attack = document["attack"]
@@ -142,6 +168,12 @@ def _log_to_tracking(document: dict[str, Any]) -> None:
         **{f"empirical_robust_accuracy_r{p['radius']:g}": p["accuracy"] for p in attack["empirical_robust_accuracy"]},
         **{f"corruption_{c['name']}_{c['severity']}_accuracy_smoothed": c["accuracy_smoothed"] for c in document["corruptions"]},
     }
+    for name in ("sensitivity", "specificity", "ppv", "npv"):
+        rate = document["triage"]["deployed"]["rates"][name]
+        if rate["estimate"] is not None:
+            metrics[f"triage_deployed_{name}"] = rate["estimate"]
+    metrics["deployed_abstention_rate"] = document["deployed"]["abstention_rate"]["estimate"]
+    metrics["deployed_latency_median_s"] = document["deployed"]["latency"]["median_s"]
     if document["quantization"] is not None:
         metrics["quantization_agreement_under_noise"] = document["quantization"]["agreement_under_noise"]
     log_stage(

@@ -186,6 +186,41 @@ def _prespecification(inputs: EvidenceInputs, gate: Mapping[str, Any], test_sha:
     return chronology(record, access, gate["protocol_sha256"], test_sha).to_dict()
 
 
+TRIAGE_PROCEDURES = ("deployed", "clean", "certified")
+
+
+def _clinical(evaluate: Mapping[str, Any], model: Mapping[str, Any], certify: Mapping[str, Any], radius: float,
+              class_names: list[str], source: str) -> dict[str, Any]:
+    """The clinical triage reports and the deployed procedure's measurement, read as the evaluate stage wrote them
+    (metrics/evaluate.json ``triage`` and ``deployed``), checked to belong to this model, data and gate; plus the
+    model's input size (models/model.json ``input_shape``) that the device resizes to."""
+    triage = require(evaluate, "triage", source)
+    deployed = require(evaluate, "deployed", source)
+    for key in ("n", "alpha", "n_examples", "abstention_rate", "agreement_with_certify", "latency", "platform",
+                "gate_limit", "upper_within_gate_limit"):
+        require(deployed, key, source)
+    for name in TRIAGE_PROCEDURES:
+        for key in ("procedure", "level", "abstention_rule", "malignant_classes", "class_names", "n_examples", "rates",
+                    "counts", "confusion", "per_skin_type"):
+            require(triage, f"{name}.{key}", source)
+        report = triage[name]
+        if report["class_names"] != class_names or report["malignant_classes"] != list(model["malignant_classes"]):
+            raise StaleArtifactError(f"{source}: triage '{name}' uses classes {report['class_names']} (malignant "
+                                     f"{report['malignant_classes']}), not those of the datasheet and model card; rerun the evaluate stage")
+        if report["n_examples"] != certify["n_examples"]:
+            raise StaleArtifactError(f"{source}: triage '{name}' counts {report['n_examples']} images, the certification "
+                                     f"{certify['n_examples']}; rerun the evaluate stage")
+    certified_radius = triage["certified"].get("radius")
+    if certified_radius is None or not math.isclose(float(certified_radius), radius, rel_tol=1e-12, abs_tol=1e-12):
+        raise StaleArtifactError(f"{source}: triage 'certified' is at radius {certified_radius}, the gate at {radius}; rerun the evaluate stage")
+    shape = require(model, "input_shape", "models/model.json")
+    if not isinstance(shape, list) or len(shape) != 4:
+        raise InputError(f"models/model.json: 'input_shape' must be [batch, C, H, W], got {shape!r}; rerun the export stage")
+    return {"triage": {name: triage[name] for name in TRIAGE_PROCEDURES}, "deployed": dict(deployed),
+            "input": {"channels": shape[1], "height": shape[2], "width": shape[3],
+                      "range": list(model.get("input_range", [0, 1]))}}
+
+
 def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], documents: Mapping[str, Any],
                      signing: Mapping[str, Any]) -> dict[str, Any]:
     """Build the evidence dict from the pipeline outputs named by ``inputs``.
@@ -269,6 +304,7 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
         "least_robust": _least_robust(evaluate, records, class_names),
         "prespecification": _prespecification(inputs, gate, test_sha),
         "evaluate": evaluate,
+        "clinical": _clinical(evaluate, model, certify, float(gate["radius"]), class_names, src["evaluate"]),
         "signing": dict(signing),
         "params": json.loads(params_canonical),
     }

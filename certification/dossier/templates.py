@@ -31,10 +31,13 @@ REQUIRED_FIELDS: dict[str, dict[str, type]] = {
     "verification.yaml": {"method": str, "assumptions": list, "development": str, "reproducibility": dict,
                           "prespecification": dict},
     "fmea.yaml": {"scales": str, "rows": list},
-    "acceptance.yaml": {"rationale": str, "traceability": list},
+    "acceptance.yaml": {"rationale": str, "traceability": list, "criteria_rationale": list, "triage_intro": str},
+    "deployed_procedure.yaml": {"acquisition": str, "resizing": str, "prediction": str, "abstention_rule": str,
+                                "gate_abstention": str, "device_hardware": str},
 }
 FMEA_KEYS = ("id", "failure_mode", "effect", "severity", "likelihood_evidence", "control", "residual_risk")
 TRACE_KEYS = ("requirement", "source", "evidence", "section")
+RATIONALE_KEYS = ("criterion", "threshold", "rationale")
 NOT_COVERED_KEYS = ("item", "why")
 HISTORY_KEYS = ("revision", "date", "author", "change")
 REPRODUCIBILITY_KEYS = ("data", "weights_portable", "weights_platform_specific", "certificates")
@@ -135,6 +138,7 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
         raw[name] = data
     _check_items(raw["fmea.yaml"]["rows"], FMEA_KEYS, str(folder / "fmea.yaml") + ": rows")
     _check_items(raw["acceptance.yaml"]["traceability"], TRACE_KEYS, str(folder / "acceptance.yaml") + ": traceability")
+    _check_items(raw["acceptance.yaml"]["criteria_rationale"], RATIONALE_KEYS, str(folder / "acceptance.yaml") + ": criteria_rationale")
     _check_items(raw["threat_model.yaml"]["not_covered"], NOT_COVERED_KEYS, str(folder / "threat_model.yaml") + ": not_covered")
     _check_items(raw["document.yaml"]["revision_history"], HISTORY_KEYS, str(folder / "document.yaml") + ": revision_history")
     for role, spec in raw["document.yaml"]["approvals"].items():
@@ -175,6 +179,7 @@ class Texts:
     verification: dict[str, Any]
     fmea: dict[str, Any]
     acceptance: dict[str, Any]
+    deployed_procedure: dict[str, Any]
 
 
 def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:

@@ -4,8 +4,13 @@ Top-level JSON keys (each analysis module documents its own part):
 
     schema_version (int, 1), model {path, sha256, quantization}, data {path, sha256}, certificates {path,
     sha256, n_rows}, settings {...every setting used...}, subgroups, abstentions, least_robust,
-    corruptions, corruptions_clean, attack, quantization (null when no int8 artifact), plots {name: path},
-    seconds {analysis: wall-clock seconds; the only entry that differs between identical runs}.
+    corruptions, corruptions_clean, attack, quantization (null when no int8 artifact), triage {clean, certified,
+    deployed} (:mod:`certification.failure_modes.triage`), deployed (:mod:`certification.failure_modes.deployed`),
+    plots {name: path},
+    seconds {analysis: wall-clock seconds}; seconds, deployed.latency and deployed.platform are the only entries
+    that differ between identical runs (timings, and the machine that ran the stage).
+    deployed also holds gate_limit (gate.max_abstention_rate) and upper_within_gate_limit (the deployed PREDICT's
+    upper abstention bound <= that limit: the gate judges CERTIFY's abstentions, this is the device's).
 """
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ from certification.failure_modes.abstentions import abstention_report, save_leas
 from certification.failure_modes.attacks import attack_smoothed
 from certification.records import CertificateArrays, as_arrays, check_against_split, read_certify_records
 from certification.failure_modes.corruptions import evaluate_corruptions
-from certification.failure_modes.grouping import all_groups
+from certification.failure_modes.deployed import DeployedMeasurement, measure_deployed_predict
+from certification.failure_modes.grouping import all_groups, fitzpatrick_groups
 from certification.onnx_model import open_session
 from certification.failure_modes.quantization_drift import quantization_drift
 from certification.failure_modes.seeds import phase_seed
 from certification.failure_modes.subgroups import subgroup_report
+from certification.failure_modes.triage import answers_at_radius, triage_report
 from certification.fileio import sha256_file
 from certification.smoothing import SmoothedClassifier
 
@@ -47,6 +54,7 @@ class EvaluationInputs:
     fp32_model: Path | None = None  # float export; used only when quantization == "int8"
     quantization: str = "none"
     class_names: tuple[str, ...] = ()
+    malignant_classes: tuple[str, ...] = ()  # models/model.json malignant_classes (the triage's positive class)
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,9 @@ class EvaluationSettings:
     quantization_examples: int = 20
     quantization_n: int = 1000
     quantization_noise_samples: int = 100
+    deploy_n: int = 1000  # PREDICT samples per image on the device (params deploy.n)
+    deploy_alpha: float = 0.001  # PREDICT's test level on the device (params deploy.alpha)
+    latency_repeats: int = 20  # single-image PREDICT calls timed (params deploy.latency_repeats)
     batch_size: int = 1000
     threads: int | None = None
 
@@ -87,7 +98,7 @@ def _check_settings(s: EvaluationSettings, rows: CertificateArrays) -> None:
         raise InputError(f"certificates were made with sigma {rows.sigma} but the settings say {s.sigma}; re-run certify or fix certify.sigma")
     if not np.isclose(rows.alpha, s.alpha, rtol=1e-9, atol=0.0):
         raise InputError(f"certificates were made with alpha {rows.alpha} but the settings say {s.alpha}; re-run certify or fix certify.alpha")
-    for name in ("predict_n", "attack_steps", "attack_samples", "confirm_n", "quantization_n", "quantization_noise_samples"):
+    for name in ("predict_n", "deploy_n", "latency_repeats", "attack_steps", "attack_samples", "confirm_n", "quantization_n", "quantization_noise_samples"):
         if getattr(s, name) < 1:
             raise InputError(f"evaluate.{name} must be at least 1, got {getattr(s, name)}")
     if any(r <= 0 for r in s.attack_radii):
@@ -159,6 +170,15 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
     seconds["quantization"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    deployed = measure_deployed_predict(
+        classifier, split.model_input(rows.index), rows.index.tolist(), rows.prediction.tolist(), settings.deploy_n,
+        settings.deploy_alpha, phase_seed(settings.seed, "deployed"), settings.confidence, settings.latency_repeats,
+        settings.threads)
+    seconds["deployed"] = time.perf_counter() - clock
+    triage = triage_reports(rows, np.asarray(deployed.predictions), metadata, class_names, inputs.malignant_classes,
+                            settings.confidence, settings.gate_radius, settings.deploy_n, settings.deploy_alpha)
+
+    clock = time.perf_counter()
     figures = {
         "attack_curves": plots.plot_attack_curves(attack, out_dir / "attack_curves.png"),
         "corruption_l2": plots.plot_corruption_l2(corruptions, float(np.median(chosen.radius)), out_dir / "corruption_l2.png"),
@@ -178,9 +198,38 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
         "corruptions_clean": clean.to_dict(),
         "attack": attack.to_dict(),
         "quantization": quantization,
+        "triage": triage,
+        "deployed": deployed_block(deployed, settings.max_abstention_rate),
         "plots": figures,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
+
+
+def triage_reports(rows: CertificateArrays, deployed_answers: np.ndarray, metadata: dict[str, np.ndarray],
+                   class_names: Sequence[str], malignant: Sequence[str], confidence: float, gate_radius: float,
+                   deploy_n: int, deploy_alpha: float) -> dict[str, Any]:
+    """The ``triage`` block: CERTIFY's clean answers (r = 0), its answers certified at r* (``gate_radius``), and the
+    deployed PREDICT's answers (row order of ``rows``), with two-sided intervals at ``confidence`` and per Fitzpatrick
+    type when ``metadata`` (arrays over the rows) has it."""
+    if not malignant:
+        raise InputError("models/model.json declares no malignant_classes; the triage report needs them (re-run the export stage)")
+    skin = fitzpatrick_groups(metadata["fitzpatrick"]) if "fitzpatrick" in metadata else []
+
+    def report(answers: np.ndarray, procedure: str, radius: float | None) -> dict[str, Any]:
+        return triage_report(rows.label, answers, class_names, malignant, confidence, procedure, radius, skin).to_dict()
+
+    return {
+        "clean": report(answers_at_radius(rows.prediction, rows.radius, 0.0), "CERTIFY (clean, radius 0)", 0.0),
+        "certified": report(answers_at_radius(rows.prediction, rows.radius, gate_radius),
+                            f"CERTIFY, certified at r* = {gate_radius:g}", gate_radius),
+        "deployed": report(np.asarray(deployed_answers), f"PREDICT (n = {deploy_n}, alpha = {deploy_alpha:g})", None),
+    }
+
+
+def deployed_block(measurement: DeployedMeasurement, limit: float) -> dict[str, Any]:
+    """The ``deployed`` block: the measurement, the gate's abstention limit and whether its upper bound is within it."""
+    return {**measurement.to_dict(), "gate_limit": float(limit),
+            "upper_within_gate_limit": bool(measurement.abstention_rate["upper"] <= limit)}
 
 
 def summary_lines(document: dict[str, Any]) -> Sequence[str]:
@@ -191,6 +240,21 @@ def summary_lines(document: dict[str, Any]) -> Sequence[str]:
         f"subgroups flagged at r={document['subgroups']['gate_radius']:g}: {len(document['subgroups']['flagged'])} of {len(document['subgroups']['groups'])}",
         f"variations not covered by the certificate: {', '.join(not_covered) or 'none'}",
         f"attack: {attack['candidates']} candidates, {attack['confirmed_contradictions']} confirmed contradictions",
+        *_triage_lines(document),
+    ]
+
+
+def _triage_lines(document: dict[str, Any]) -> list[str]:
+    triage, deployed = document.get("triage"), document.get("deployed")
+    if not triage or not deployed:
+        return []
+    rates = triage["deployed"]["rates"]
+    return [
+        "triage (deployed PREDICT): " + ", ".join(
+            f"{name} {'n/a' if rates[name]['estimate'] is None else format(rates[name]['estimate'], '.3f')} "
+            f"(n {rates[name]['trials']})" for name in ("sensitivity", "specificity", "ppv", "npv")),
+        f"deployed PREDICT n={deployed['n']}: abstention {deployed['abstention_rate']['estimate']:.3f} "
+        f"(upper {deployed['abstention_rate']['upper']:.3f}), median latency {1000 * deployed['latency']['median_s']:.1f} ms",
     ]
 
 

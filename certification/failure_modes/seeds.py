@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PHASES = {"corruptions": 1, "attack_noise": 2, "attack_screen": 3, "attack_confirm": 4, "quantization": 5}
+PHASES = {"corruptions": 1, "attack_noise": 2, "attack_screen": 3, "attack_confirm": 4, "quantization": 5, "deployed": 6}
 
 
 def phase_seed(seed: int, phase: str) -> int:

@@ -75,7 +75,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "results/certify.jsonl").write_text(certify_jsonl_text(records))
     write_certify_summary(root / "metrics/certify.json", records, root / "models/model.onnx", root / "data/test.npz",
                           [0.0, 0.1, 0.25, 0.5], 0.95, ["dark", "bright"])
-    write_json_atomic(root / "models/model.json", {"quantization": "int8", "class_names": ["dark", "bright"]})
+    write_json_atomic(root / "models/model.json", {"quantization": "int8", "class_names": ["dark", "bright"], "malignant_classes": ["bright"]})
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["certify"].update({"sigma": SIGMA, "alpha": ALPHA, "confidence": 0.95, "radii": [0.0, 0.1, 0.25, 0.5]})
     params["evaluate"] = {"max_examples": 12, "predict_n": 100, "attack_examples": 8, "attack_steps": 5, "attack_samples": 8,
@@ -108,6 +108,8 @@ def test_stage_writes_every_analysis_and_is_deterministic(project: Path, monkeyp
     assert _run_stage(project, monkeypatch) == 0
     second = json.loads((project / "metrics/evaluate.json").read_text())
     first.pop("seconds"), second.pop("seconds")
+    for document in (first, second):  # timings and the machine that measured them
+        document["deployed"].pop("latency"), document["deployed"].pop("platform")
     assert first == second
 
 
@@ -180,3 +182,55 @@ def test_params_are_strict_and_optional_keys_default() -> None:
     del document["evaluate"]["attack_stepz"], document["evaluate"]["seed"]
     with pytest.raises(InputError, match="missing key 'evaluate.seed'"):
         settings_from_params(document, certify)
+
+
+def test_stage_writes_triage_and_the_deployed_procedure(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triage of CERTIFY (clean, certified at r*) and of the deployed PREDICT at params deploy.n / deploy.alpha."""
+    assert _run_stage(project, monkeypatch) == 0
+    document = json.loads((project / "metrics/evaluate.json").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    records = [json.loads(line) for line in (project / "results/certify.jsonl").read_text().splitlines()]
+    deployed = document["deployed"]
+    assert (deployed["n"], deployed["alpha"]) == (params["deploy"]["n"], params["deploy"]["alpha"])
+    assert deployed["n_examples"] == len(records) and deployed["abstention_rate"]["trials"] == len(records)
+    assert deployed["latency"]["repeats"] == params["deploy"]["latency_repeats"] and deployed["latency"]["median_s"] > 0
+    assert deployed["upper_within_gate_limit"] == (deployed["abstention_rate"]["upper"] <= params["gate"]["max_abstention_rate"])
+    labels = np.array([r["label"] for r in records])
+    for name, radius in (("clean", 0.0), ("certified", params["gate"]["radius"]), ("deployed", None)):
+        triage = document["triage"][name]
+        assert triage["radius"] == radius and triage["malignant_classes"] == ["bright"]
+        counts = np.array(triage["confusion"]["counts"])
+        assert triage["confusion"]["columns"] == ["dark", "bright", "abstain"]
+        assert (counts.sum(axis=1) == np.bincount(labels, minlength=2)).all()
+        assert triage["rates"]["sensitivity"]["trials"] == int((labels == 1).sum())
+        assert sum(g["n_examples"] for g in triage["per_skin_type"]) == len(records)
+    clean = document["triage"]["clean"]["confusion"]["counts"]
+    assert [row[-1] for row in clean] == [sum(r["prediction"] == -1 and r["label"] == k for r in records) for k in (0, 1)]
+    certified = document["triage"]["certified"]["counts"]
+    flagged_at_r = sum(r["label"] == 1 and r["prediction"] == 1 and r["radius"] >= params["gate"]["radius"] for r in records)
+    assert certified["malignant_flagged"] == flagged_at_r
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"deploy": {"n": 1000, "alpha": 0.7, "latency_repeats": 5}}, "deploy.alpha"),
+    ({"deploy": {"n": 1000, "alpha": 0.001, "latency_repeats": 5, "batch": 3}}, "unknown key 'deploy.batch'"),
+])
+def test_stage_rejects_bad_deploy_params(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, change: dict, message: str) -> None:
+    from certification.errors import InputError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    (copy / "params.yaml").write_text(yaml.safe_dump({**params, **change}, sort_keys=False))
+    with pytest.raises(InputError, match=message):
+        _run_stage(copy, monkeypatch)
+
+
+def test_stage_needs_the_malignant_classes(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from certification.errors import InputError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    write_json_atomic(copy / "models/model.json", {"quantization": "int8", "class_names": ["dark", "bright"]})
+    with pytest.raises(InputError, match="malignant_classes"):
+        _run_stage(copy, monkeypatch)

@@ -9,7 +9,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from certification.certify_run import noise_record
 from certification.dataset_bounds import proportion_bound
+from certification.failure_modes.deployed import measure_deployed_predict
 from certification.failure_modes.grouping import all_groups
+from certification.failure_modes.report import deployed_block, triage_reports
 from certification.failure_modes.subgroups import subgroup_report
 from certification.fileio import sha256_file, write_json_atomic
 from certification.gate import Protocol, evaluate
@@ -17,6 +19,7 @@ from certification.gate_io import decisions_from_certify, freeze_protocol, gate_
 from certification.prespecification import GitState, record_test_access, write_protocol_record
 from certification.platform_info import platform_record
 from certification.records import CertifyRecord, as_arrays, certify_jsonl_text
+from certification.smoothing import SmoothedClassifier
 from certification.summary import certify_metrics, write_certify_metrics
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
@@ -24,6 +27,7 @@ MALIGNANT = ["melanoma", "basal_cell_carcinoma"]
 SIZE = 8
 RADII = [0.0, 0.125, 0.25, 0.5]
 SIGMA, N0, N, ALPHA, CONF = 0.25, 10, 100, 0.001, 0.95
+DEPLOY_N, DEPLOY_ALPHA = 200, 0.01
 
 
 def write_onnx(path: Path, seed: int = 0) -> None:
@@ -135,6 +139,13 @@ def write_evaluate(root: Path, rows: list[CertifyRecord]) -> None:
     groups = all_groups(arrays.label, {k: v[arrays.index] for k, v in metadata.items()}, CLASSES)
     subgroups = subgroup_report(arrays, groups, RADII, protocol.radius, protocol.min_certified_accuracy_lower, CONF).to_dict()
     abst = proportion_bound(int(arrays.abstained.sum()), len(rows), CONF)
+    with np.load(root / "data" / "test.npz") as npz:  # the deployed PREDICT, measured on the real tiny ONNX model
+        images = np.ascontiguousarray(npz["images"][arrays.index].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
+    classifier = SmoothedClassifier.from_onnx(root / "models" / "model.onnx", SIGMA, batch_size=100, threads=1, provider="cpu")
+    deployed = measure_deployed_predict(classifier, images, arrays.index.tolist(), arrays.prediction.tolist(), DEPLOY_N,
+                                        DEPLOY_ALPHA, 5, CONF, 3)
+    triage = triage_reports(arrays, np.asarray(deployed.predictions), {k: v[arrays.index] for k, v in metadata.items()},
+                            CLASSES, MALIGNANT, CONF, protocol.radius, DEPLOY_N, DEPLOY_ALPHA)
     write_json_atomic(root / "metrics" / "evaluate.json", {
         "subgroups": subgroups,
         "abstentions": {"confidence": CONF, "limit": 0.35, "overall": abst.to_dict(), "groups": [], "exceeds_limit": []},
@@ -145,4 +156,6 @@ def write_evaluate(root: Path, rows: list[CertifyRecord]) -> None:
         "attack": {"method": "pgd-l2-smoothadv", "n_examples": 10, "candidates": 1, "confirmed_contradictions": 0,
                    "radii": [0.0, 0.25], "empirical_robust_accuracy": [{"radius": 0.25, "accuracy": 0.6, "upper_bound": 0.8}],
                    "certified_accuracy": [{"radius": 0.25, "certified_accuracy": 0.5, "lower_bound": 0.3}]},
-        "quantization": None})
+        "quantization": None,
+        "triage": triage,
+        "deployed": deployed_block(deployed, protocol.max_abstention_rate)})
