@@ -17,6 +17,7 @@ from certification.dossier.attachments import EVIDENCE_ATTACHMENT, RECORDS_ATTAC
 from certification.dossier.layout import document_template, signature_page_painter, styles
 from certification.dossier.pdfa import ArchivalMetadata, make_archival, parse_evidence_time
 from certification.errors import InputError
+from certification.signing.devpki import issue_signer
 from certification.signing.keys import load_signer
 from certification.signing.sign import Manifestation, sign_field
 from support.signed_dossier import Signed, build_and_sign
@@ -36,8 +37,10 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Signed:
 @pytest.fixture(scope="module")
 def approved(signed: Signed) -> bytes:
     """The author-signed dossier with one approval signature added incrementally."""
-    signer = load_signer(signed.pki.signer_p12, None)
-    return sign_field(signed.pdf.read_bytes(), "quality", signer, Manifestation("QA reviewer", "Quality assurance", "Review"))
+    p12 = issue_signer(signed.pki, "QA reviewer", signed.root / "qa.p12", b"qa-pw")
+    role = signed.built.roles["quality"]
+    return sign_field(signed.pdf.read_bytes(), "quality", load_signer(p12, b"qa-pw"),
+                      Manifestation("QA reviewer", role["role"], role["meaning"]))
 
 
 def _pdf_time(text: str) -> dt.datetime:
