@@ -277,7 +277,16 @@ def _claims(model: Mapping[str, Any], gate: Mapping[str, Any], certify: Mapping[
             "coverage_confidence": confidence, "coverage": coverage,
             "subgroups_below": _subgroups_below(evaluate),
             "subgroup_threshold": (evaluate.get("subgroups") or {}).get("threshold"),
-            "risk_rates": _risk_rates(gate, certify, evaluate, export, coverage)}
+            "risk_rates": _risk_rates(gate, certify, evaluate, export, coverage),
+            "noise_loops": _noise_loops(certify["noise"]["kernels"])}
+
+
+def _noise_loops(kernels: Mapping[str, Any]) -> str:
+    """'X86_V4 (log, cos, sin)': each numpy loop named once with the functions that ran on it."""
+    by_loop: dict[str, list[str]] = {}
+    for fn in ("log", "cos", "sin"):
+        by_loop.setdefault(str(kernels[fn]), []).append(fn)
+    return "; ".join(f"{loop} ({', '.join(fns)})" for loop, fns in by_loop.items())
 
 
 def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], documents: Mapping[str, Any],
