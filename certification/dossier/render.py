@@ -221,8 +221,8 @@ def _results(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: M
     abst = e.get("abstentions") or {}
     over = ", ".join(f"{x.get('field')}={x.get('group')}" for x in abst.get("exceeds_limit", []) if isinstance(x, Mapping))
     out.append(para("Abstentions", st["h2"]))
-    out.append(para(f"The smoothed classifier abstained on {ab['successes']} of {ab['trials']} images "
-                    f"({_bound_text(ab)}). Groups shown to abstain above the limit "
+    out.append(para(f"The smoothed classifier abstained on {ab['successes']} of {ab['trials']} images: "
+                    f"{_bound_text(ab)}. Groups shown to abstain above the limit "
                     f"{pct(abst.get('limit'))}: {over or 'none'}.",
                     st["body"]))
     out += _attack(e.get("attack") or {}, st) + _corruptions(ev, st, figs) + _quantization(e.get("quantization"), st)
@@ -271,7 +271,7 @@ def _corruptions(ev: Mapping[str, Any], st: Mapping[str, Any], figs: Mapping[str
     note = (f"Bounds: one-sided Clopper-Pearson at confidence {num(conf)} on n images per setting. 'covered' needs the "
             f"lower bound of the share within its own radius to reach {pct(std)}.")
     return [keep(para("Lighting and camera changes vs certified radius", st["h2"]), image(figs["corruptions"])),
-            table(rows, [1.45, 0.35, 0.35, 0.55, 1.25, 0.75, 1.1, 1.1], st), para(note, st["small"])]
+            table(rows, [1.45, 0.45, 0.4, 0.55, 1.25, 0.75, 1.1, 1.1], st), para(note, st["small"])]
 
 
 def _quantization(quant: Any, st: Mapping[str, Any]) -> list:
@@ -290,7 +290,7 @@ def _fmea(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: Mapp
                      f"{a.basis} -> {a.probability.level} ({a.probability.name})",
                      " ".join(r["likelihood_evidence"].split()), r["control"], a.risk])
     out = [para("9  Risk management (ISO 14971) and failure modes", st["h1"]), *paragraphs(texts.fmea["scales"], st["small"]),
-           table(rows, [0.5, 1.05, 0.9, 0.2, 1.55, 1.35, 1.15, 0.75], st),
+           table(rows, [0.62, 1.05, 0.9, 0.3, 1.55, 1.25, 1.05, 1.0], st),
            para(residual_statement(assessed), st["body"]), *_risk_matrix_table(matrix, st),
            *_subgroups_below(ev, st), *_labelling(ev, st)]
     lr = ev["least_robust"]
