@@ -301,7 +301,7 @@ def _fmea(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: Mapp
 
 
 def _risk_matrix_table(matrix: Any, st: Mapping[str, Any]) -> list:
-    head = ["Severity \\ probability", *[f"{p.level} {p.name} (<= {num(p.max_rate, 4)})" for p in matrix.probabilities]]
+    head = ["Severity \\ probability", *[f"{p.level} {p.name} (<= {p.max_rate:g})" for p in matrix.probabilities]]
     rows = [head] + [[f"{s} {matrix.severities[s]}", *matrix.cells[s]] for s in sorted(matrix.severities, reverse=True)]
     return [keep(para("Risk acceptability matrix (dossier_templates/risk_matrix.yaml)", st["h2"]),
                  table(rows, [1.6] + [1.0] * len(matrix.probabilities), st))]
