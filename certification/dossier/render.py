@@ -135,7 +135,9 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
 def _record_table(record: Mapping[str, Any], title: str, st: Mapping[str, Any]) -> list:
     """A stage's metrics file as a titled key-value table (nothing when it holds no scalar)."""
     scalars = flatten_scalars(record)
-    return [para(title, st["h2"]), key_values(scalars, st)] if scalars else []
+    note = ("Rates in this table are the stage's own descriptive figures (n as listed), without confidence bounds; "
+            "acceptance uses only the bounded test-split figures of section 1.")
+    return [para(title, st["h2"]), key_values(scalars, st), para(note, st["small"])] if scalars else []
 
 
 def _data(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
@@ -245,7 +247,8 @@ def _attack(attack: Mapping[str, Any], st: Mapping[str, Any]) -> list:
     emp = {round(float(p["radius"]), 6): p for p in attack.get("empirical_robust_accuracy", []) if isinstance(p, Mapping)}
     cert = {round(float(p["radius"]), 6): p for p in attack.get("certified_accuracy", []) if isinstance(p, Mapping)}
     if emp:
-        rows = [["Radius", "Empirical robust accuracy (upper bound)", "Certified accuracy (lower bound)"]]
+        n = attack.get("n_examples", "n/a")
+        rows = [["Radius", f"Empirical robust accuracy (upper bound; n = {n})", f"Certified accuracy (lower bound; n = {n})"]]
         for r in sorted(emp):
             cp = cert.get(r, {})
             rows.append([num(r), f"{pct(emp[r].get('accuracy'))} ({pct(emp[r].get('upper_bound'))})",
