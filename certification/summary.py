@@ -13,7 +13,9 @@ stage's subgroups and the dossier's group tables all come from it (the dossier r
 
 The average certified radius (ACR) and the median radius count the radius as 0 for wrong or abstained examples
 (Cohen et al.'s convention). ACR depends on n and alpha (radii are capped at sigma * Phi^-1(alpha^(1/n))); read
-it together with the curve.
+it together with the curve; ``radius_limit`` ({p_lower_max, radius}, :func:`certification.radius_units.radius_limit`)
+records that cap, so every reader says where a curve ends by construction. ACR and the median are descriptive
+(no confidence bound).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 from certification.dataset_bounds import CERTIFIED_BOUND_METHOD, certified_rate_bound, proportion_bound
 from certification.errors import InputError, ParameterError, StaleArtifactError
 from certification.fileio import read_json, require_key, write_json_atomic
+from certification.radius_units import radius_limit
 from certification.records import CertificateArrays, CertifyRecord, as_arrays
 
 CURVE_COLUMNS = ("radius", "certified_accuracy", "lower_bound")
@@ -35,6 +38,7 @@ REQUIRED_KEYS = (
     "params.max_examples", "n_examples", "confidence", "bound_method", "clean_accuracy", "abstention_rate", "curve",
     "average_certified_radius", "median_radius", "per_class", "class_names", "radii", "runtime", "noise.spec", "noise.kernels.numpy",
     "noise.kernels.log", "noise.kernels.cos", "noise.kernels.sin", "noise.tail_bound_per_certificate", "throughput",
+    "radius_limit.radius", "radius_limit.p_lower_max",
 )
 
 
@@ -128,8 +132,8 @@ def certify_metrics(
     """The whole ``metrics/certify.json`` document, for the pipeline, ``smoothcert certify --summary`` and
     ``smoothcert merge --summary`` alike: ``model`` {path, sha256}, ``data`` {path, sha256, n_examples_total},
     ``params`` {sigma, n0, n, alpha, seed, max_examples, batch_size} (read from the records), ``runtime`` (the
-    onnxruntime session and noise threads), ``noise`` (spec, kernels, tail bound), ``throughput``, then
-    :func:`summarize`."""
+    onnxruntime session and noise threads), ``noise`` (spec, kernels, tail bound), ``throughput``,
+    ``radius_limit`` (the largest radius n and alpha can certify), then :func:`summarize`."""
     if not records:
         raise InputError("no certification records to summarise")
     for key, named in (("model_sha256", model.get("sha256")), ("data_sha256", data.get("sha256"))):
@@ -141,7 +145,8 @@ def certify_metrics(
     params = {"sigma": first.sigma, "n0": first.n0, "n": first.n, "alpha": first.alpha, "seed": first.seed,
               "max_examples": int(max_examples), "batch_size": batch_size}
     document: dict[str, Any] = {"model": dict(model), "data": dict(data), "params": params,
-                                "runtime": dict(runtime), "noise": dict(noise), "throughput": throughput(records)}
+                                "runtime": dict(runtime), "noise": dict(noise), "throughput": throughput(records),
+                                "radius_limit": radius_limit(first.sigma, first.n, first.alpha)}
     document.update(summarize(records, radii, confidence, class_names))
     return document
 

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from reportlab.platypus import NextPageTemplate, PageBreak
 
-from certification.dossier import plots
+from certification.dossier import claims, plots
+from certification.dossier.risk import assess, residual_statement
 from certification.dossier.attachments import EVIDENCE_ATTACHMENT, EVIDENCE_INFO_KEY, RECORDS_ATTACHMENT, attach_files
 from certification.dossier.layout import DEV_WARNING, document_template, numbered_canvas_class, signature_page_painter, styles
 from certification.dossier.sections import (bullets, criteria_table, flatten_scalars, image, keep, key_values, num, para,
@@ -45,12 +46,12 @@ def _cover(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], evidence_
     cert = next((x for x in ev["verdict"]["criteria"] if x["name"] == "certified_accuracy"), None)
     headline = [("Certified test images", f"{c['n_examples']} (sigma {num(c['params']['sigma'])}, n {c['params']['n']}, "
                                           f"alpha {num(c['params']['alpha'])})"),
-                ("Clean accuracy (smoothed)", f"{pct(c['clean_accuracy']['estimate'])} "
-                                              f"(lower bound {pct(c['clean_accuracy']['lower'])})"),
-                ("Abstention rate", f"{pct(c['abstention_rate']['estimate'])}")]
+                ("Clean accuracy (smoothed)", _bound_text(c["clean_accuracy"])),
+                ("Abstention rate", _bound_text(c["abstention_rate"]))]
     if cert is not None:
         headline.insert(1, (f"Certified accuracy at r = {num(at_gate)}",
-                            f"{pct(cert['estimate'])} (lower bound {pct(cert['bound'])}, required >= {pct(cert['threshold'])})"))
+                            f"{pct(cert['estimate'])} (lower bound {pct(cert['bound'])}; {cert['successes']}/{cert['trials']}; "
+                            f"required >= {pct(cert['threshold'])})"))
     out += [para("Key results", st["h2"]), key_values(headline, st), spacer(6), para("Document control", st["h2"])]
     rows = [("Document id", doc["document_id"]), ("Revision / status", f"{doc['revision']} / {doc['status']}"),
             ("Evidence time (UTC)", f"{doc['time_utc']} (source: {doc['time_source']})"),
@@ -105,10 +106,14 @@ def _intended_use(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) ->
 
 def _threat(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     t = texts.threat_model
+    spec = claims.specification(ev)
     out = [para("3  Robustness specification and threat model", st["h1"]), para("Specification", st["h2"]),
-           *paragraphs(t["specification"], st["body"]), para("Threat model", st["h2"]),
+           *paragraphs(t["specification"], st["body"]), para(spec[0], st["body"]), *bullets(spec[1:-1], st["bullet"]),
+           para(spec[-1], st["body"]), para("Threat model", st["h2"]),
            *paragraphs(t["threat_model"], st["body"]), para("What the certificate covers", st["h2"]),
-           *bullets(t["covered"], st["bullet"]), para("What the certificate does NOT cover", st["h2"])]
+           *bullets(t["covered"], st["bullet"]), para("Measured coverage of lighting and camera changes", st["h2"]),
+           *[para(x, st["body"]) for x in claims.coverage_sentences(ev)],
+           para("What the certificate does NOT cover", st["h2"])]
     rows = [["Not covered", "Why"]] + [[row["item"], " ".join(row["why"].split())] for row in t["not_covered"]]
     return out + [table(rows, [0.3, 0.7], st)]
 
@@ -131,7 +136,9 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
 def _record_table(record: Mapping[str, Any], title: str, st: Mapping[str, Any]) -> list:
     """A stage's metrics file as a titled key-value table (nothing when it holds no scalar)."""
     scalars = flatten_scalars(record)
-    return [para(title, st["h2"]), key_values(scalars, st)] if scalars else []
+    note = ("Rates in this table are the stage's own descriptive figures (n as listed), without confidence bounds; "
+            "acceptance uses only the bounded test-split figures of section 1.")
+    return [para(title, st["h2"]), key_values(scalars, st), para(note, st["small"])] if scalars else []
 
 
 def _data(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
@@ -164,6 +171,7 @@ def _method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
             ("examples certified / in test split", f"{c['n_examples']} / {c.get('data', {}).get('n_examples_total', 'n/a')}")]
     return [para("7  Verification method and statistical assumptions", st["h1"]),
             *paragraphs(texts.verification["method"], st["body"]), key_values(rows, st),
+            para("Radius limit and pixel terms", st["h2"]), para(claims.radius_note(ev), st["body"]),
             para("Statistical assumptions and limits", st["h2"]), *bullets(texts.verification["assumptions"], st["bullet"]),
             *_reproducibility(ev, texts, st), *_prespecification(ev, texts, st)]
 
@@ -211,15 +219,18 @@ def _results(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: M
     conf = c["confidence"]
     out = [para("8  Results", st["h1"]),
            key_values([("Clean accuracy (smoothed)", _bound_text(ca)), ("Abstention rate", _bound_text(ab)),
-                       ("Average certified radius", num(c["average_certified_radius"])),
-                       ("Median certified radius", num(c["median_radius"])),
+                       ("Average certified radius (ACR)", f"{num(c['average_certified_radius'])} (descriptive, no confidence "
+                                                          f"bound; n = {c['n_examples']}; wrong or abstained count as 0)"),
+                       ("Median certified radius", f"{num(c['median_radius'])} (descriptive, no confidence bound; n = {c['n_examples']})"),
                        ("Throughput (examples/s, samples/s)", ", ".join(num(v, 1) for v in c.get("throughput", {}).values()) or "n/a")], st),
            para("Certified accuracy vs radius", st["h2"]), image(figs["curve"]),
            para(f"Certified accuracy at radius r: share of the {c['n_examples']} test images classified correctly "
                 f"with a certified radius of at least r. Lower bound: one-sided, confidence {num(conf)}, method "
-                f"{c['bound_method']}.", st["small"])]
-    rows = [["Radius r", "Certified accuracy", "Lower bound", "Count"]]
-    rows += [[num(p["radius"]), pct(p["certified_accuracy"]), pct(p["lower_bound"]), num(p.get("count"))] for p in c["curve"]]
+                f"{c['bound_method']}. " + claims.radius_note(ev), st["small"])]
+    limit = ev["claims"]["radius"]["limit"]["radius"]
+    rows = [["Radius r", "Certified accuracy", "Lower bound", "Count / n"]]
+    rows += [[num(p["radius"]) + (" (beyond the limit)" if p["radius"] >= limit else ""), pct(p["certified_accuracy"]),
+              pct(p["lower_bound"]), f"{num(p.get('count'))} / {c['n_examples']}"] for p in c["curve"]]
     out.append(keep(para("Certified accuracy at the tabulated radii", st["h2"]), table(rows, [1, 1, 1, 1], st)))
     radius = num(g["radius"])
     out += [keep(para(f"Per class (certified at the gate radius {radius})", st["h2"]), _group_table(g["per_class"], "Class", st),
@@ -230,8 +241,8 @@ def _results(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: M
     abst = e.get("abstentions") or {}
     over = ", ".join(f"{x.get('field')}={x.get('group')}" for x in abst.get("exceeds_limit", []) if isinstance(x, Mapping))
     out.append(para("Abstentions", st["h2"]))
-    out.append(para(f"The smoothed classifier abstained on {ab['successes']} of {ab['trials']} images "
-                    f"({pct(ab['estimate'])}). Groups shown to abstain above the limit "
+    out.append(para(f"The smoothed classifier abstained on {ab['successes']} of {ab['trials']} images: "
+                    f"{_bound_text(ab)}. Groups shown to abstain above the limit "
                     f"{pct(abst.get('limit'))}: {over or 'none'}.",
                     st["body"]))
     out += _attack(e.get("attack") or {}, st) + _corruptions(ev, st, figs) + _quantization(e.get("quantization"), st)
@@ -254,7 +265,8 @@ def _attack(attack: Mapping[str, Any], st: Mapping[str, Any]) -> list:
     emp = {round(float(p["radius"]), 6): p for p in attack.get("empirical_robust_accuracy", []) if isinstance(p, Mapping)}
     cert = {round(float(p["radius"]), 6): p for p in attack.get("certified_accuracy", []) if isinstance(p, Mapping)}
     if emp:
-        rows = [["Radius", "Empirical robust accuracy (upper bound)", "Certified accuracy (lower bound)"]]
+        n = attack.get("n_examples", "n/a")
+        rows = [["Radius", f"Empirical robust accuracy (upper bound; n = {n})", f"Certified accuracy (lower bound; n = {n})"]]
         for r in sorted(emp):
             cp = cert.get(r, {})
             rows.append([num(r), f"{pct(emp[r].get('accuracy'))} ({pct(emp[r].get('upper_bound'))})",
@@ -267,12 +279,20 @@ def _corruptions(ev: Mapping[str, Any], st: Mapping[str, Any], figs: Mapping[str
     rows_in = [c for c in ev["evaluate"].get("corruptions") or [] if isinstance(c, Mapping)]
     if not rows_in:
         return [para("Lighting and camera changes", st["h2"]), para("No corruption study in metrics/evaluate.json.", st["body"])]
-    rows = [["Change", "Sev.", "L2 mean", "Covered share", "Coverage", "Smoothed acc.", "Base acc."]]
-    for c in rows_in:
-        rows.append([str(c.get("name")), num(c.get("severity")), num(c.get("l2_mean")), pct(c.get("covered_share")),
-                     str(c.get("coverage", "n/a")), pct(c.get("accuracy_smoothed")), pct(c.get("accuracy_base"))])
+    std = claims.coverage_standard(ev)
+    conf = ev["claims"]["coverage_confidence"]
+    rows = [["Change", "Sev.", "n", "L2 mean", "Within own radius (lower, upper)", "Claim",
+             "Smoothed acc. (lower, upper)", "Base acc. (lower, upper)"]]
+    for c in ev["claims"]["coverage"]:
+        cov, sm, ba = c["covered"], c["accuracy_smoothed"], c["accuracy_base"]
+        rows.append([c["name"], num(c["severity"]), num(c["n"]), num(c["l2_mean"]),
+                     f"{cov['successes']}/{c['n']} {pct(cov['estimate'])} ({pct(cov['lower'])}, {pct(cov['upper'])})",
+                     claims.coverage_word(c, std), f"{pct(sm['estimate'])} ({pct(sm['lower'])}, {pct(sm['upper'])})",
+                     f"{pct(ba['estimate'])} ({pct(ba['lower'])}, {pct(ba['upper'])})"])
+    note = (f"Bounds: one-sided Clopper-Pearson at confidence {num(conf)} on n images per setting. 'covered' needs the "
+            f"lower bound of the share within its own radius to reach {pct(std)}.")
     return [keep(para("Lighting and camera changes vs certified radius", st["h2"]), image(figs["corruptions"])),
-            table(rows, [1.6, 0.4, 0.7, 0.8, 0.9, 0.9, 0.8], st)]
+            table(rows, [1.45, 0.45, 0.4, 0.55, 1.25, 0.75, 1.1, 1.1], st), para(note, st["small"])]
 
 
 def _quantization(quant: Any, st: Mapping[str, Any]) -> list:
@@ -382,17 +402,56 @@ def _deployed_procedure(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, An
 
 
 def _fmea(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: Mapping[str, bytes]) -> list:
-    rows = [["ID", "Failure mode", "Effect", "S", "Likelihood: measured evidence", "Control", "Residual risk"]]
-    for r in texts.fmea["rows"]:
-        rows.append([r["id"], r["failure_mode"], r["effect"], r["severity"], " ".join(r["likelihood_evidence"].split()),
-                     r["control"], r["residual_risk"]])
-    out = [para("9  Failure modes (FMEA)", st["h1"]), *paragraphs(texts.fmea["scales"], st["small"]),
-           table(rows, [0.62, 1.3, 1.05, 0.28, 2.0, 1.3, 0.85], st)]
+    matrix = texts.risk_matrix
+    assessed = assess(texts.fmea["rows"], ev["claims"]["risk_rates"], matrix)
+    rows = [["ID", "Hazard / failure mode", "Effect", "S", "Probability: basis and level", "Evidence", "Control", "Risk"]]
+    for r, a in zip(texts.fmea["rows"], assessed):
+        rows.append([r["id"], r["failure_mode"], r["effect"], str(a.severity),
+                     f"{a.basis} -> {a.probability.level} ({a.probability.name})",
+                     " ".join(r["likelihood_evidence"].split()), r["control"], a.risk])
+    out = [para("9  Risk management (ISO 14971) and failure modes", st["h1"]), *paragraphs(texts.fmea["scales"], st["small"]),
+           table(rows, [0.62, 1.05, 0.9, 0.3, 1.55, 1.25, 1.05, 1.0], st),
+           para(residual_statement(assessed), st["body"]), *_risk_matrix_table(matrix, st),
+           *_subgroups_below(ev, st), *_labelling(ev, st)]
     lr = ev["least_robust"]
     if lr:
         out += [keep(para("Least robust correctly classified test images", st["h2"]), image(figs["least_robust"]),
                      para(f"Source: {lr[0]['source']}. Caption: test index, true class, certified radius.", st["small"]))]
     return out
+
+
+def _risk_matrix_table(matrix: Any, st: Mapping[str, Any]) -> list:
+    head = ["Severity \\ probability", *[f"{p.level} {p.name} (<= {p.max_rate:g})" for p in matrix.probabilities]]
+    rows = [head] + [[f"{s} {matrix.severities[s]}", *matrix.cells[s]] for s in sorted(matrix.severities, reverse=True)]
+    return [keep(para("Risk acceptability matrix (dossier_templates/risk_matrix.yaml)", st["h2"]),
+                 table(rows, [1.6] + [1.0] * len(matrix.probabilities), st))]
+
+
+def _subgroups_below(ev: Mapping[str, Any], st: Mapping[str, Any]) -> list:
+    """Every subgroup below the gate threshold, across all fields, with n and its bound (FM-03)."""
+    below = ev["claims"]["subgroups_below"]
+    title = para(f"Subgroups below the gate threshold {pct(ev['claims']['subgroup_threshold'])} (FM-03; all fields: "
+                 "class, skin type, blur, hair, illumination, vignette)", st["h2"])
+    if not below:
+        return [title, para("None: every subgroup's lower bound reaches the threshold.", st["body"])]
+    rows = [["Field", "Group", "n", "Certified at r*", "Lower bound", "Underpowered"]]
+    rows += [[b["field"], b["group"], num(b["n"]), f"{num(b['count'])}/{b['n']} {pct(b['estimate'])}", pct(b["lower"]),
+              "yes" if b["underpowered"] else "no"] for b in below]
+    return [keep(title, table(rows, [1, 1.4, 0.5, 1.1, 0.9, 0.8], st))]
+
+
+def _labelling(ev: Mapping[str, Any], st: Mapping[str, Any]) -> list:
+    """Limitations the labelling must state, generated from the measurements (referred to by the FMEA controls)."""
+    items = [f"Lower certified performance for {b['field']} = {b['group']}: lower bound {pct(b['lower'])} "
+             f"({b['count']}/{b['n']} certified at r*), below {pct(ev['claims']['subgroup_threshold'])}."
+             for b in ev["claims"]["subgroups_below"]]
+    std = claims.coverage_standard(ev)
+    uncovered = list(dict.fromkeys(c["name"] for c in ev["claims"]["coverage"] if claims.coverage_word(c, std) != "covered"))
+    if uncovered:
+        items.append("No robustness certificate for these lighting and camera changes: " + ", ".join(uncovered) + ".")
+    items.append("Abstention (\"refer\") is not a benign result; refer the patient.")
+    items.append("Not for out-of-scope inputs (section 2); the device does not detect them.")
+    return [para("Limitations to state in the labelling", st["h2"]), *bullets(items, st["bullet"])]
 
 
 def _traceability(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:

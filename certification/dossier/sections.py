@@ -4,16 +4,23 @@ Every number printed here is read from the evidence dict; formatting rules are i
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import Image, KeepTogether, Paragraph, Spacer, Table, TableStyle
 
 from certification.dossier.layout import GREEN, RED
 
 CONTENT_WIDTH = 495.0
+CELL_PADDING = 12.0  # reportlab's default left + right cell padding
+HEX = re.compile(r"[0-9a-fA-F]{17,}")
+HASH_CHUNK = 16
+MIN_FONT_SIZE = 5.0
+_BREAK_AFTER = re.compile(r"(?<=[_./\-])")
 GRID = colors.HexColor("#b0b0b0")
 HEAD = colors.HexColor("#dde7f3")
 
@@ -37,6 +44,46 @@ def pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _pack(pieces: Sequence[str], fits) -> list[str]:
+    """Greedy lines of consecutive pieces, each line as long as fits (a piece too wide alone is a line)."""
+    lines: list[str] = []
+    for piece in pieces:
+        if lines and fits(lines[-1] + piece):
+            lines[-1] += piece
+        else:
+            lines.append(piece)
+    return lines
+
+
+def fit_token(token: str, font: str, size: float, width: float) -> str:
+    """Paragraph markup for one word that must fit ``width`` points: unchanged when it fits; else hashes and other
+    long hex strings break only at 16-character chunk boundaries, identifiers only after '_', '.', '/' or '-',
+    and a word with no such place is set in a smaller font (never split mid-word)."""
+    def fits(text: str, at: float = size) -> bool:
+        return stringWidth(text, font, at) <= width
+
+    if fits(token):
+        return escape(token)
+    if HEX.fullmatch(token):
+        pieces = [token[i:i + HASH_CHUNK] for i in range(0, len(token), HASH_CHUNK)]
+    else:
+        pieces = [p for p in _BREAK_AFTER.split(token) if p]
+    lines = _pack(pieces, fits)
+    out = []
+    for line in lines:
+        at = size
+        while not fits(line, at) and at > MIN_FONT_SIZE:
+            at = max(MIN_FONT_SIZE, at - 0.5)
+        out.append(escape(line) if at == size else f'<font size="{at}">{escape(line)}</font>')
+    return "<br/>".join(out)
+
+
+def fitted(text: Any, style: Any, width: float) -> Paragraph:
+    """A paragraph whose every word fits ``width`` (see :func:`fit_token`); words are separated by spaces."""
+    words = str(text).split(" ")
+    return Paragraph(" ".join(fit_token(w, style.fontName, style.fontSize, width) if w else "" for w in words), style)
+
+
 def para(text: Any, style: Any) -> Paragraph:
     return Paragraph(escape(str(text)), style)
 
@@ -53,6 +100,7 @@ def bullets(items: Iterable[Any], style: Any) -> list[Paragraph]:
 def table(rows: Sequence[Sequence[Any]], widths: Sequence[float], st: Mapping[str, Any], header: bool = True,
           mono_cols: Sequence[int] = (), extra: Sequence[tuple] = ()) -> Table:
     """A ruled table with wrapped cells; ``widths`` are fractions of the content width."""
+    total = sum(widths)
     cells = []
     for r, row in enumerate(rows):
         out = []
@@ -61,9 +109,8 @@ def table(rows: Sequence[Sequence[Any]], widths: Sequence[float], st: Mapping[st
                 out.append(value)
                 continue
             style = st["cellbold"] if header and r == 0 else (st["mono"] if c in mono_cols else st["cell"])
-            out.append(para(value, style))
+            out.append(fitted(value, style, CONTENT_WIDTH * widths[c] / total - CELL_PADDING))
         cells.append(out)
-    total = sum(widths)
     t = Table(cells, colWidths=[CONTENT_WIDTH * w / total for w in widths], repeatRows=1 if header else 0,
               hAlign="LEFT")
     commands = [("GRID", (0, 0), (-1, -1), 0.4, GRID), ("VALIGN", (0, 0), (-1, -1), "TOP"),
@@ -120,7 +167,7 @@ def criteria_table(criteria: Sequence[Mapping[str, Any]], st: Mapping[str, Any])
         rows.append([c["name"], c["description"], num(c.get("estimate")), f"{num(c['bound'])} ({c['bound_kind']})",
                      f"bound {c['comparison']} {num(c['threshold'])}", f"{c.get('successes', '')} / {c.get('trials', '')}",
                      result])
-    return table(rows, [0.17, 0.28, 0.1, 0.13, 0.14, 0.09, 0.07], st)
+    return table(rows, [0.18, 0.26, 0.09, 0.13, 0.13, 0.11, 0.1], st)
 
 
 def spacer(height: float = 4) -> Spacer:
@@ -131,5 +178,5 @@ def keep(*flowables: Any) -> KeepTogether:
     return KeepTogether(list(flowables))
 
 
-__all__ = ["num", "pct", "para", "paragraphs", "bullets", "table", "key_values", "flatten_scalars", "image",
+__all__ = ["fit_token", "fitted", "num", "pct", "para", "paragraphs", "bullets", "table", "key_values", "flatten_scalars", "image",
            "verdict_banner", "criteria_table", "spacer", "keep"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from certification.dossier.risk import RiskMatrix, check_rows, parse_matrix
 from certification.errors import InputError, MissingInputError
 from certification.yaml_io import read_yaml
 
@@ -34,8 +35,9 @@ REQUIRED_FIELDS: dict[str, dict[str, type]] = {
     "acceptance.yaml": {"rationale": str, "traceability": list, "criteria_rationale": list, "triage_intro": str},
     "deployed_procedure.yaml": {"acquisition": str, "resizing": str, "prediction": str, "abstention_rule": str,
                                 "gate_abstention": str, "device_hardware": str},
+    "risk_matrix.yaml": {"severity": dict, "probability": list, "matrix": dict},
 }
-FMEA_KEYS = ("id", "failure_mode", "effect", "severity", "likelihood_evidence", "control", "residual_risk")
+FMEA_KEYS = ("id", "failure_mode", "effect", "severity", "probability", "likelihood_evidence", "control")
 TRACE_KEYS = ("requirement", "source", "evidence", "section")
 RATIONALE_KEYS = ("criterion", "threshold", "rationale")
 NOT_COVERED_KEYS = ("item", "why")
@@ -137,6 +139,7 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
                 raise InputError(f"{path}: field '{key}' must be a {'list' if kind is list else 'text' if kind is str else 'mapping'}")
         raw[name] = data
     _check_items(raw["fmea.yaml"]["rows"], FMEA_KEYS, str(folder / "fmea.yaml") + ": rows")
+    check_rows(raw["fmea.yaml"]["rows"], risk_matrix(raw, folder), str(folder / "fmea.yaml"))
     _check_items(raw["acceptance.yaml"]["traceability"], TRACE_KEYS, str(folder / "acceptance.yaml") + ": traceability")
     _check_items(raw["acceptance.yaml"]["criteria_rationale"], RATIONALE_KEYS, str(folder / "acceptance.yaml") + ": criteria_rationale")
     _check_items(raw["threat_model.yaml"]["not_covered"], NOT_COVERED_KEYS, str(folder / "threat_model.yaml") + ": not_covered")
@@ -148,6 +151,11 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
     _check_items([raw["verification.yaml"]["prespecification"]], PRESPECIFICATION_KEYS,
                  f"{folder / 'verification.yaml'}: prespecification")
     return raw
+
+
+def risk_matrix(raw: Mapping[str, Mapping[str, Any]], folder: str | Path) -> RiskMatrix:
+    """The acceptability matrix of risk_matrix.yaml, strictly checked (InputError naming the file)."""
+    return parse_matrix(raw["risk_matrix.yaml"], str(Path(folder) / "risk_matrix.yaml"))
 
 
 def document_metadata(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -180,11 +188,16 @@ class Texts:
     fmea: dict[str, Any]
     acceptance: dict[str, Any]
     deployed_procedure: dict[str, Any]
+    risk_matrix: RiskMatrix
 
 
 def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:
     """Read every template and fill its placeholders from ``evidence``."""
     raw = read_raw(folder)
     space = namespace(evidence)
-    filled = {name: _fill_tree(data, space, str(Path(folder) / name)) for name, data in raw.items()}
-    return Texts(**{name.removesuffix(".yaml"): value for name, value in filled.items()})
+    filled = {name: _fill_tree(data, space, str(Path(folder) / name)) for name, data in raw.items()
+              if name != "risk_matrix.yaml"}
+    for row, raw_row in zip(filled["fmea.yaml"]["rows"], raw["fmea.yaml"]["rows"]):
+        row["severity"] = int(raw_row["severity"])  # numbers, as checked against the matrix
+    return Texts(**{name.removesuffix(".yaml"): value for name, value in filled.items()},
+                 risk_matrix=risk_matrix(raw, folder))

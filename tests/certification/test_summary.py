@@ -40,3 +40,16 @@ def test_summary_rejects_bad_input() -> None:
         summarize(RECORDS, [-0.1], 0.9)
     with pytest.raises(InputError):
         summarize(RECORDS, [0.0], 0.9, class_names=["only"])
+
+
+def test_certify_metrics_record_the_radius_limit() -> None:
+    """metrics/certify.json names the largest radius its n and alpha can certify (read by the dossier)."""
+    from certification.radius_units import max_certifiable_radius
+    from certification.summary import REQUIRED_KEYS, certify_metrics
+
+    records = [make_record(i, 0, 0, 0.3) for i in range(3)]
+    r = records[0]
+    doc = certify_metrics(records, model={"sha256": r.model_sha256}, data={"sha256": r.data_sha256}, max_examples=0,
+                          radii=[0.0, 0.25], confidence=0.95, class_names=["a"], runtime={}, noise={})
+    assert doc["radius_limit"]["radius"] == pytest.approx(max_certifiable_radius(r.sigma, r.n, r.alpha))
+    assert "radius_limit.radius" in REQUIRED_KEYS

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from certification.certify_run import noise_record
 from certification.dataset_bounds import proportion_bound
 from certification.failure_modes.deployed import measure_deployed_predict
+from certification.failure_modes.corruptions import score
 from certification.failure_modes.grouping import all_groups
 from certification.failure_modes.report import deployed_block, triage_reports
 from certification.failure_modes.subgroups import subgroup_report
@@ -18,8 +19,8 @@ from certification.gate import Protocol, evaluate
 from certification.gate_io import decisions_from_certify, freeze_protocol, gate_document
 from certification.prespecification import GitState, record_test_access, write_protocol_record
 from certification.platform_info import platform_record
-from certification.records import CertifyRecord, as_arrays, certify_jsonl_text
 from certification.smoothing import SmoothedClassifier
+from certification.records import CertificateArrays, CertifyRecord, as_arrays, certify_jsonl_text
 from certification.summary import certify_metrics, write_certify_metrics
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
@@ -130,6 +131,14 @@ def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
     return root
 
 
+def corruption_rows(arrays: CertificateArrays, settings: list[tuple[str, float]]) -> list[dict]:
+    """Corruption results scored by the evaluate stage's own code, for changes of L2 size ``l2 * severity``
+    (predictions: the certified ones, so accuracy equals clean accuracy)."""
+    n = len(arrays)
+    return [score(name, s, "level", float(s), arrays, np.full(n, l2 * s), arrays.prediction, arrays.prediction, CONF).to_dict()
+            for name, l2 in settings for s in (1, 2)]
+
+
 def write_evaluate(root: Path, rows: list[CertifyRecord]) -> None:
     """metrics/evaluate.json for ``rows``: real subgroups (the evaluate stage's code), canned other analyses."""
     protocol = Protocol.from_dict(PROTOCOL)
@@ -150,9 +159,7 @@ def write_evaluate(root: Path, rows: list[CertifyRecord]) -> None:
         "subgroups": subgroups,
         "abstentions": {"confidence": CONF, "limit": 0.35, "overall": abst.to_dict(), "groups": [], "exceeds_limit": []},
         "least_robust": [],
-        "corruptions": [{"name": name, "severity": s, "l2_mean": l2 * s, "covered_share": 0.0 if l2 * s > 0.5 else 0.5,
-                         "coverage": "not covered" if l2 * s > 0.5 else "partial", "accuracy_smoothed": 0.7 - 0.05 * s,
-                         "accuracy_base": 0.72 - 0.06 * s} for name, l2 in (("brightness", 0.8), ("jpeg", 0.15)) for s in (1, 2)],
+        "corruptions": corruption_rows(arrays, [("brightness", 0.8), ("jpeg", 0.15)]),
         "attack": {"method": "pgd-l2-smoothadv", "n_examples": 10, "candidates": 1, "confirmed_contradictions": 0,
                    "radii": [0.0, 0.25], "empirical_robust_accuracy": [{"radius": 0.25, "accuracy": 0.6, "upper_bound": 0.8}],
                    "certified_accuracy": [{"radius": 0.25, "certified_accuracy": 0.5, "lower_bound": 0.3}]},
