@@ -51,3 +51,13 @@ def test_reader_keeps_abstentions_and_parses_timedelta_times() -> None:
 def test_reader_refuses_malformed_logs(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_cohen_log(text, 0.25)
+
+
+def test_our_own_tsv_log_reads_back_as_the_same_certificates() -> None:
+    """certify's reference-style .tsv (certify_tsv_text) is a Cohen log: the reader returns the same claims."""
+    from certification.records import certify_tsv_text
+
+    records = read_cohen_log(FIXTURES / "cifar10_resnet110_noise_0.50_sigma_0.50.tsv", 0.5)
+    again = parse_cohen_log(certify_tsv_text(records), 0.5)
+    assert [(r.index, r.label, r.prediction, r.radius, r.correct) for r in again] == \
+        [(r.index, r.label, r.prediction, r.radius, r.correct) for r in records]
