@@ -17,8 +17,10 @@ DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Model, data, noise, subset, runtime and output options of a run of the smoothed classifier."""
-    parser.add_argument("--model", required=True, type=Path, help="ONNX model: float32 input [batch,C,H,W] in [0,1], output (N,K) class scores")
-    parser.add_argument("--data", required=True, type=Path, help="data split .npz (images uint8 N,H,W,C or float32 N,C,H,W in [0,1]; labels)")
+    parser.add_argument("--model", required=True, type=Path, help="ONNX model: float32 input [batch,C,H,W] in [0,1], output (N,K) class scores "
+                        "(an NHWC input or a fixed batch is adapted; declared other units are refused)")
+    parser.add_argument("--data", required=True, type=Path, help="data split .npz (images uint8 N,H,W,C or float32 N,C,H,W in [0,1]; labels), "
+                        "or a DermaMNIST-format .npz (its test_images/test_labels)")
     parser.add_argument("--sigma", required=True, type=float, help="noise standard deviation, L2 in [0,1]-pixel units")
     parser.add_argument("--alpha", type=float, default=defaults.ALPHA,
                         help=f"per-example failure probability, in (0, 0.5) (default {defaults.ALPHA:g})")

@@ -108,3 +108,26 @@ def test_metadata_declaring_unit_range_is_accepted(tmp_path: Path, value: str) -
                  {"input_range": value, "normalization": "inside the graph"})
     classifier = OnnxClassifier(path, threads=1, provider="cpu")
     assert classifier.adaptation.steps == []
+
+
+def test_cli_certifies_an_nhwc_model_on_a_dermamnist_file(tmp_path: Path, capsys) -> None:
+    """The whole route a user takes: an NHWC ONNX and a DermaMNIST-format .npz, through smoothcert certify."""
+    import json
+
+    from certification.cli import main as cli_main
+
+    rng = np.random.default_rng(3)
+    arrays = {f"{s}_images": rng.integers(0, 256, (4, H, W, C), dtype=np.uint8) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_labels": rng.integers(0, K, (4, 1)).astype(np.uint8) for s in ("train", "val", "test")})
+    np.savez(tmp_path / "derma.npz", **arrays)
+    out = tmp_path / "certify.jsonl"
+    code = cli_main(["certify", "--model", str(nhwc_model(tmp_path / "nhwc.onnx")), "--data", str(tmp_path / "derma.npz"),
+                     "--sigma", "0.05", "--n0", "20", "--n", "200", "--threads", "1", "--provider", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == arrays["test_labels"][:, 0].tolist()
+    x = arrays["test_images"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    clean = nchw_scores(x).argmax(axis=1)
+    # with small noise the smoothed prediction is the clean prediction of the NCHW-reading reference
+    assert all(r["prediction"] in (int(c), -1) for r, c in zip(rows, clean))
+    assert sum(r["prediction"] == int(c) for r, c in zip(rows, clean)) >= 3
