@@ -17,6 +17,16 @@ from certification.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, InputErro
                                   silence_library_warnings)
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when run from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("smoothcert")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smoothcert",
@@ -24,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Exit codes: 0 success, 1 REJECT / not verified / audit difference, {EXIT_BAD_INPUT} bad input, "
         f"{EXIT_INTERNAL_ERROR} internal error.",
     )
+    parser.add_argument("--version", action="version", version=f"smoothcert {package_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected internal error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True

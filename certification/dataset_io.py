@@ -2,7 +2,9 @@
 
 A split file holds ``images`` (uint8, N x H x W x C, the stored form; or float32 N x C x H x W in [0, 1]),
 ``labels`` (int64, N) and one array of length N per metadata field (for example ``fitzpatrick``).
-Models always receive float32 NCHW in [0, 1]: :meth:`Split.model_input` converts.
+Models always receive float32 NCHW in [0, 1]: :meth:`Split.model_input` converts. :func:`load_split` also reads
+a DermaMNIST-format file (the keys the data stage reads: ``<split>_images``, ``<split>_labels``, labels (N,) or
+(N,1); its ``test`` split unless another is named), so the CLI and the pipeline accept the same files.
 """
 from __future__ import annotations
 
@@ -100,10 +102,32 @@ def read_npz(path: str | Path, hint: str = "") -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def load_split(path: str | Path, num_classes: int | None = None) -> Split:
-    """Load and validate one split file; errors name the file and the problem."""
+DERMAMNIST_SPLITS = ("train", "val", "test")
+
+
+def _dermamnist_split(arrays: dict[str, np.ndarray], split: str, path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one split of a DermaMNIST-format file under the split file's keys."""
+    if f"{split}_images" not in arrays or f"{split}_labels" not in arrays:
+        raise InputError(f"{path}: a DermaMNIST-format file without '{split}_images' and '{split}_labels'")
+    labels = arrays[f"{split}_labels"]
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    images = arrays[f"{split}_images"]
+    if images.ndim == 3:
+        images = images[..., None]
+    prefix = f"{split}_"
+    metadata = {k[len(prefix):]: v for k, v in arrays.items()
+                if k.startswith(prefix) and k not in (f"{split}_images", f"{split}_labels")}
+    return {"images": images, "labels": labels, **metadata}
+
+
+def load_split(path: str | Path, num_classes: int | None = None, split: str = "test") -> Split:
+    """Load and validate one split file (or the ``split`` of a DermaMNIST-format file); errors name the file and
+    the problem."""
     arrays = read_npz(path)
     path = Path(path)
+    if "images" not in arrays and any(f"{s}_images" in arrays for s in DERMAMNIST_SPLITS):
+        arrays = _dermamnist_split(arrays, split, path)
     for key in ("images", "labels"):
         if key not in arrays:
             raise InputError(f"{path}: missing array '{key}' (found: {', '.join(sorted(arrays)) or 'none'})")

@@ -19,6 +19,7 @@ import numpy as np
 
 from certification.errors import InputError, MissingInputError, ParameterError
 from certification.fileio import sha256_file
+from certification.onnx_layout import EXPECTED, Adaptation, check_units, describe_input, symbolic_batch, transpose_nhwc_input
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -71,11 +72,63 @@ def _choose_provider(provider: str) -> str:
     return PROVIDERS[provider]
 
 
+def _batch_is_free(session: Any, original: Any, where: str) -> bool:
+    """True when ``session`` (batch axis made symbolic) scores a batch of two as ``original`` scores each alone."""
+    shape = [d if isinstance(d, int) else 32 for d in session.get_inputs()[0].shape[1:]]
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    try:
+        pair = session.run(None, {session.get_inputs()[0].name: x})[0]
+        single = np.concatenate([original.run(None, {original.get_inputs()[0].name: x[i:i + 1]})[0] for i in range(2)])
+    except Exception:  # noqa: BLE001 - a graph that pins the batch (Reshape to [1,-1], ...) fails here
+        return False
+    return pair.shape == single.shape and bool(np.allclose(pair, single, rtol=1e-4, atol=1e-5))
+
+
+def _adapt(path: Path, session: Any, make: Any) -> tuple[Any, Adaptation]:
+    """The session for the model at ``path`` adapted to the input contract (see :mod:`certification.onnx_layout`)."""
+    import onnx
+
+    where = str(path)
+    inputs = session.get_inputs()
+    check_units(session.get_modelmeta().custom_metadata_map, where)
+    if len(inputs) != 1 or len(inputs[0].shape or []) != 4:
+        return session, Adaptation()  # OnnxClassifier names what is wrong
+    layout = describe_input(inputs[0].name, inputs[0].shape, session.get_modelmeta().custom_metadata_map, where)
+    adaptation = Adaptation()
+    if layout.layout == "NCHW" and layout.fixed_batch is None:
+        return session, adaptation
+    model = onnx.load(str(path))
+    if layout.layout == "NHWC":
+        transpose_nhwc_input(model)
+        adaptation.steps.append(f"input {list(layout.shape)} is NHWC: Transpose(0,2,3,1) prepended, the model takes NCHW")
+    adapted = make(model.SerializeToString())
+    if layout.fixed_batch is not None:
+        fixed = adapted
+        symbolic_batch(model)
+        candidate = make(model.SerializeToString())
+        if _batch_is_free(candidate, fixed, where):
+            adapted = candidate
+            adaptation.steps.append(f"fixed batch {layout.fixed_batch}: batch axis made symbolic (checked on a batch of 2)")
+        elif layout.fixed_batch == 1:
+            adaptation.loop_batch = True
+            adaptation.steps.append("fixed batch 1 that the graph pins: one example per inference call")
+        else:
+            raise InputError(f"{where}: input '{layout.name}' has a fixed batch of {layout.fixed_batch} that the graph "
+                             f"pins; export it with a dynamic batch axis (expected {EXPECTED})")
+    return adapted, adaptation
+
+
+def adaptation_of(session: Any) -> Adaptation:
+    """The adaptations :func:`open_session` made for ``session`` (none for a model that meets the contract)."""
+    return getattr(session, "smoothcert_adaptation", Adaptation())
+
+
 def open_session(path: str | os.PathLike[str], threads: int | None = None, provider: str = "cpu", *,
-                 spinning: bool = False, mem_pattern: bool = True) -> Any:
+                 spinning: bool = False, mem_pattern: bool = True, adapt: bool = True) -> Any:
     """The one way the library opens an ONNX model: an onnxruntime session with :func:`session_options`
     (``threads`` intra-op threads, default every usable core) on the chosen provider. One-line InputError when
-    the file is missing or onnxruntime cannot load it."""
+    the file is missing or onnxruntime cannot load it. With ``adapt`` (the default) the input contract is checked
+    and adapted (:mod:`certification.onnx_layout`); :func:`adaptation_of` tells what was changed."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -88,16 +141,26 @@ def open_session(path: str | os.PathLike[str], threads: int | None = None, provi
     options.enable_mem_pattern = bool(mem_pattern)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     chosen = _choose_provider(provider)
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=provider_list(chosen))
-    except Exception as exc:  # onnxruntime raises its own exception types for every load failure
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+
+    def make(model: str | bytes) -> Any:
+        try:
+            return ort.InferenceSession(model, sess_options=options, providers=provider_list(chosen))
+        except Exception as exc:  # onnxruntime raises its own exception types for every load failure
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+
+    session = make(str(path))
+    if not adapt:
+        return session
+    session, adaptation = _adapt(path, session, make)
+    session.smoothcert_adaptation = adaptation
+    return session
 
 
 def session_logits(session: Any, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Scores of a one-input session for float32 NCHW ``x`` in [0, 1], computed in batches."""
     name = session.get_inputs()[0].name
+    batch_size = 1 if adaptation_of(session).loop_batch else batch_size
     outputs = [session.run(None, {name: np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)})[0]
                for i in range(0, x.shape[0], batch_size)]
     return np.concatenate(outputs, axis=0)
@@ -122,12 +185,11 @@ class OnnxClassifier:
         self.input_name: str = inputs[0].name
         self.output_name: str = outputs[0].name
         if inputs[0].type != "tensor(float)":
-            raise InputError(f"{self.path}: input '{self.input_name}' has type {inputs[0].type}; expected tensor(float) (float32 NCHW in [0, 1])")
+            raise InputError(f"{self.path}: input '{self.input_name}' has type {inputs[0].type}; expected tensor(float): {EXPECTED}")
         declared = list(inputs[0].shape)
         if len(declared) != 4:
-            raise InputError(f"{self.path}: input '{self.input_name}' has shape {declared}; expected 4 dimensions [batch, C, H, W]")
-        if isinstance(declared[0], int):
-            raise InputError(f"{self.path}: input '{self.input_name}' has a fixed batch size {declared[0]}; export it with a dynamic batch axis")
+            raise InputError(f"{self.path}: input '{self.input_name}' has shape {declared}; expected {EXPECTED}")
+        self.adaptation = adaptation_of(self.session)
         #: declared (C, H, W); an entry is None where the model leaves it symbolic
         self.input_chw: tuple[int | None, ...] = tuple(d if isinstance(d, int) else None for d in declared[1:])
         out_shape = list(outputs[0].shape or [])
@@ -148,6 +210,8 @@ class OnnxClassifier:
             "enable_mem_pattern": False,
             "onnxruntime_version": ort.__version__,
         }
+        if self.adaptation.steps:
+            self.session_config["input_adaptation"] = list(self.adaptation.steps)
         if self.providers[0] == PROVIDERS["cuda"]:
             self.session_config["cuda_provider_options"] = dict(CUDA_PROVIDER_OPTIONS)
         self._sha256: str | None = None
@@ -183,7 +247,11 @@ class OnnxClassifier:
         """Class scores (N, K) for a float32 batch (N, C, H, W)."""
         n = batch.shape[0]
         try:
-            (scores,) = self.session.run([self.output_name], {self.input_name: batch})
+            if self.adaptation.loop_batch:
+                scores = np.concatenate([self.session.run([self.output_name], {self.input_name: batch[i:i + 1]})[0]
+                                         for i in range(n)], axis=0)
+            else:
+                (scores,) = self.session.run([self.output_name], {self.input_name: batch})
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{self.path}: inference failed on a batch of shape {tuple(batch.shape)} ({first[:200]})") from None

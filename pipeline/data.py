@@ -18,14 +18,15 @@ from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
 KEYS = {"source": str, "path": str, "image_size": int, "n_train": int, "n_val": int, "n_test": int, "seed": int,
-        "classes": list}
+        "classes": list, "malignant_classes": list}
 OUT_DIR = layout.DATA_DIR
 
 
 def build(params: dict) -> tuple[dict, dict]:
     """Splits and datasheet fields (without hashes) for the ``data`` params; raises InputError on bad input."""
     dataset = build_dataset(params["source"], params["path"], params["image_size"],
-                            {split: params[f"n_{split}"] for split in SPLITS}, params["seed"], params["classes"])
+                            {split: params[f"n_{split}"] for split in SPLITS}, params["seed"], params["classes"],
+                            params["malignant_classes"])
     return dataset.splits, provenance(dataset)
 
 

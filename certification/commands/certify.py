@@ -10,27 +10,27 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from certification.commands._options import DEFAULT_RADII, add_run_options, check_out, run_options
+from certification import defaults
+from certification.commands._options import add_run_options, add_summary_options, check_out, run_options
 from certification.errors import InputError
 
 
 def add_certify_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``smoothcert certify``."""
     add_run_options(parser)
-    parser.add_argument("--n0", type=int, default=100, help="selection samples per example (default 100)")
-    parser.add_argument("--n", type=int, default=100_000, help="estimation samples per example (default 100000)")
+    parser.add_argument("--n0", type=int, default=defaults.N0, help=f"selection samples per example (default {defaults.N0})")
+    parser.add_argument("--n", type=int, default=defaults.N, help=f"estimation samples per example (default {defaults.N})")
     parser.add_argument("--shard", default=None, metavar="K/N", help="certify only shard K of N (every N-th example from K); merge with `smoothcert merge`")
     parser.add_argument("--summary", type=Path, default=None, help="also write the dataset-level summary JSON here (the metrics/certify.json format)")
     parser.add_argument("--model-card", type=Path, default=None,
                         help="JSON naming the classes ('class_names'), for the summary's per-class figures (default: MODEL with .json, when it exists)")
-    parser.add_argument("--radii", type=float, nargs="+", default=list(DEFAULT_RADII), help="radii of the certified-accuracy curve in the summary")
-    parser.add_argument("--confidence", type=float, default=0.95, help="confidence of the dataset-level bounds in the summary (default 0.95)")
+    add_summary_options(parser)
 
 
 def add_predict_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``smoothcert predict``."""
     add_run_options(parser)
-    parser.add_argument("--n", type=int, default=10_000, help="noisy samples per example (default 10000)")
+    parser.add_argument("--n", type=int, default=defaults.N, help=f"noisy samples per example (default {defaults.N})")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,7 +44,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_certify_options(certify)
     certify.set_defaults(func=run_certify)
-    predict = subparsers.add_parser("predict", help="PREDICT with the smoothed ONNX classifier on a data split (abstains when unsure)")
+    predict = subparsers.add_parser(
+        "predict", help="PREDICT with the smoothed ONNX classifier on a data split (abstains when unsure)",
+        description="PREDICT (Cohen et al. 2019) every example: the top class of n noisy copies, or abstain when a "
+        "two-sided binomial test of the top two counts has p > alpha. Writes OUT (JSONL, one row per example).")
     add_predict_options(predict)
     predict.set_defaults(func=run_predict)
     return certify

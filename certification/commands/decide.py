@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from certification import defaults
 from certification.commands._options import add_run_options, check_out, run_options
 
 
@@ -24,8 +25,8 @@ def register(subparsers: Any) -> None:
     )
     add_run_options(parser)
     parser.add_argument("--radius", required=True, type=float, help="radius R to decide, L2 in [0,1]-pixel units")
-    parser.add_argument("--n0", type=int, default=100, help="selection samples per example (default 100)")
-    parser.add_argument("--n-max", type=int, default=10_000, help="most estimation samples per example (default 10000)")
+    parser.add_argument("--n0", type=int, default=defaults.N0, help=f"selection samples per example (default {defaults.N0})")
+    parser.add_argument("--n-max", type=int, default=defaults.N, help=f"most estimation samples per example (default {defaults.N})")
     parser.add_argument("--first-look", type=int, default=100, help="estimation samples at the first look (default 100)")
     parser.add_argument("--certified-only", action="store_true",
                         help="stop once 'certified at R' is decided, without settling abstention (fewer samples; "

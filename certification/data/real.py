@@ -10,8 +10,17 @@
   optional ``split`` column (train/val/test; otherwise a seeded 70/15/15 split) and metadata columns
   (``fitzpatrick`` as 1..6 or I..VI; ``hair``, ``illumination``, ``vignette``, ``blur`` in [0, 1]).
   Class order: the synthetic or DermaMNIST order when every name belongs to it, else sorted names.
+  Instead of ``labels.csv`` the folder may hold ISIC's one-hot ground truth (ISIC 2018/2019
+  ``*GroundTruth.csv``: ``image,MEL,NV,BCC,...``, one row per image, exactly one 1 (or 1.0) per row); its class
+  columns, in header order, are the classes.
 
-Images are resized (bilinear) to the requested square size; output is uint8 (N,S,S,3).
+Malignant classes: ``malignant_classes`` when given (each must be a class), else the class names found in
+:data:`KNOWN_MALIGNANT` (case-insensitive: the synthetic, DermaMNIST and ISIC codes). A data set in which none is
+found is refused, because the gate's malignant-recall criterion would silently be dropped: name them in
+``data.malignant_classes``.
+
+Images of any square size >= :data:`MIN_IMAGE_SIZE` are produced by one method: PIL bilinear resampling of the
+whole image to size x size (no crop; aspect ratio not kept); output is uint8 (N,S,S,3).
 """
 from __future__ import annotations
 
@@ -25,7 +34,6 @@ from PIL import Image, UnidentifiedImageError
 
 from certification.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from certification.data.synthetic import MALIGNANT_CLASSES as SYNTHETIC_MALIGNANT
-from certification.data.synthetic import check_image_size
 from certification.dataset_io import FITZPATRICK_NAMES, METADATA_FIELDS, read_npz, validate_arrays
 from certification.errors import InputError
 
@@ -33,7 +41,12 @@ SPLITS = ("train", "val", "test")
 #: DermaMNIST (HAM10000) label order and the malignant ones (akiec: actinic keratosis / intraepithelial carcinoma).
 DERMAMNIST_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 DERMAMNIST_MALIGNANT = ("akiec", "bcc", "mel")
-KNOWN_MALIGNANT = frozenset(SYNTHETIC_MALIGNANT + DERMAMNIST_MALIGNANT + ("squamous_cell_carcinoma", "scc"))
+#: ISIC 2018/2019 diagnosis codes that are malignant (AK: actinic keratosis, DermaMNIST's akiec, counted likewise).
+ISIC_MALIGNANT = ("MEL", "BCC", "SCC", "AK", "AKIEC")
+#: Class names recognised as malignant when ``malignant_classes`` is not given (compared case-insensitively).
+KNOWN_MALIGNANT = frozenset(c.lower() for c in SYNTHETIC_MALIGNANT + DERMAMNIST_MALIGNANT + ISIC_MALIGNANT
+                            + ("squamous_cell_carcinoma", "melanoma", "basal_cell_carcinoma", "malignant"))
+MIN_IMAGE_SIZE = 8
 LABELS_CSV = "labels.csv"
 _FITZPATRICK_ROMAN = {name: k for k, name in enumerate(FITZPATRICK_NAMES, start=1)}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -46,6 +59,29 @@ class RealDataset:
     splits: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
     class_names: list[str]
     malignant_classes: list[str]
+
+
+def check_real_image_size(size: int) -> int:
+    """``size`` when it is an integer >= :data:`MIN_IMAGE_SIZE` (real data is resized to any size a model takes)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or int(size) < MIN_IMAGE_SIZE:
+        raise InputError(f"unsupported image size {size!r}; real data needs an integer side >= {MIN_IMAGE_SIZE} pixels")
+    return int(size)
+
+
+def resolve_malignant(class_names: Sequence[str], declared: Sequence[str], where: str) -> list[str]:
+    """The malignant classes: ``declared`` (each must be a class) or those of :data:`KNOWN_MALIGNANT`; InputError
+    when none results, since the gate would otherwise judge no malignant recall."""
+    if declared:
+        unknown = [c for c in declared if c not in class_names]
+        if unknown:
+            raise InputError(f"{where}: malignant class '{unknown[0]}' (data.malignant_classes) is not one of the classes "
+                             f"{', '.join(class_names)}")
+        return [c for c in class_names if c in declared]
+    found = [c for c in class_names if c.lower() in KNOWN_MALIGNANT]
+    if not found:
+        raise InputError(f"{where}: none of the classes {', '.join(class_names)} is a known malignant class, so the gate "
+                         "could not judge malignant recall; name them in params data.malignant_classes")
+    return found
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -74,9 +110,9 @@ def _metadata(values: np.ndarray, name: str, n: int, where: str) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def load_npz(path: str | Path, image_size: int) -> RealDataset:
+def load_npz(path: str | Path, image_size: int, malignant_classes: Sequence[str] = ()) -> RealDataset:
     """Load a DermaMNIST-format file; errors name the missing key or the bad array."""
-    size = check_image_size(image_size)
+    size = check_real_image_size(image_size)
     path = Path(path)
     arrays = read_npz(path, hint="set data.path to a DermaMNIST-format .npz")
     for split in SPLITS:
@@ -93,13 +129,13 @@ def load_npz(path: str | Path, image_size: int) -> RealDataset:
     else:
         top = max((int(v.max()) for v in labels_all.values() if v.size and np.issubdtype(v.dtype, np.integer)), default=0)
         class_names = list(DERMAMNIST_CLASSES) if top < len(DERMAMNIST_CLASSES) else [f"class_{i}" for i in range(top + 1)]
-    if "malignant_classes" in arrays:
+    if "malignant_classes" in arrays and not malignant_classes:
         malignant = [str(c) for c in arrays["malignant_classes"].tolist()]
         unknown = sorted(set(malignant) - set(class_names))
         if unknown:
             raise InputError(f"{path}: malignant class '{unknown[0]}' is not in class_names")
     else:
-        malignant = [c for c in class_names if c in KNOWN_MALIGNANT]
+        malignant = resolve_malignant(class_names, malignant_classes, str(path))
     splits = {}
     for split in SPLITS:
         where = f"{path} [{split}]"
@@ -198,25 +234,60 @@ def _parse_metadata(name: str, text: str, where: str) -> float:
         raise InputError(f"{where}: '{name}' value {text!r} is not {expected}") from None
 
 
-def load_folder(folder: str | Path, image_size: int, seed: int, classes: Sequence[str] = ()) -> RealDataset:
-    """Load an image folder with ``labels.csv``; every listed image must exist inside the folder and decode, and
-    every label must be one of ``classes`` (see :func:`_class_names`)."""
-    size = check_image_size(image_size)
-    folder = Path(folder)
+def _label_table(folder: Path) -> Path:
+    """``labels.csv``, else the folder's one ISIC ground-truth CSV (``*GroundTruth*.csv``)."""
     table = folder / LABELS_CSV
-    if not table.is_file():
-        raise InputError(f"{table}: labels file not found; a folder data set needs {LABELS_CSV} with columns image,label")
-    with open(table, newline="", encoding="utf-8") as handle:
+    if table.is_file():
+        return table
+    truths = sorted(folder.glob("*GroundTruth*.csv"))
+    if len(truths) == 1:
+        return truths[0]
+    if len(truths) > 1:
+        raise InputError(f"{folder}: several ground-truth files ({', '.join(t.name for t in truths)}); keep one, or write {LABELS_CSV}")
+    raise InputError(f"{table}: labels file not found; a folder data set needs {LABELS_CSV} with columns image,label "
+                     "(or ISIC's one-hot *GroundTruth.csv)")
+
+
+def _one_hot_labels(rows: list[dict[str, str]], header: Sequence[str], table: Path) -> tuple[list[str], list[str]]:
+    """Class columns (header order) and each row's class name from ISIC's one-hot ground truth."""
+    class_columns = [c for c in header if c not in ("image", "split", *METADATA_FIELDS)]
+    if len(class_columns) < 2:
+        raise InputError(f"{table}: missing column 'label' (need image,label, or ISIC one-hot columns image,MEL,NV,...)")
+    labels = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            values = [float(row[c]) for c in class_columns]
+        except (TypeError, ValueError):
+            raise InputError(f"{table} line {line}: one-hot class columns must hold 0 or 1") from None
+        if any(v not in (0.0, 1.0) for v in values) or sum(values) != 1.0:
+            raise InputError(f"{table} line {line}: expected exactly one class column equal to 1, got "
+                             f"{dict(zip(class_columns, values))}")
+        labels.append(class_columns[values.index(1.0)])
+    return class_columns, labels
+
+
+def load_folder(folder: str | Path, image_size: int, seed: int, classes: Sequence[str] = (),
+                malignant_classes: Sequence[str] = ()) -> RealDataset:
+    """Load an image folder with ``labels.csv`` (or ISIC's one-hot ground truth); every listed image must exist
+    inside the folder and decode, and every label must be one of ``classes`` (see :func:`_class_names`)."""
+    size = check_real_image_size(image_size)
+    folder = Path(folder)
+    table = _label_table(folder)
+    with open(table, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
+        header = list(reader.fieldnames or [])
+        columns = set(header)
         rows = list(reader)
-    missing = sorted({"image", "label"} - columns)
-    if missing:
-        raise InputError(f"{table}: missing column '{missing[0]}' (need image,label)")
+    if "image" not in columns:
+        raise InputError(f"{table}: missing column 'image' (need image,label)")
     if not rows:
         raise InputError(f"{table}: no rows; the data set is empty")
-    raw = [(row["label"] or "").strip() for row in rows]
-    class_names, indices = _class_names(raw, classes, table)
+    if "label" in columns:
+        raw = [(row["label"] or "").strip() for row in rows]
+        class_names, indices = _class_names(raw, classes, table)
+    else:
+        one_hot_classes, raw = _one_hot_labels(rows, header, table)
+        class_names, indices = _class_names(raw, classes or one_hot_classes, table)
     if "split" in columns:
         split_of = [row["split"].strip() for row in rows]
         bad = next((s for s in split_of if s not in SPLITS), None)
@@ -240,5 +311,5 @@ def load_folder(folder: str | Path, image_size: int, seed: int, classes: Sequenc
             raise InputError(f"{where}: the split is empty; add rows for it (column split) or more images")
         validate_arrays(images[chosen], indices[chosen], where, len(class_names))
         splits[split] = (images[chosen], indices[chosen], {f: v[chosen] for f, v in meta.items()})
-    malignant = [c for c in class_names if c in KNOWN_MALIGNANT]
+    malignant = resolve_malignant(class_names, malignant_classes, str(table))
     return RealDataset(splits=splits, class_names=class_names, malignant_classes=malignant)

@@ -24,7 +24,7 @@ from support import REPO
 CONFIG = {"num_classes": 4, "width": 4, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "image_size": 28}
 TINY_PARAMS = {
     "data": {"source": "synthetic", "path": "", "image_size": 28, "n_train": 300, "n_val": 100, "n_test": 100, "seed": 3,
-             "classes": []},
+             "classes": [], "malignant_classes": []},
     "train": {"sigma": 0.25, "epochs": 2, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0005, "width": 8, "seed": 1,
               "portable_kernels": True},
     "export": {"opset": 18, "quantize": False, "calibration_samples": 64, "parity_samples": 100, "seed": 2},

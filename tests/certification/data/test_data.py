@@ -20,7 +20,7 @@ from support import REPO
 
 
 TINY_DATA = {"source": "synthetic", "path": "", "image_size": 28, "n_train": 40, "n_val": 20, "n_test": 20, "seed": 7,
-             "classes": []}
+             "classes": [], "malignant_classes": []}
 
 
 @pytest.fixture
@@ -251,7 +251,7 @@ def test_data_stage_from_npz_source(workdir):
     [
         ({"colour": "red"}, "unknown key 'data.colour'"),
         ({"seed": None}, "missing key 'data.seed'"),
-        ({"image_size": 48}, "unsupported image size 48"),
+        ({"image_size": 48}, "unsupported image size 48"),  # synthetic data: 28, 32 or 64 only
         ({"n_val": 0}, "data.n_val must be >= 1"),
         ({"source": "csv"}, "data.source must be one of"),
         ({"source": "npz", "path": "nowhere.npz"}, "data file not found"),
