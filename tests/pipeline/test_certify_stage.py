@@ -12,7 +12,7 @@ from certification.errors import InputError
 from support.oracle import conv_onnx, write_split
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
-CERTIFY = {"sigma": None, "n0": 20, "n": 300, "alpha": 0.01, "batch_size": 100, "max_examples": 6, "seed": 3,
+CERTIFY = {"sigma": None, "n0": 20, "n": 300, "alpha": 0.01, "max_examples": 6, "seed": 3,
            "confidence": 0.95, "radii": [0.0, 0.1, 0.25]}
 
 
@@ -24,7 +24,8 @@ def _workspace(root: Path, certify: dict, train_sigma: float = 0.25) -> None:
         {"sha256": "x", "class_names": CLASSES, "malignant_classes": CLASSES[2:], "train_sigma": train_sigma}))
     rng = np.random.default_rng(2)
     write_split(root / "data" / "test.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, size=12))
-    (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify,
+                                                          "runtime": {"certify_batch_size": 100}}))
 
 
 def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +43,7 @@ def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.M
                 "average_certified_radius", "median_radius", "curve", "per_class", "class_names", "radii", "runtime",
                 "noise", "throughput"):
         assert key in metrics, key
-    assert metrics["params"] == {"sigma": 0.25, "n0": 20, "n": 300, "alpha": 0.01, "seed": 3, "batch_size": 100, "max_examples": 6}
+    assert metrics["params"] == {"sigma": 0.25, "n0": 20, "n": 300, "alpha": 0.01, "seed": 3, "max_examples": 6}
     assert metrics["data"]["n_examples_total"] == 12 and len(metrics["model"]["sha256"]) == 64
     assert set(metrics["per_class"]) == set(CLASSES)
     assert sum(c["n_examples"] for c in metrics["per_class"].values()) == 6
@@ -70,3 +71,13 @@ def test_certify_stage_rejects_unknown_keys(tmp_path: Path, monkeypatch: pytest.
 
     with pytest.raises(InputError, match="certify.n1"):
         main()
+
+
+def test_batch_size_in_certify_names_its_new_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """certify.batch_size never changes a certificate: it lives in runtime: (no stage's params), and the old key says so."""
+    _workspace(tmp_path, {**CERTIFY, "batch_size": 100})
+    monkeypatch.chdir(tmp_path)
+    from pipeline.params import certify_params
+
+    with pytest.raises(InputError, match=r"certify.batch_size' moved to 'runtime.certify_batch_size'"):
+        certify_params({"train_sigma": 0.25})
