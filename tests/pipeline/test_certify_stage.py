@@ -43,7 +43,7 @@ def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.M
                 "average_certified_radius", "median_radius", "curve", "per_class", "class_names", "radii", "runtime",
                 "noise", "throughput"):
         assert key in metrics, key
-    assert metrics["params"] == {"sigma": 0.25, "n0": 20, "n": 300, "alpha": 0.01, "seed": 3, "max_examples": 6}
+    assert metrics["params"] == {"sigma": 0.25, "n0": 20, "n": 300, "alpha": 0.01, "seed": 3, "batch_size": 100, "max_examples": 6}
     assert metrics["data"]["n_examples_total"] == 12 and len(metrics["model"]["sha256"]) == 64
     assert set(metrics["per_class"]) == set(CLASSES)
     assert sum(c["n_examples"] for c in metrics["per_class"].values()) == 6
