@@ -252,7 +252,7 @@ def _log(stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any], arti
             params_to_log[key] = value
     if onnx_path is not None:
         tags.setdefault("smoothcert.model_sha256", sha256_file(onnx_path))
-    tags[f"smoothcert.stage.{stage}"] = "done"
+    tags.setdefault(f"smoothcert.stage.{stage}", "done")
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
