@@ -23,6 +23,7 @@ What a stage logs (:func:`log_stage`)
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from certification.errors import InputError
 from certification.fileio import sha256_file
@@ -138,7 +139,7 @@ def _param_items(stage: str, params: Mapping[str, Any]) -> dict[str, str]:
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _experiment_id(client: Any, root: Path, uri: str) -> str:
@@ -269,6 +270,28 @@ def _log(stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any], arti
     return run_id
 
 
+@contextlib.contextmanager
+def _global_store(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to ``uri`` for the block, then put back exactly, environment
+    included (``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``, which would redirect later stages)."""
+    import mlflow
+
+    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _log_onnx(uri: str, run_id: str, path: Path) -> Any:
     """Log the ONNX file as an MLflow model named ``model`` (signature from its input/output shapes); its ModelInfo."""
     import mlflow
@@ -286,17 +309,13 @@ def _log_onnx(uri: str, run_id: str, path: Path) -> Any:
         return TensorSpec(np.dtype(np.float32), tuple(dims), value.name)
 
     signature = ModelSignature(inputs=Schema([spec(proto.graph.input[0])]), outputs=Schema([spec(proto.graph.output[0])]))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with _global_store(uri):
         with mlflow.start_run(run_id=run_id):
             return mlflow.onnx.log_model(
                 proto, name="model", signature=signature,
                 pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
                 onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
             )
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 #: Backfilled for a stage the execution did not run (restored from the DVC cache): params sections of params.yaml,
@@ -355,7 +374,8 @@ def _log_pipeline(verdict: Any, root: Path, uri: str) -> str:
     _log_history(client, run_id)
     _log_datasets(client, run_id)
     model_info = _logged_model(uri, run_id) or _log_onnx(uri, run_id, layout.MODEL)
-    _register(client, run_id, verdict, model_info.model_id)
+    with _global_store(uri):  # the registry resolves models:/ sources through MLflow's global store
+        _register(_client(uri), run_id, verdict, model_info.model_id)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -401,13 +421,9 @@ def _logged_model(uri: str, run_id: str) -> Any:
     """The ``model`` this run logged for models/model.onnx (its sha256 tag matching the file), or None."""
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with _global_store(uri):
         models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list",
                                              experiment_ids=[mlflow.get_run(run_id).info.experiment_id])
-    finally:
-        mlflow.set_tracking_uri(previous)
     return models[0] if models else None
 
 
