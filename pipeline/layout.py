@@ -52,8 +52,9 @@ TEMPLATES = Path("dossier_templates")
 # a plain output (provenance, SHAs, seconds, thread counts stay out of the metrics table)
 HEADLINE = Path("metrics/headline.json")
 
-#: The evaluation's figures, shown by `dvc plots show` as image plots (written into EVALUATE_DIR by evaluate).
-EVALUATE_FIGURES = (EVALUATE_DIR / "subgroups.png", EVALUATE_DIR / "attack_curves.png", EVALUATE_DIR / "corruption_l2.png")
+#: The evaluation's figures (subgroups, attack curves, corruptions, least robust examples): every PNG of
+#: EVALUATE_DIR, which dvc.yaml's top-level `plots:` shows as image plots.
+EVALUATE_FIGURES_GLOB = "*.png"
 
 #: What each stage writes (its ``outs``, ``metrics`` and ``plots`` in dvc.yaml).
 STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {

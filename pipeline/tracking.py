@@ -325,7 +325,7 @@ _RESTORE: dict[str, tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]]] 
     "train": (("train",), (layout.TRAIN_METRICS,), (layout.TRAIN_HISTORY,)),
     "export": (("export",), (layout.EXPORT_METRICS,), (layout.MODEL_CARD,)),
     "certify": (("certify",), (), (layout.CERTIFY_METRICS, layout.CERTIFY_CURVE, layout.CERTIFY_TSV)),
-    "evaluate": (("evaluate",), (), (layout.EVALUATE_METRICS, layout.EVALUATE_ATTACK_CURVE, *layout.EVALUATE_FIGURES)),
+    "evaluate": (("evaluate",), (), (layout.EVALUATE_METRICS, layout.EVALUATE_ATTACK_CURVE)),  # + the figures
     "gate": (("gate",), (), (layout.GATE_METRICS, layout.GATE_DECISIONS)),
     "dossier": ((), (), (layout.EVIDENCE, layout.DOSSIER_SIGNED)),
 }
@@ -370,6 +370,8 @@ def _log_pipeline(verdict: Any, root: Path, uri: str) -> str:
         for path in metric_files:
             if path.is_file():
                 metrics.update(json.loads(path.read_text(encoding="utf-8")))
+        if stage == "evaluate":
+            files = (*files, *sorted(layout.EVALUATE_DIR.glob(layout.EVALUATE_FIGURES_GLOB)))
         log_stage(stage, params, metrics, artifacts=files, tags={f"smoothcert.stage.{stage}": "cached"})
     _log_history(client, run_id)
     _log_datasets(client, run_id)
@@ -398,11 +400,14 @@ def _log_history(client: Any, run_id: str) -> None:
 
 
 def _log_datasets(client: Any, run_id: str) -> None:
-    """The splits as dataset inputs (context = split name), digests from data/datasheet.json, once per run."""
+    """The splits as dataset inputs (context = split name), digests from data/datasheet.json, once per run (nothing
+    without a datasheet)."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.data.http_dataset_source import HTTPDatasetSource
 
+    if not layout.DATASHEET.is_file():  # a model certified on data this pipeline did not build
+        return
     logged = {d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs}
     splits = json.loads(layout.DATASHEET.read_text(encoding="utf-8"))["splits"]
     inputs = []

@@ -65,10 +65,10 @@ def main() -> int:
     verdict = Verdict.from_dict(read_gate_metrics(GATE), source=str(GATE))
     certify = read_certify_metrics(CERTIFY)
     model_sha256 = load_model_description(MODEL_CARD)["sha256"]
-    for path, judged in ((GATE, verdict.model_sha256), (CERTIFY, certify["model"]["sha256"])):
+    for path, judged, stage in ((GATE, verdict.model_sha256, "gate"), (CERTIFY, certify["model"]["sha256"], "certify")):
         if judged != model_sha256:
-            raise StaleArtifactError(f"{path} is about model {judged} but {MODEL_CARD} names {model_sha256}; "
-                                     "rerun the pipeline (dvc repro)")
+            raise StaleArtifactError(f"{path} judges model {judged} but {MODEL_CARD} names {model_sha256}; "
+                                     f"rerun the {stage} stage (dvc repro)")
     document = headline(verdict, certify)
     write_json_atomic(HEADLINE, document)
     log_stage("verdict", params={}, metrics={k: v for k, v in document.items() if k != "verdict"} | {"accepted": float(verdict.accepted)},
