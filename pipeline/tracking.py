@@ -188,8 +188,9 @@ def rebase_store(db: Path, old: str, new: str) -> int:
         for table, column in _LOCATION_COLUMNS:
             if table in tables:
                 changed += connection.execute(
-                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
-                    (new, len(old) + 1, len(old), old)).rowcount
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
     print(f"tracking: {db} named artifacts in {old}; moved them to {new} ({changed} locations)", file=sys.stderr)
     return changed
 
