@@ -6,7 +6,8 @@ mode sequential: runs the sequential decision at gate.radius on the examples cer
 
 Writes metrics/gate.json (the verdict) and results/gate.jsonl (the per-example decision at r*, same schema in
 both modes) and ALWAYS exits 0 once the verdict is written, so the dossier is produced for a rejected model too;
-the verdict stage (after the dossier) fails `dvc repro` on REJECT. Bad input exits 2.
+the verdict stage (after the dossier) records it and, with SMOOTHCERT_FAIL_ON_REJECT=1, fails on REJECT. Bad input
+exits 2.
 """
 from __future__ import annotations
 

@@ -52,6 +52,14 @@ DOSSIER_UNSIGNED = DOSSIER_DIR / "dossier_unsigned.pdf"
 DOSSIER_SIGNED = DOSSIER_DIR / "dossier.pdf"
 TEMPLATES = Path("dossier_templates")
 
+# verdict stage: the only file DVC shows as metrics (`dvc metrics show`, `dvc exp show`); every other JSON above is
+# a plain output (provenance, SHAs, seconds, thread counts stay out of the metrics table)
+HEADLINE = Path("metrics/headline.json")
+
+#: The evaluation's figures (subgroups, attack curves, corruptions, least robust examples): every PNG of
+#: EVALUATE_DIR, which dvc.yaml's top-level `plots:` shows as image plots.
+EVALUATE_FIGURES_GLOB = "*.png"
+
 #: What each stage writes (its ``outs``, ``metrics`` and ``plots`` in dvc.yaml).
 STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "data": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
@@ -62,7 +70,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
     "gate": (GATE_DECISIONS, GATE_METRICS),
     "dossier": (EVIDENCE, DOSSIER_UNSIGNED, DOSSIER_SIGNED),
-    "verdict": (),
+    "verdict": (HEADLINE,),
 }
 
 #: The pipeline files each stage reads (its data ``deps`` in dvc.yaml; code deps are checked separately).
@@ -76,5 +84,5 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "gate": (PROTOCOL_RECORD, CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),
     "dossier": (PROTOCOL_RECORD, TEST_ACCESS, MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
                 CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
-    "verdict": (GATE_METRICS, MODEL_CARD, EVIDENCE),
+    "verdict": (GATE_METRICS, CERTIFY_METRICS, MODEL_CARD, EVIDENCE),
 }

@@ -1,4 +1,9 @@
-"""Params sections read by more than one stage, validated in one place (the stages never import each other)."""
+"""Params sections read by more than one stage, validated in one place (the stages never import each other).
+
+``certify`` holds what decides a certificate; ``runtime`` holds the knobs that only change how fast it is computed
+(batch size, onnxruntime and noise threads). No stage lists ``runtime`` among its params in dvc.yaml, so changing
+it reruns nothing; the section is optional (defaults below).
+"""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -6,19 +11,22 @@ from typing import Any, Mapping
 from certification.certify_run import RunOptions
 from certification.errors import ParameterError
 from pipeline import layout
-from pipeline.stage import load_section
+from pipeline.stage import PARAMS_FILE, load_document, load_section
 
 KEYS: dict[str, Any] = {
     "sigma": (float, type(None)),
     "n0": int,
     "n": int,
     "alpha": float,
-    "batch_size": int,
     "max_examples": int,
     "seed": int,
     "confidence": float,
     "radii": list,
 }
+
+#: ``runtime:`` keys and their defaults (null threads: the library's defaults, half the cores each).
+RUNTIME_DEFAULTS: dict[str, Any] = {"certify_batch_size": 250, "onnx_threads": None, "noise_threads": None}
+MOVED_TO_RUNTIME = {"batch_size": "certify_batch_size"}
 
 
 def resolve_sigma(params: Mapping[str, Any], card: Mapping[str, Any]) -> float:
@@ -32,15 +40,44 @@ def resolve_sigma(params: Mapping[str, Any], card: Mapping[str, Any]) -> float:
     return float(sigma)
 
 
+def runtime_params() -> dict[str, Any]:
+    """The optional ``runtime`` section merged over :data:`RUNTIME_DEFAULTS`; each value a positive int (threads: or null)."""
+    section = load_document().get("runtime") or {}
+    if not isinstance(section, dict):
+        raise ParameterError(f"{PARAMS_FILE}: 'runtime:' must be a mapping of {', '.join(RUNTIME_DEFAULTS)}")
+    unknown = sorted(set(section) - set(RUNTIME_DEFAULTS))
+    if unknown:
+        raise ParameterError(f"{PARAMS_FILE}: unknown key 'runtime.{unknown[0]}'; allowed keys: {', '.join(RUNTIME_DEFAULTS)}")
+    values = {**RUNTIME_DEFAULTS, **section}
+    for key, value in values.items():
+        nullable = key != "certify_batch_size"
+        if (value is None and nullable) or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            continue
+        raise ParameterError(f"{PARAMS_FILE}: 'runtime.{key}' must be a positive integer{' or null' if nullable else ''}, "
+                             f"got {value!r}")
+    return values
+
+
 def certify_params(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``certify`` section with sigma resolved against the model card, every number checked before any work."""
+    """The ``certify`` section with sigma resolved against the model card and ``batch_size`` taken from ``runtime``,
+    every number checked before any work."""
+    section = load_document().get("certify")
+    if isinstance(section, dict):
+        for old, new in MOVED_TO_RUNTIME.items():
+            if old in section:
+                raise ParameterError(f"{PARAMS_FILE}: 'certify.{old}' moved to 'runtime.{new}' (it never changes a "
+                                     "certificate, so changing it must not rerun the pipeline); move the line there")
     params = load_section("certify", KEYS)
     params["sigma"] = resolve_sigma(params, card)
+    runtime = runtime_params()
+    params["batch_size"] = runtime["certify_batch_size"]
+    params["threads"], params["noise_threads"] = runtime["onnx_threads"], runtime["noise_threads"]
     run_options(params).check(params["n0"], params["n"])
     return params
 
 
 def run_options(params: Mapping[str, Any]) -> RunOptions:
-    """The run options of a resolved ``certify`` section (threads and provider: the library's defaults)."""
+    """The run options of a resolved ``certify`` section (provider: the library's default)."""
     return RunOptions(sigma=params["sigma"], alpha=params["alpha"], seed=params["seed"], batch_size=params["batch_size"],
-                      max_examples=params["max_examples"])
+                      max_examples=params["max_examples"], threads=params.get("threads"),
+                      noise_threads=params.get("noise_threads"))

@@ -23,6 +23,7 @@ What a stage logs (:func:`log_stage`)
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -32,10 +33,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from certification.errors import InputError
 from certification.fileio import sha256_file
+from pipeline import layout
 
 # No network: MLflow's usage telemetry is read at import time, so opt out before anything imports mlflow.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -47,6 +49,11 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 EXPERIMENT = "smoothcert"
 EXECUTION_TAG = "smoothcert.execution"
+REGISTERED_MODEL = "smoothcert-base-classifier"
+CERTIFIED_ALIAS = "certified"
+ARTIFACT_ROLE = ("base classifier (ONNX) of a randomized-smoothing certificate: the certificate holds only for the "
+                 "smoothed classifier, so the device must run the smoothed procedure (PREDICT with Gaussian noise of the "
+                 "certified sigma, n samples, alpha), never this ONNX's argmax alone")
 _OFF = {"off", "0", "false", "no", "disabled"}
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -132,12 +139,16 @@ def _param_items(stage: str, params: Mapping[str, Any]) -> dict[str, str]:
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _experiment_id(client: Any, root: Path, uri: str) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     location = (root / "mlartifacts").as_uri() if _is_local_store(uri) else None
+    if experiment is not None and location is not None and experiment.artifact_location != location \
+            and _own_store(uri, root) and experiment.artifact_location.endswith("/mlartifacts"):
+        rebase_store(root / "mlflow.db", experiment.artifact_location, location)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         if location is not None and experiment.artifact_location != location:
             # a copied repository's mlflow.db still names the original checkout's artifact folder
@@ -154,6 +165,36 @@ def _experiment_id(client: Any, root: Path, uri: str) -> str:
         return experiment.experiment_id
 
 
+def _own_store(uri: str, root: Path) -> bool:
+    """True when ``uri`` is the sqlite file ``<root>/mlflow.db`` (the repository's own store)."""
+    if not uri.startswith("sqlite:///"):
+        return False
+    return Path(uri[len("sqlite:///"):]).resolve() == (root / "mlflow.db").resolve()
+
+
+#: The columns of MLflow's sqlite schema that hold artifact locations.
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
+                     ("model_versions", "source"), ("model_versions", "storage_location"))
+
+
+def rebase_store(db: Path, old: str, new: str) -> int:
+    """Rewrite every artifact location in the sqlite store ``db`` that starts with ``old`` to start with ``new``
+    (a moved checkout's ``mlartifacts``); returns the number of rows changed. One transaction: all or nothing."""
+    import sqlite3
+
+    changed = 0
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table, column in _LOCATION_COLUMNS:
+            if table in tables:
+                changed += connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
+    print(f"tracking: {db} named artifacts in {old}; moved them to {new} ({changed} locations)", file=sys.stderr)
+    return changed
+
+
 def find_or_create_run(client: Any, experiment_id: str, key: str, commit: str) -> str:
     """The run tagged ``smoothcert.execution = key``; created (with git tags) if there is none."""
     runs = client.search_runs(
@@ -163,7 +204,8 @@ def find_or_create_run(client: Any, experiment_id: str, key: str, commit: str) -
     if runs:
         return runs[0].info.run_id
     tags = {EXECUTION_TAG: key, "smoothcert.git_commit": commit, "mlflow.source.git.commit": commit}
-    return client.create_run(experiment_id, run_name=f"smoothcert-{key[:8]}", tags=tags).info.run_id
+    return client.create_run(experiment_id, run_name=os.environ.get("DVC_EXP_NAME") or f"smoothcert-{key[:8]}",
+                             tags=tags).info.run_id
 
 
 def log_stage(
@@ -212,7 +254,7 @@ def _log(stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any], arti
             params_to_log[key] = value
     if onnx_path is not None:
         tags.setdefault("smoothcert.model_sha256", sha256_file(onnx_path))
-    tags[f"smoothcert.stage.{stage}"] = "done"
+    tags.setdefault(f"smoothcert.stage.{stage}", "done")
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
@@ -229,8 +271,30 @@ def _log(stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any], arti
     return run_id
 
 
-def _log_onnx(uri: str, run_id: str, path: Path) -> None:
-    """Log the ONNX file as an MLflow model named ``model`` (signature from its input/output shapes)."""
+@contextlib.contextmanager
+def _global_store(uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to ``uri`` for the block, then put back exactly, environment
+    included (``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``, which would redirect later stages)."""
+    import mlflow
+
+    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _log_onnx(uri: str, run_id: str, path: Path) -> Any:
+    """Log the ONNX file as an MLflow model named ``model`` (signature from its input/output shapes); its ModelInfo."""
     import mlflow
     import mlflow.onnx
     import numpy as np
@@ -246,14 +310,188 @@ def _log_onnx(uri: str, run_id: str, path: Path) -> None:
         return TensorSpec(np.dtype(np.float32), tuple(dims), value.name)
 
     signature = ModelSignature(inputs=Schema([spec(proto.graph.input[0])]), outputs=Schema([spec(proto.graph.output[0])]))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with _global_store(uri):
         with mlflow.start_run(run_id=run_id):
-            mlflow.onnx.log_model(
+            return mlflow.onnx.log_model(
                 proto, name="model", signature=signature,
                 pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
                 onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
             )
-    finally:
-        mlflow.set_tracking_uri(previous)
+
+
+#: Backfilled for a stage the execution did not run (restored from the DVC cache): params sections of params.yaml,
+#: metrics files whose numbers the stage itself logs as they are, and output files attached as artifacts.
+_RESTORE: dict[str, tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]]] = {
+    "data": (("data",), (), (layout.DATASHEET,)),
+    "train": (("train",), (layout.TRAIN_METRICS,), (layout.TRAIN_HISTORY,)),
+    "export": (("export",), (layout.EXPORT_METRICS,), (layout.MODEL_CARD,)),
+    "certify": (("certify",), (), (layout.CERTIFY_METRICS, layout.CERTIFY_CURVE, layout.CERTIFY_TSV)),
+    "evaluate": (("evaluate",), (), (layout.EVALUATE_METRICS, layout.EVALUATE_ATTACK_CURVE)),  # + the figures
+    "gate": (("gate",), (), (layout.GATE_METRICS, layout.GATE_DECISIONS)),
+    "dossier": ((), (), (layout.EVIDENCE, layout.DOSSIER_SIGNED)),
+}
+SPLITS = {"train": layout.TRAIN_SPLIT, "val": layout.VAL_SPLIT, "test": layout.TEST_SPLIT}
+
+
+def log_pipeline(verdict: Any) -> str | None:
+    """Complete this execution's run with every stage and register the judged model (rules in the module docstring);
+    ``verdict`` is the :class:`certification.gate.Verdict` of metrics/gate.json.
+
+    Returns the run id, or None when tracking is off. Raises :class:`InputError` if the store cannot be used."""
+    if not tracking_enabled():
+        return None
+    root, uri = repo_root(), tracking_uri()
+    try:
+        return _log_pipeline(verdict, root, uri)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"MLflow tracking to {uri} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "fix MLFLOW_TRACKING_URI or set SMOOTHCERT_TRACKING=off"
+        ) from exc
+
+
+def _log_pipeline(verdict: Any, root: Path, uri: str) -> str:
+    from pipeline.stage import load_document
+
+    client = _client(uri)
+    experiment_id = _experiment_id(client, root, uri)
+    run_id = find_or_create_run(client, experiment_id, execution_key(), git_commit())
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    if exp_name:
+        client.update_run(run_id, name=exp_name)
+        client.set_tag(run_id, "smoothcert.dvc_experiment", exp_name)
+    document = load_document()
+    for stage, (sections, metric_files, files) in _RESTORE.items():
+        if client.get_run(run_id).data.tags.get(f"smoothcert.stage.{stage}"):
+            continue
+        params = {k: v for section in sections for k, v in (document.get(section) or {}).items()}
+        metrics: dict[str, Any] = {}
+        for path in metric_files:
+            if path.is_file():
+                metrics.update(json.loads(path.read_text(encoding="utf-8")))
+        if stage == "evaluate":
+            files = (*files, *sorted(layout.EVALUATE_DIR.glob(layout.EVALUATE_FIGURES_GLOB)))
+        log_stage(stage, params, metrics, artifacts=files, tags={f"smoothcert.stage.{stage}": "cached"})
+    _log_history(client, run_id)
+    _log_datasets(client, run_id)
+    model_info = _logged_model(uri, run_id) or _log_onnx(uri, run_id, layout.MODEL)
+    with _global_store(uri):  # the registry resolves models:/ sources through MLflow's global store
+        _register(_client(uri), run_id, verdict, model_info.model_id)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _log_history(client: Any, run_id: str) -> None:
+    """plots/train_history.csv as step metrics ``train.history.<column>`` (step = epoch), once per run."""
+    import csv
+
+    from mlflow.entities import Metric
+
+    if not layout.TRAIN_HISTORY.is_file() or client.get_metric_history(run_id, "train.history.train_loss"):
+        return
+    now = int(time.time() * 1000)
+    with layout.TRAIN_HISTORY.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    metrics = [Metric(f"train.history.{key}", float(value), now, int(row["epoch"]))
+               for row in rows for key, value in row.items() if key != "epoch"]
+    for start in range(0, len(metrics), 900):  # MLflow's batch limit is 1000 metrics
+        client.log_batch(run_id, metrics=metrics[start:start + 900])
+
+
+def _log_datasets(client: Any, run_id: str) -> None:
+    """The splits as dataset inputs (context = split name), digests from data/datasheet.json, once per run (nothing
+    without a datasheet)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    if not layout.DATASHEET.is_file():  # a model certified on data this pipeline did not build
+        return
+    logged = {d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs}
+    splits = json.loads(layout.DATASHEET.read_text(encoding="utf-8"))["splits"]
+    inputs = []
+    for name, path in SPLITS.items():
+        sha = splits[name]["sha256"]
+        if f"{name}.npz" in logged:
+            continue
+        source = HTTPDatasetSource(url=f"{path.as_posix()}#sha256={sha}")  # a repository path, named with its hash
+        dataset = MetaDataset(source, name=f"{name}.npz", digest=sha[:32])
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", name)]))
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def _logged_model(uri: str, run_id: str) -> Any:
+    """The ``model`` this run logged for models/model.onnx (its sha256 tag matching the file), or None."""
+    import mlflow
+
+    with _global_store(uri):
+        models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list",
+                                             experiment_ids=[mlflow.get_run(run_id).info.experiment_id])
+    return models[0] if models else None
+
+
+def _register(client: Any, run_id: str, verdict: Any, model_id: str) -> Any:
+    """One registry version per model SHA-256, with the certificate's summary, verdict and protocol; alias
+    ``certified`` on ACCEPT (removed from that version on a later REJECT)."""
+    from mlflow.exceptions import MlflowException
+
+    headline = json.loads(layout.HEADLINE.read_text(encoding="utf-8"))
+    certify = json.loads(layout.CERTIFY_METRICS.read_text(encoding="utf-8"))["params"]
+    for path in (layout.HEADLINE, layout.GATE_METRICS, layout.CERTIFY_METRICS, layout.EVIDENCE, layout.DOSSIER_SIGNED):
+        if path.is_file():
+            client.log_artifact(run_id, str(path), artifact_path="certificate")
+    tags = {
+        "smoothcert.model_sha256": verdict.model_sha256,
+        "smoothcert.verdict": verdict.verdict,
+        "smoothcert.protocol_sha256": verdict.protocol_sha256,
+        "smoothcert.artifact_role": "base-classifier",
+        "smoothcert.deployment": "randomized-smoothing",
+        "smoothcert.sigma": str(certify["sigma"]), "smoothcert.n": str(certify["n"]),
+        "smoothcert.alpha": str(certify["alpha"]),
+        "smoothcert.dossier": f"runs:/{run_id}/certificate/{layout.DOSSIER_SIGNED.name}",
+        "smoothcert.run_id": run_id,
+        **{f"smoothcert.certificate.{k}": json.dumps(v) for k, v in headline.items() if k != "verdict"},
+    }
+    description = (f"{ARTIFACT_ROLE}. Certified at sigma={certify['sigma']} (L2, [0,1]-pixel units), n={certify['n']}, "
+                   f"alpha={certify['alpha']}: verdict {verdict.verdict} under protocol {verdict.protocol_sha256[:12]}; "
+                   f"certified accuracy at r*={headline['radius']} is {headline['certified_accuracy']} (lower bound "
+                   f"{headline['certified_accuracy_lower']}). Dossier: {tags['smoothcert.dossier']}.")
+    try:
+        client.get_registered_model(REGISTERED_MODEL)
+    except MlflowException:
+        client.create_registered_model(REGISTERED_MODEL, description=ARTIFACT_ROLE)
+    existing = [v for v in client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+                if v.tags.get("smoothcert.model_sha256") == verdict.model_sha256]
+    if existing:
+        version = existing[0]
+        for key, value in tags.items():
+            client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
+        client.update_model_version(REGISTERED_MODEL, version.version, description=description)
+    else:
+        version = client.create_model_version(REGISTERED_MODEL, source=f"models:/{model_id}", run_id=run_id, tags=tags,
+                                              description=description, model_id=model_id)
+    client.set_tag(run_id, "smoothcert.registered_version", str(version.version))
+    aliases = client.get_registered_model(REGISTERED_MODEL).aliases
+    if verdict.accepted:
+        client.set_registered_model_alias(REGISTERED_MODEL, CERTIFIED_ALIAS, version.version)
+    elif str(aliases.get(CERTIFIED_ALIAS)) == str(version.version):
+        client.delete_registered_model_alias(REGISTERED_MODEL, CERTIFIED_ALIAS)
+    return client.get_model_version(REGISTERED_MODEL, version.version)
+
+
+def main() -> int:
+    """`python -m pipeline.tracking`: open the repository's store (moving its artifact locations to this folder if the
+    repository was moved) and print where it is, e.g. before `mlflow ui`."""
+    root, uri = repo_root(), tracking_uri()
+    _experiment_id(_client(uri), root, uri)
+    print(f"tracking: {uri} (artifacts {root / 'mlartifacts'}); mlflow ui --backend-store-uri {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    from pipeline.stage import run_stage
+
+    run_stage("tracking", main)

@@ -35,7 +35,7 @@ def _run_pipeline(root: Path, params: dict, stages: tuple[str, ...]) -> None:
 
 
 def _verdict(root: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SMOOTHCERT_TRACKING": "off"}
+    env = {**os.environ, "SMOOTHCERT_TRACKING": "off", "SMOOTHCERT_FAIL_ON_REJECT": "1"}  # CI's switch: exit 1 on REJECT
     return subprocess.run([sys.executable, "-m", "pipeline.verdict"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=300)
 

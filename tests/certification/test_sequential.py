@@ -168,8 +168,9 @@ def _oracle_project(root: Path, w: np.ndarray, b: float, mode: str) -> Path:
          "malignant_classes": ["malignant"], "train_sigma": SIGMA}))
     (root / "params.yaml").write_text(yaml.safe_dump({
         "train": {"sigma": SIGMA},
-        "certify": {"sigma": None, "n0": 100, "n": 10000, "alpha": 0.001, "batch_size": 1000, "max_examples": 0,
+        "certify": {"sigma": None, "n0": 100, "n": 10000, "alpha": 0.001, "max_examples": 0,
                     "seed": 3, "confidence": 0.95, "radii": [0.0, RADIUS]},
+        "runtime": {"certify_batch_size": 1000},
         "gate": {"radius": RADIUS, "min_certified_accuracy_lower": 0.4, "min_malignant_recall_lower": 0.3,
                  "max_abstention_rate": 0.2, "min_clean_accuracy": 0.8, "confidence": 0.95, "mode": mode},
     }))

@@ -16,7 +16,7 @@ from support.dossier_outputs import PROTOCOL
 from support.oracle import conv_onnx, write_split
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]
-CERTIFY = {"sigma": None, "n0": 20, "n": 300, "alpha": 0.01, "batch_size": 100, "max_examples": 6, "seed": 3,
+CERTIFY = {"sigma": None, "n0": 20, "n": 300, "alpha": 0.01, "max_examples": 6, "seed": 3,
            "confidence": 0.95, "radii": [0.0, 0.1, 0.25]}
 
 
@@ -28,7 +28,8 @@ def _workspace(root: Path, certify: dict, train_sigma: float = 0.25, frozen: boo
         {"sha256": "x", "class_names": CLASSES, "malignant_classes": CLASSES[2:], "train_sigma": train_sigma}))
     rng = np.random.default_rng(2)
     write_split(root / "data" / "test.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, size=12))
-    (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify,
+                                                          "runtime": {"certify_batch_size": 100}}))
     if frozen:
         record = freeze_protocol(Protocol.from_dict(PROTOCOL), "params.yaml", GitState("0" * 40, None),
                                  now="2026-01-01T00:00:00.000000Z")
@@ -91,3 +92,13 @@ def test_certify_refuses_to_open_the_test_split_without_a_frozen_protocol(tmp_pa
     with pytest.raises(InputError, match="results/protocol.json: file not found"):
         main()
     assert not Path("results/certify.jsonl").exists() and not Path("results/test_access.json").exists()
+
+
+def test_batch_size_in_certify_names_its_new_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """certify.batch_size never changes a certificate: it lives in runtime: (no stage's params), and the old key says so."""
+    _workspace(tmp_path, {**CERTIFY, "batch_size": 100})
+    monkeypatch.chdir(tmp_path)
+    from pipeline.params import certify_params
+
+    with pytest.raises(InputError, match=r"certify.batch_size' moved to 'runtime.certify_batch_size'"):
+        certify_params({"train_sigma": 0.25})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,153 @@ def test_a_store_copied_from_another_checkout_is_refused(store, tmp_path, monkey
     monkeypatch.setenv("DVC_ROOT", str(copy))
     with pytest.raises(InputError, match="belongs to another checkout"):
         tracking.log_stage("data", {}, {"n": 1})
+
+
+# --- the whole pipeline in one run, the model registry, a moved repository (real sqlite store) ---------------------
+
+def _criterion(name: str, estimate: float, bound: float, threshold: float, kind: str = "lower"):
+    from certification.gate import Criterion
+
+    passed = bound >= threshold if kind == "lower" else bound <= threshold
+    return Criterion(name=name, description=name, estimate=estimate, bound=bound, bound_kind=kind, threshold=threshold,
+                     comparison=">=" if kind == "lower" else "<=", passed=passed, successes=1, trials=2,
+                     bound_method="clopper-pearson")
+
+
+def _verdict(model_sha256: str, threshold: float):
+    from certification.gate import Verdict
+
+    criteria = [_criterion("certified_accuracy", 0.8, 0.7, threshold), _criterion("certified_recall_melanoma", 0.7, 0.6, 0.3),
+                _criterion("abstention_rate", 0.05, 0.1, 0.2, "upper"), _criterion("clean_accuracy", 0.9, 0.85, 0.75)]
+    word = "ACCEPT" if all(c.passed for c in criteria) else "REJECT"
+    return Verdict(verdict=word, mode="fixed", radius=0.25, protocol={"min_certified_accuracy_lower": threshold},
+                   protocol_sha256=f"protocol-{threshold}", model_sha256=model_sha256, n_examples=2, alpha=0.001,
+                   criteria=criteria)
+
+
+def _pipeline_outputs(root, width: int = 2) -> str:
+    """The files log_pipeline reads, written as the stages would (a real ONNX model); returns the model's sha256."""
+    import json
+
+    from pipeline import layout
+    from pipeline.verdict import headline
+
+    for folder in ("data", "models", "metrics", "plots", "dossier"):
+        (root / folder).mkdir(exist_ok=True)
+    export_onnx(build_model({"num_classes": 4, "width": width, "mean": [0.5] * 3, "std": [0.2] * 3}), root / layout.MODEL,
+                (3, 28, 28), 18)
+    splits = {}
+    for name, path in tracking.SPLITS.items():
+        (root / path).write_bytes(f"split {name}".encode())
+        splits[name] = {"sha256": sha256_file(root / path), "n": 2}
+    (root / layout.DATASHEET).write_text(json.dumps({"splits": splits}))
+    (root / layout.TRAIN_HISTORY).write_text("epoch,train_loss,val_accuracy_clean,val_accuracy_noisy\n"
+                                             "1,1.2,0.5,0.4\n2,0.9,0.7,0.6\n3,0.7,0.8,0.75\n")
+    (root / layout.TRAIN_METRICS).write_text(json.dumps({"best": {"epoch": 3, "val_accuracy_noisy": 0.75}}))
+    certify = {"params": {"sigma": 0.25, "n": 10000, "alpha": 0.001}, "average_certified_radius": 0.43,
+               "model": {"sha256": sha256_file(root / layout.MODEL)}}
+    (root / layout.CERTIFY_METRICS).write_text(json.dumps(certify))
+    (root / layout.DOSSIER_SIGNED).write_bytes(b"%PDF-1.7 stand-in for the signed dossier\n")
+    return sha256_file(root / layout.MODEL), certify, headline
+
+
+def _write_headline(root, verdict, certify, headline) -> None:
+    import json
+
+    from pipeline import layout
+
+    (root / layout.HEADLINE).write_text(json.dumps(headline(verdict, certify)))
+
+
+def test_log_pipeline_completes_the_run_and_registers_one_version_per_model(store, tmp_path, monkeypatch):
+    from pipeline import layout
+
+    monkeypatch.setenv("DVC_EXP_NAME", "wide-sigma")
+    model_sha, certify, headline = _pipeline_outputs(tmp_path)
+    tracking.log_stage("certify", {"n": 10000}, {"clean_accuracy": 0.9})  # certify ran; data..export were cached
+    accepted = _verdict(model_sha, 0.5)
+    _write_headline(tmp_path, accepted, certify, headline)
+    run_id = tracking.log_pipeline(accepted)
+    run = store.get_run(run_id)
+    assert run.info.run_name == "wide-sigma" and run.data.tags["smoothcert.dvc_experiment"] == "wide-sigma"
+    assert run.data.tags["smoothcert.stage.certify"] == "done"
+    assert all(run.data.tags[f"smoothcert.stage.{s}"] == "cached" for s in ("data", "train", "export", "evaluate", "gate"))
+    assert run.data.metrics["train.best.val_accuracy_noisy"] == 0.75  # the cached train stage's numbers
+    history = store.get_metric_history(run_id, "train.history.val_accuracy_noisy")
+    assert [(m.step, m.value) for m in history] == [(1, 0.4), (2, 0.6), (3, 0.75)]
+    datasets = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(datasets) == {"train.npz", "val.npz", "test.npz"}
+    test_sha = sha256_file(tmp_path / layout.TEST_SPLIT)
+    assert datasets["test.npz"].dataset.digest == test_sha[:32] and test_sha in datasets["test.npz"].dataset.source
+    assert {t.key: t.value for t in datasets["test.npz"].tags}["mlflow.data.context"] == "test"
+    assert {a.path for a in store.list_artifacts(run_id, "certificate")} >= {"certificate/dossier.pdf",
+                                                                             "certificate/headline.json"}
+
+    from mlflow.tracking import MlflowClient
+
+    registry = MlflowClient(tracking_uri=tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
+    versions = registry.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    assert len(versions) == 1
+    version = versions[0]
+    assert version.run_id == run_id and version.tags["smoothcert.model_sha256"] == model_sha
+    assert version.tags["smoothcert.verdict"] == "ACCEPT" and version.tags["smoothcert.protocol_sha256"] == "protocol-0.5"
+    assert version.tags["smoothcert.certificate.certified_accuracy_lower"] == "0.7"
+    assert version.tags["smoothcert.artifact_role"] == "base-classifier"
+    assert "base classifier" in version.description and "smoothed procedure" in version.description
+    assert version.tags["smoothcert.dossier"] == f"runs:/{run_id}/certificate/dossier.pdf"
+    assert registry.get_registered_model(tracking.REGISTERED_MODEL).aliases == {"certified": version.version}
+    import onnx
+    from urllib.parse import urlparse
+
+    certified = registry.get_model_version_by_alias(tracking.REGISTERED_MODEL, "certified")
+    folder = Path(urlparse(registry.get_model_version_download_uri(tracking.REGISTERED_MODEL, certified.version)).path)
+    (onnx_file,) = folder.glob("*.onnx")
+    assert sha256_file(onnx_file) == model_sha  # the registered artifact is the certified ONNX base classifier itself
+    assert onnx.load(str(onnx_file)).graph.input[0].name
+
+    # the same model judged again under a stricter protocol: same version, REJECT, no longer "certified"
+    (tmp_path / "params.yaml").write_text("train:\n  sigma: 0.25\ngate:\n  strict: true\n")
+    rejected = _verdict(model_sha, 0.9)
+    _write_headline(tmp_path, rejected, certify, headline)
+    tracking.log_pipeline(rejected)
+    (again,) = registry.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    assert again.version == version.version and again.tags["smoothcert.verdict"] == "REJECT"
+    assert "certified" not in registry.get_registered_model(tracking.REGISTERED_MODEL).aliases
+
+    # another model: a second version
+    (tmp_path / "params.yaml").write_text("train:\n  sigma: 0.5\n")
+    other_sha, certify, _ = _pipeline_outputs(tmp_path, width=3)
+    other = _verdict(other_sha, 0.5)
+    _write_headline(tmp_path, other, certify, headline)
+    tracking.log_pipeline(other)
+    versions = registry.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    assert sorted(v.tags["smoothcert.model_sha256"] for v in versions) == sorted([model_sha, other_sha])
+
+
+def test_the_repository_store_survives_moving_the_repository(tmp_path, monkeypatch, migrated_db):
+    """mlflow.db inside the repository records absolute artifact locations; opened from the moved folder it points
+    at the moved mlartifacts, and the run's artifacts are read from there."""
+    from mlflow.tracking import MlflowClient
+
+    original = tmp_path / "original"
+    original.mkdir()
+    shutil.copyfile(migrated_db, original / "mlflow.db")
+    (original / "params.yaml").write_text("train:\n  sigma: 0.25\n")
+    (original / "note.txt").write_text("artifact logged before the move\n")
+    for key in ("MLFLOW_TRACKING_URI", "SMOOTHCERT_TRACKING", "SMOOTHCERT_EXECUTION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(original))
+    monkeypatch.chdir(original)
+    run_id = tracking.log_stage("data", {"seed": 1}, {"n": 1}, artifacts=[original / "note.txt"])
+    moved = tmp_path / "elsewhere" / "repo"
+    moved.parent.mkdir()
+    shutil.copytree(original, moved)
+    shutil.rmtree(original)
+    monkeypatch.setenv("DVC_ROOT", str(moved))
+    monkeypatch.chdir(moved)
+    assert tracking.main() == 0  # `python -m pipeline.tracking`: opens the store, rebasing it
+    client = MlflowClient(tracking_uri=f"sqlite:///{moved / 'mlflow.db'}")
+    assert client.get_experiment_by_name(tracking.EXPERIMENT).artifact_location == (moved / "mlartifacts").as_uri()
+    local = client.download_artifacts(run_id, "data/note.txt", str(tmp_path / "download"))
+    assert Path(local).read_text() == "artifact logged before the move\n"
+    assert tracking.log_stage("data", {"seed": 1}, {"n": 2}) == run_id  # and it keeps appending there

@@ -133,7 +133,7 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
 
 def run_stage(module: str, cwd: Path, tracking: bool = False) -> subprocess.CompletedProcess[str]:
     """A stage as DVC runs it; MLflow tracking (to the test's temporary store) only where asked, for speed."""
-    env = {**os.environ, "SMOOTHCERT_TRACKING": "on" if tracking else "off"}
+    env = {**os.environ, "SMOOTHCERT_TRACKING": "on" if tracking else "off", "SMOOTHCERT_FAIL_ON_REJECT": "1"}  # as CI
     return subprocess.run([sys.executable, "-m", module], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -235,10 +235,15 @@ def test_workflow_is_valid_and_gates_on_smoothcert() -> None:
     assert "continue-on-error" not in gate and "exit $status" in gate["run"]
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert "dossier/" in upload["with"]["path"] and upload["if"] == "always()"
+    assert repro["env"]["SMOOTHCERT_FAIL_ON_REJECT"] == "1"
     assert _workflow_commands() == [
         "pip install -r requirements.lock",
         "pip install --no-deps -e .",
+        "pip install --no-deps -r requirements-s3.lock",
+        "dvc pull --allow-missing",
         "dvc repro",
+        'smoothcert verify dossier/dossier.pdf --trust-root "$TRUST_ROOT"',
+        'dvc plots diff "origin/$BASE" --out plots-diff --targets plots/certify_curve.csv plots/evaluate_attack_curve.csv',
         'dvc metrics diff "origin/$BASE" --md',
         "smoothcert gate --results results/gate.jsonl --protocol params.yaml --model-json models/model.json",
     ]
