@@ -4,7 +4,8 @@ Reads the outputs of every earlier stage and params `dossier` (signing_key, pass
 approval_fields, tsa_url, trust_root, require_approvals). An empty signing_key signs with the development key
 (created on first run under .smoothcert/dev-pki/, git-ignored; its PKCS#12 is encrypted with the passphrase in
 passphrase_env, or a generated one stored there with mode 0600) and every page then says DEVELOPMENT KEY, NOT FOR
-SUBMISSION. A production key is a PKCS#12 file whose passphrase is read from the environment variable named by
+SUBMISSION. A production key is a PKCS#12 file (dossier.signing_key, or the environment variable
+SMOOTHCERT_SIGNING_KEY, which wins: CI decodes the key from a secret) whose passphrase is read from the environment variable named by
 passphrase_env; it is never logged or written anywhere. A non-empty tsa_url adds an RFC 3161 signature timestamp
 (PAdES B-T). trust_root (a root CA file) is checked against the signed dossier here and by the verdict stage;
 require_approvals (submission profiles) is honoured by the verdict stage. Works for REJECT verdicts too (the dossier says
@@ -14,6 +15,7 @@ Outputs: dossier/evidence.json, dossier/dossier_unsigned.pdf, dossier/dossier.pd
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +32,10 @@ from certification.dossier.verify import verify_dossier
 from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage
 from pipeline.tracking import log_stage
+
+#: Environment variable naming the production PKCS#12 (CI decodes it from a secret); it wins over dossier.signing_key,
+#: so no key path has to be written into params.yaml.
+SIGNING_KEY_ENV = "SMOOTHCERT_SIGNING_KEY"
 
 KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "trust_root": str,
         "require_approvals": bool}
@@ -61,8 +67,9 @@ def main() -> int:
     if not all(isinstance(f, str) for f in fields):
         raise InputError("params.yaml: 'dossier.approval_fields' must be a list of field names")
     trust_root = Path(cfg["trust_root"]) if cfg["trust_root"] else None
-    if cfg["signing_key"]:
-        signer = load_signer(cfg["signing_key"], passphrase_from_env(cfg["passphrase_env"]), cfg["passphrase_env"])
+    signing_key = os.environ.get(SIGNING_KEY_ENV) or cfg["signing_key"]
+    if signing_key:
+        signer = load_signer(signing_key, passphrase_from_env(cfg["passphrase_env"]), cfg["passphrase_env"])
         cert = signer_certificate(signer)
         # a development certificate named as the production key is still a development key, and says so
         identity = SignerIdentity(is_dev_certificate(cert), common_name(cert), _trust_anchor(signer))
@@ -89,7 +96,7 @@ def main() -> int:
         print(f"dossier: {report.summary_line()}", file=sys.stderr)
     print(f"dossier: {built.evidence['verdict']['word']}; wrote {layout.DOSSIER_SIGNED} "
           f"(unsigned sha256 {sha256_bytes(built.unsigned_pdf)[:16]}...)")
-    log_stage("dossier", {"dossier.signing_key": cfg["signing_key"] or "development",
+    log_stage("dossier", {"dossier.signing_key": "development" if identity.development_key else "production",
                           "dossier.approval_fields": ",".join(fields)},
               {"dossier.accepted": 1.0 if built.evidence["verdict"]["verdict"] == "ACCEPT" else 0.0},
               artifacts=[layout.EVIDENCE, layout.DOSSIER_SIGNED],
