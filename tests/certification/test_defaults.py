@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_params_yaml_certify_section_equals_the_library_defaults() -> None:
-    certify = yaml.safe_load((ROOT / "params.yaml").read_text())["certify"]
-    assert (certify["n0"], certify["n"], certify["alpha"], certify["seed"], certify["batch_size"], certify["confidence"]) == (
-        defaults.N0, defaults.N, defaults.ALPHA, defaults.SEED, defaults.BATCH_SIZE, defaults.CONFIDENCE)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    certify = params["certify"]
+    assert (certify["n0"], certify["n"], certify["alpha"], certify["seed"], params["runtime"]["certify_batch_size"],
+            certify["confidence"]) == (defaults.N0, defaults.N, defaults.ALPHA, defaults.SEED, defaults.BATCH_SIZE,
+                                       defaults.CONFIDENCE)
     assert tuple(certify["radii"]) == defaults.RADII
 
 

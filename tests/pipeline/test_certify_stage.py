@@ -9,9 +9,7 @@ import pytest
 import yaml
 
 from certification.errors import InputError
-from certification.gate import Protocol
-from certification.gate_io import freeze_protocol
-from certification.prespecification import GitState, write_protocol_record
+from support.prespec import FROZEN_UTC, freeze_project_protocol
 from support.dossier_outputs import PROTOCOL
 from support.oracle import conv_onnx, write_split
 
@@ -31,9 +29,9 @@ def _workspace(root: Path, certify: dict, train_sigma: float = 0.25, frozen: boo
     (root / "params.yaml").write_text(yaml.safe_dump({"train": {"sigma": 0.5}, "certify": certify,
                                                           "runtime": {"certify_batch_size": 100}}))
     if frozen:
-        record = freeze_protocol(Protocol.from_dict(PROTOCOL), "params.yaml", GitState("0" * 40, None),
-                                 now="2026-01-01T00:00:00.000000Z")
-        write_protocol_record(root / "results" / "protocol.json", record)
+        (root / "params.yaml").write_text(yaml.safe_dump({**yaml.safe_load((root / "params.yaml").read_text()),
+                                                          "gate": PROTOCOL}))
+        freeze_project_protocol(root)
 
 
 def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +42,7 @@ def test_certify_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.M
 
     assert main() == 0
     access = json.loads(Path("results/test_access.json").read_text())
-    assert access["stage"] == "certify" and access["opened_utc"] > access["protocol_frozen_utc"] == "2026-01-01T00:00:00.000000Z"
+    assert access["stage"] == "certify" and access["opened_utc"] > access["protocol_frozen_utc"] == FROZEN_UTC
     records = [json.loads(line) for line in Path("results/certify.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["sigma"] == 0.25 for r in records)
     assert Path("results/certify.tsv").read_text().startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
+from support.prespec import freeze_project_protocol
+
 from certification.cli import main as cli_main
 from certification.certify_run import noise_record
 from certification.gate import Protocol, protocol_sha256
@@ -59,6 +61,7 @@ def write_project(root: Path, rows: list[dict], gate: dict | None = None, certif
     (root / "models" / "model.json").write_text(json.dumps(
         {"path": "models/model.onnx", "sha256": MODEL_SHA, "class_names": CLASSES,
          "malignant_classes": ["melanoma", "basal_cell_carcinoma"]}))
+    freeze_project_protocol(root)
     return root
 
 
