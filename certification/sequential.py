@@ -43,13 +43,12 @@ whichever class it selects. False "not certified" answers only cost power. Each 
 so failures are independent across examples, as the dataset-level bound of :mod:`certification.dataset_bounds`
 (Clopper-Pearson minus alpha) requires. Budget: n0 + (draws up to the stopping look), at most n0 + n_max.
 
-Cost against Bonferroni over looks: a confidence sequence pays about (1/2) log n in the exponent against one
-fixed look, so at a given n in 10^3..10^4 it is about as wide as Clopper-Pearson at alpha/30..alpha/60
-(measured: ``tests/certification/test_sequential.py``). Bonferroni is tighter at each of a few looks (alpha/5 at
-5 looks), the sequence for schedules of more looks than that (this one has 24 to n_max = 10,000, and a batch-end
-check would have hundreds), and its validity does not depend on the schedule at all: fine looks cut the
-overshoot past the sample size an example needs. The fallback at n_max keeps CERTIFY's own rule (at alpha_final)
-for the examples the sequence cannot settle, so near-threshold examples are judged as CERTIFY judges them.
+Cost against Bonferroni over looks (measured in ``tests/certification/test_sequential.py``): near t_R and for n
+from 10^3 to 10^4, the sequence's lower bound at alpha_seq = alpha/2 is about Clopper-Pearson's at alpha/150. So
+Bonferroni is tighter at each look of a schedule of fewer than about 150 looks (this schedule has 24 up to
+n_max = 10,000), and the sequence for finer schedules; its own validity does not depend on the schedule at all
+(any look, any stopping rule, including the futility rule above). The fallback at n_max keeps CERTIFY's own rule
+(at alpha_final) for the examples the sequence cannot settle, so those are judged as CERTIFY judges them.
 
 **Engine.** :func:`iter_decide` draws the installments of all undecided examples together through CERTIFY's
 noise machinery (:class:`certification.noise_sampling.NoisyCounter`: noise threads, batches, one stream per

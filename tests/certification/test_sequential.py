@@ -72,6 +72,15 @@ def test_mixture_is_a_supermartingale_and_its_bounds_are_its_crossings() -> None
         float(log_evidence_above(900, 1000, a)) > float(log_evidence_above(900, 1000, b)) for a, b in zip(grid, grid[1:]))
 
 
+def test_width_against_bonferroni_over_looks_is_as_documented() -> None:
+    """The module docstring's figure: near t_R, for n in 10^3..10^4, L_n (alpha/2) lies between Clopper-Pearson's
+    bounds at alpha/300 and alpha/80, i.e. it matches Bonferroni over about 150 looks."""
+    test = SequentialTest(RADIUS, SIGMA, 0.001, look_schedule(10_000))
+    for n, s in ((1000, 900), (1000, 870), (3000, 2600), (10_000, 8600)):
+        lower, _ = test.bounds(s, n)
+        assert stats.beta.ppf(0.001 / 300, s, n - s + 1) < lower < stats.beta.ppf(0.001 / 80, s, n - s + 1)
+
+
 class _Peeking(SequentialTest):
     """A WRONG test that peeks at every look with a fixed-n Clopper-Pearson bound at the full alpha (to show the
     simulation would catch an invalid test)."""
