@@ -11,7 +11,8 @@ Ramdas, McAuliffe and Sekhon, "Time-uniform, nonparametric, nonasymptotic confid
 2021; Waudby-Smith and Ramdas, "Estimating means of bounded random variables by betting", JRSS-B 2024, arXiv
 2010.09686, section on mixtures and Ville's inequality). For the null H0: p <= q and S successes in n draws,
 
-    M_n(q) = [ integral over theta in (q, 1] of theta^S (1 - theta)^(n - S) d pi_q(theta) ] / [ q^S (1 - q)^(n - S) ],
+    M_n(q) = [ integral over theta in (q, 1] of theta^S (1 - theta)^(n - S) d pi_q(theta) ]
+             / [ q^S (1 - q)^(n - S) ],
 
 with a prior pi_q on the alternative (q, 1] fixed in advance (:data:`PRIOR`: half uniform, half concentrated
 near q; closed form with scipy's ``betaln`` and ``betainc``). Each likelihood ratio with theta > q is a
