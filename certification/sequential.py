@@ -16,8 +16,9 @@ Ramdas, McAuliffe and Sekhon, "Time-uniform, nonparametric, nonasymptotic confid
 
 with a prior pi_q on the alternative (q, 1] fixed in advance (:data:`PRIOR`: half uniform, half concentrated
 near q; closed form with scipy's ``betaln`` and ``betainc``). Each likelihood ratio with theta > q is a
-non-negative supermartingale under any p <= q, hence so is their mixture, and Ville's inequality gives P(sup_n M_n(q) >= 1/a) <= a: a test of p <= q that
-may be checked after every draw, at any data-dependent stopping time. The lower bound L_n = the q where
+non-negative supermartingale under any p <= q, hence so is their mixture, and Ville's inequality gives
+P(sup_n M_n(q) >= 1/a) <= a: a test of p <= q that may be checked after every draw, at any data-dependent
+stopping time. The lower bound L_n = the q where
 M_n(q) = 1/a (below it every q is rejected) is a lower confidence sequence; the mirror image (H0: p >= q) gives
 the upper bound U_n. One-sided mixtures (prior truncated to the alternative) waste no prior mass on the null side.
 
