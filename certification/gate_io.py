@@ -166,7 +166,10 @@ def gate_document(verdict: Verdict, rows: Sequence[DecisionRecord]) -> dict[str,
     """The ``metrics/gate.json`` document: the verdict and the model evaluations the decisions used."""
     evaluations = sum(r.evaluations for r in rows)
     document = verdict.to_dict()
-    document["evaluations"] = {"total": evaluations, "per_example": evaluations / len(rows)}
+    spent = sorted(r.evaluations for r in rows)
+    document["evaluations"] = {"total": evaluations, "per_example": evaluations / len(rows), "min": spent[0],
+                               "median": spent[len(spent) // 2], "max": spent[-1],
+                               "at_most": max(r.n0 + int(r.details.get("n_max", r.n)) for r in rows)}
     return document
 
 

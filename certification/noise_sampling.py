@@ -201,13 +201,15 @@ def _scratch(pairs: int, halves: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class NoiseJob:
-    """``num`` noisy copies of one image ``x`` (float32 C,H,W), drawn from the stream (seed, index, phase)."""
+    """``num`` noisy copies of one image ``x`` (float32 C,H,W), drawn from the stream (seed, index, phase), from
+    its image ``start`` on (0: the stream's beginning; sequential tests continue a stream in installments)."""
 
     x: np.ndarray
     seed: int
     index: int
     phase: int
     num: int
+    start: int = 0
 
 
 class NoisyCounter:
@@ -254,9 +256,9 @@ class NoisyCounter:
         for job in jobs:
             if int(job.num) == 0:
                 yield job, 0, 0, True
-            for start in range(0, int(job.num), self.batch_size):
-                size = min(self.batch_size, int(job.num) - start)
-                yield job, start, size, start + size == int(job.num)
+            for begin in range(0, int(job.num), self.batch_size):
+                size = min(self.batch_size, int(job.num) - begin)
+                yield job, int(job.start) + begin, size, begin + size == int(job.num)
 
     def _fill(self, job: NoiseJob, start: int, batch: np.ndarray) -> None:
         """x + e for images [start, start + len(batch)) of the job's stream, into ``batch``.

@@ -1,8 +1,10 @@
 """Run the sequential decision over a data split and write one JSON row per example (decisions.jsonl).
 
 Rows, in index order: index, label, prediction (-1 abstain), certified, correct, evaluations (n0 + estimation
-draws), radius_threshold, alpha, sigma, n0, n, n_a, n_max, looks_used, p_lower, p_upper, seed, seconds,
-counts_selection, abstention_resolved, mode ("sequential"), model_sha256. The example subset is the certify stage's
+draws: the model evaluations this example spent), radius_threshold, alpha, sigma, n0, n, n_a, n_max, looks_used,
+p_lower, p_upper (the confidence sequence's bounds where it stopped), decided_by ("sequence" or "fixed_at_n_max"),
+alpha_final, final_lower (the fallback's Clopper-Pearson bound, when it answered), seed, seconds (the chunk's time
+shared by evaluations), counts_selection, abstention_resolved, mode ("sequential"), model_sha256. The example subset is the certify stage's
 (:func:`certification.certify_run.select_indices` with the same seed), so both gates judge the same examples.
 """
 from __future__ import annotations
@@ -14,13 +16,13 @@ from certification.errors import ParameterError
 from certification.fileio import write_text_atomic
 from certification.progress import progress
 from certification.records import DecisionRecord, decision_jsonl_text
-from certification.sequential import iter_decide
+from certification.sequential import FIRST_LOOK, iter_decide
 
-CHUNK_EXAMPLES = 128
+CHUNK_EXAMPLES = 1024  # examples decided together (their installments share the noise threads)
 
 
 def decide_files(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], out: str | os.PathLike[str] | None,
-                 options: RunOptions, radius: float, n0: int, n_max: int, *, first_look: int = 100,
+                 options: RunOptions, radius: float, n0: int, n_max: int, *, first_look: int = FIRST_LOOK,
                  resolve_abstention: bool = True, show_progress: bool = True) -> list[DecisionRecord]:
     """Decide every selected example of ``data_path`` at ``radius`` with the ONNX model; write ``out`` atomically
     (when given) and return the rows."""

@@ -19,15 +19,17 @@ def register(subparsers: Any) -> None:
         "decide",
         help="sequential test per example: certified at one L2 radius or not, with early stopping",
         description="For each example, test whether the smoothed classifier's top-class probability is at least "
-        "Phi(R/sigma) (certified at radius R), looking at 100, 300, 1000, 3000, ... n-max estimation samples with "
-        "Clopper-Pearson bounds at alpha/L per look, and stop as soon as the answer is known. A false 'certified' "
-        "has probability <= alpha per example, as with certify. Writes OUT (JSONL, one row per example).",
+        "Phi(R/sigma) (certified at radius R) with an anytime-valid confidence sequence (beta-binomial mixture "
+        "martingale, alpha/2), looking after 64 estimation samples and then every 25%% more, and stop as soon as "
+        "the answer is known; an example still open at n-max gets CERTIFY's Clopper-Pearson rule at alpha/2. A "
+        "false 'certified' has probability <= alpha per example, as with certify. Writes OUT (JSONL, one row per "
+        "example, with the model evaluations it spent).",
     )
     add_run_options(parser)
     parser.add_argument("--radius", required=True, type=float, help="radius R to decide, L2 in [0,1]-pixel units")
     parser.add_argument("--n0", type=int, default=defaults.N0, help=f"selection samples per example (default {defaults.N0})")
     parser.add_argument("--n-max", type=int, default=defaults.N, help=f"most estimation samples per example (default {defaults.N})")
-    parser.add_argument("--first-look", type=int, default=100, help="estimation samples at the first look (default 100)")
+    parser.add_argument("--first-look", type=int, default=64, help="estimation samples at the first look (default 64)")
     parser.add_argument("--certified-only", action="store_true",
                         help="stop once 'certified at R' is decided, without settling abstention (fewer samples; "
                         "predictions then abstain unless already established, which is conservative)")

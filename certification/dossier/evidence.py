@@ -397,6 +397,7 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
             "verdict": gate["verdict"], "word": VERDICT_WORDS[gate["verdict"]], "mode": gate["mode"],
             "radius": float(gate["radius"]), "criteria": gate["criteria"], "failed": gate.get("failed", []),
             "protocol": gate["protocol"], "n_examples": gate.get("n_examples", certify["n_examples"]),
+            "evaluations": gate.get("evaluations"),
         },
         "hashes": {
             "model_sha256": model_sha,

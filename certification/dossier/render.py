@@ -176,6 +176,20 @@ def _method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
             *_reproducibility(ev, texts, st), *_prespecification(ev, texts, st)]
 
 
+def _sequential_method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
+    """Gate mode sequential only: the sequential test, its guarantee, and the model evaluations the examples spent
+    (metrics/gate.json ``evaluations``; per example in results/gate.jsonl)."""
+    if ev["verdict"]["mode"] != "sequential" or "sequential" not in texts.verification:
+        return []
+    spent = ev["verdict"].get("evaluations") or {}
+    labels = (("total", "model evaluations, all examples"), ("per_example", "per example, mean"),
+              ("min", "per example, fewest"), ("median", "per example, median"), ("max", "per example, most"),
+              ("at_most", "per example, at most (n0 + n_max)"))
+    return [para("Sequential decision at the gate radius", st["h2"]),
+            *paragraphs(texts.verification["sequential"], st["body"]),
+            key_values([(label, spent[key]) for key, label in labels if key in spent], st)]
+
+
 def _reproducibility(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     """What a re-run elsewhere reproduces, chosen by how the weights were trained (model.json platform record)."""
     words = texts.verification["reproducibility"]
@@ -523,6 +537,7 @@ def render_dossier(evidence: Mapping[str, Any], texts: Texts, records: Sequence[
     story += _data(evidence, texts, st)
     story += _development(evidence, texts, st)
     story += _method(evidence, texts, st)
+    story += _sequential_method(evidence, texts, st)
     story += _results(evidence, texts, st, figs)
     story += _clinical(evidence, texts, st)
     story += _deployed_procedure(evidence, texts, st)

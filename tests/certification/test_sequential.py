@@ -2,6 +2,7 @@
 and its agreement with fixed-n CERTIFY."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from certification.errors import InputError
 from certification.gate import Protocol, evaluate
 from certification.certify_run import record_from_result
 from certification.gate_io import decisions_from_certify
-from certification.sequential import SequentialTest, decide_many, look_schedule, run_test
+from certification.sequential import (SequentialTest, decide_many, log_evidence_above, log_evidence_below,
+                                      look_schedule, run_looks, run_test)
 from support.oracle import linear_onnx, oracle_classifier, points_at_margins
 
 SIGMA, RADIUS = 0.25, 0.25
@@ -37,31 +39,108 @@ def _points(w: np.ndarray, b: float, margins: np.ndarray) -> tuple[np.ndarray, n
 
 
 def test_look_schedule() -> None:
-    assert look_schedule(10_000) == (100, 300, 1000, 3000, 10_000)
-    assert look_schedule(100_000)[-3:] == (10_000, 30_000, 100_000)
-    assert look_schedule(1100) == (100, 300, 1100)
+    looks = look_schedule(10_000)
+    assert looks[0] == 64 and looks[-1] == 10_000 and len(looks) == 24
+    assert all(b == min(10_000, math.ceil(a * 1.25)) for a, b in zip(looks, looks[1:]))
     assert look_schedule(50) == (50,)
+    assert look_schedule(10, first=4, growth=1.1) == (4, 5, 6, 7, 8, 9, 10)
     with pytest.raises(InputError):
         look_schedule(0)
+    with pytest.raises(InputError):
+        look_schedule(100, growth=1.0)
 
 
-class _Unsplit(SequentialTest):
-    """A WRONG test that spends the full alpha at every look (to show the simulation would catch it)."""
+def test_mixture_is_a_supermartingale_and_its_bounds_are_its_crossings() -> None:
+    """E[M_{n+1}(q) | S_n] <= M_n(q) exactly (two-point expectation) for p <= q, and L_n, U_n sit where the
+    evidence crosses its barrier."""
+    for q in (0.3, 0.5, 0.8413):
+        for n, s in ((10, 7), (200, 150), (1000, 900), (3000, 2400)):
+            now = float(log_evidence_above(s, n, q))
+            for p in (q, q - 0.05, 0.0):
+                with np.errstate(divide="ignore"):
+                    after = np.logaddexp(np.log(p) + log_evidence_above(s + 1, n + 1, q),
+                                         np.log1p(-p) + log_evidence_above(s, n + 1, q))
+                assert after <= now + 1e-9
+    test = SequentialTest(RADIUS, SIGMA, 0.001, look_schedule(10_000))
+    lower, upper = test.bounds(900, 1000)
+    assert lower < 0.9 < upper
+    assert math.isclose(float(log_evidence_above(900, 1000, lower)), math.log(1 / test.alpha_sequence), abs_tol=1e-6)
+    assert math.isclose(float(log_evidence_below(900, 1000, upper)), math.log(1 / test.futility), abs_tol=1e-6)
+    # evidence against p <= q falls as q rises (so 'L_n >= q' and 'M_n(q) >= barrier' say the same thing)
+    grid = np.linspace(0.01, 0.899, 300)
+    assert all(
+        float(log_evidence_above(900, 1000, a)) > float(log_evidence_above(900, 1000, b)) for a, b in zip(grid, grid[1:]))
 
-    @property
-    def level(self) -> float:
-        return self.alpha
+
+def test_width_against_bonferroni_over_looks_is_as_documented() -> None:
+    """The module docstring's figure: near t_R, for n in 10^3..10^4, L_n (alpha/2) lies between Clopper-Pearson's
+    bounds at alpha/300 and alpha/80, i.e. it matches Bonferroni over about 150 looks."""
+    test = SequentialTest(RADIUS, SIGMA, 0.001, look_schedule(10_000))
+    for n, s in ((1000, 900), (1000, 870), (3000, 2600), (10_000, 8600)):
+        lower, _ = test.bounds(s, n)
+        assert stats.beta.ppf(0.001 / 300, s, n - s + 1) < lower < stats.beta.ppf(0.001 / 80, s, n - s + 1)
 
 
-@pytest.mark.parametrize("test_class,holds", [(SequentialTest, True), (_Unsplit, False)])
+class _Peeking(SequentialTest):
+    """A WRONG test that peeks at every look with a fixed-n Clopper-Pearson bound at the full alpha (to show the
+    simulation would catch an invalid test)."""
+
+    def answer(self, successes: np.ndarray, n: int, q: float) -> np.ndarray:
+        s = np.atleast_1d(successes)
+        lower = np.where(s > 0, stats.beta.ppf(self.alpha, np.maximum(s, 1), n - s + 1), 0.0)
+        return np.where(lower >= q, 1, -1)
+
+
+def _simulate(test: SequentialTest, p: float, reps: int, seed: int, resolve_abstention: bool = False) -> list:
+    """``reps`` independent decisions on Bernoulli(p) draws, through the engine's own look loop."""
+    rng = np.random.default_rng(seed)
+    return run_looks(test, reps, lambda active, start, m: rng.binomial(m, p, size=len(active)), resolve_abstention)
+
+
+@pytest.mark.parametrize("test_class,holds", [(SequentialTest, True), (_Peeking, False)])
 def test_false_certification_rate_is_at_most_alpha_simulated(test_class: type, holds: bool) -> None:
-    """Worst case: p_c just below Phi(R/sigma). The share of false 'certified' stays within alpha."""
-    test = test_class(RADIUS, SIGMA, 0.2, (100, 300, 1000))
-    p = test.threshold - 0.001
-    rng = np.random.default_rng(5)
-    reps = 2000
-    false = sum(run_test(test, lambda m: int(rng.binomial(m, p)), resolve_abstention=False).certified for _ in range(reps))
-    assert bool(false / reps <= _ceiling(0.2, reps)) == holds
+    """Worst case: p_c just below Phi(R/sigma), 2,000 decisions (looks every 25% up to 2,000 draws, then the
+    fallback). The share of false 'certified' stays within a binomial bound of alpha; the peeking test's does not."""
+    test = test_class(RADIUS, SIGMA, 0.05, look_schedule(2000, first=20), final_share=0.5)
+    outcomes = _simulate(test, test.threshold - 0.002, reps=2000, seed=5)
+    false = sum(o.certified for o in outcomes)
+    assert bool(false / len(outcomes) <= _ceiling(0.05, len(outcomes))) == holds
+    if holds:  # both parts of the test are used
+        assert {o.decided_by for o in outcomes} == {"sequence", "fixed_at_n_max"}
+
+
+def test_power_just_above_the_threshold_simulated() -> None:
+    """p_c = Phi(R/sigma) + 0.03, alpha 0.001, n_max 10,000: certified in >= 95% of 1,000 decisions, most of
+    them before n_max; and a false 'predicts' stays within alpha at p just below 1/2."""
+    test = SequentialTest(RADIUS, SIGMA, 0.001, look_schedule(10_000))
+    outcomes = _simulate(test, test.threshold + 0.03, reps=1000, seed=6)
+    assert np.mean([o.certified for o in outcomes]) >= 0.95
+    assert np.median([o.n for o in outcomes]) < 10_000
+    half = SequentialTest(0.0, SIGMA, 0.05, look_schedule(2000, first=20))
+    wrong = sum(o.predicts for o in _simulate(half, 0.498, reps=2000, seed=8, resolve_abstention=True))
+    assert wrong / 2000 <= _ceiling(0.05, 2000)
+    rng = np.random.default_rng(9)  # the one-example runner is the same loop
+    single = run_test(test, lambda m: int(rng.binomial(m, 0.999)))
+    assert single.certified and single.predicts and single.n == 64
+
+
+def test_decisions_do_not_depend_on_batch_size_or_noise_threads(tmp_path: Path) -> None:
+    """Same rows (all but timing) with batch size 50 or 200 and 1 or 2 noise threads; the counts at the stopping
+    look are CERTIFY's estimation counts over the same draws."""
+    rows = {}
+    for batch_size, threads in ((50, 1), (200, 2), (200, 1)):
+        (tmp_path / f"{batch_size}-{threads}").mkdir()
+        smoothed, w, b = oracle_classifier(tmp_path / f"{batch_size}-{threads}", seed=0, b=0.1, sigma=SIGMA,
+                                           batch_size=batch_size, chw=CHW)
+        smoothed.noise_threads = threads
+        images, labels = _points(w, b, np.array([0.02, -0.05, 0.24, 0.26, 0.3, -0.4, 0.0005]))
+        decided = decide_many(smoothed, images, labels, RADIUS, n0=50, n_max=3000, alpha=0.01, seed=4,
+                              indices=[3, 8, 1, 30, 2, 9, 5])
+        rows[(batch_size, threads)] = [{k: v for k, v in d.to_dict().items() if k != "seconds"} for d in decided]
+    assert rows[(50, 1)] == rows[(200, 2)] == rows[(200, 1)]
+    assert len({r["n"] for r in rows[(50, 1)]}) > 2  # examples stopped at different looks
+    fixed = smoothed.certify_many(images[3:4], labels[3:4], n0=50, n=rows[(50, 1)][3]["n"], alpha=0.01, seed=4, indices=[30])
+    assert fixed[0].n_a == rows[(50, 1)][3]["n_a"]
 
 
 def test_count_stream_installments_equal_certify_draws(oracle) -> None:
