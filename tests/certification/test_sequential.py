@@ -16,6 +16,7 @@ from certification.certify_run import record_from_result
 from certification.gate_io import decisions_from_certify
 from certification.sequential import (SequentialTest, decide_many, log_evidence_above, log_evidence_below,
                                       look_schedule, run_looks, run_test)
+from support.prespec import freeze_project_protocol
 from support.oracle import linear_onnx, oracle_classifier, points_at_margins
 
 SIGMA, RADIUS = 0.25, 0.25
@@ -253,6 +254,7 @@ def _oracle_project(root: Path, w: np.ndarray, b: float, mode: str) -> Path:
         "gate": {"radius": RADIUS, "min_certified_accuracy_lower": 0.4, "min_malignant_recall_lower": 0.3,
                  "max_abstention_rate": 0.2, "min_clean_accuracy": 0.8, "confidence": 0.95, "mode": mode},
     }))
+    freeze_project_protocol(root)
     return root
 
 
