@@ -20,25 +20,21 @@ from certification.signing.layout import FIRST_BOX_TOP
 DEV_WARNING = "DEVELOPMENT KEY, NOT FOR SUBMISSION"
 #: Embedded TrueType fonts (DejaVu, shipped with matplotlib, a locked dependency): they cover Latin, Greek,
 #: Cyrillic and many other scripts, so non-Latin class names print as letters, not boxes.
-FONT, FONT_BOLD, FONT_MONO = "DejaVuSans", "DejaVuSans-Bold", "DejaVuSansMono"
+from certification.fonts import FONT, FONT_BOLD, FONT_MONO, font_file  # noqa: E402 (re-exported for the renderer)
 #: Outline level of each heading style (a heading of another style gets no bookmark).
 OUTLINE_LEVELS = {"title": 0, "h1": 0, "h2": 1}
 
 
 def register_fonts() -> None:
     """Register the dossier's fonts with reportlab once (from matplotlib's bundled TTF files)."""
-    from pathlib import Path
-
-    import matplotlib
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFont
 
     from reportlab.platypus.tables import CellStyle
 
-    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     for name in (FONT, FONT_BOLD, FONT_MONO):
         if name not in pdfmetrics.getRegisteredFontNames():
-            pdfmetrics.registerFont(TTFont(name, str(folder / f"{name}.ttf")))
+            pdfmetrics.registerFont(TTFont(name, str(font_file(name))))
     # a table selects its cell style's font before drawing each cell, even a Paragraph cell; reportlab's default is
     # the standard (never embedded) Helvetica, which PDF/A forbids: make the default cell font embedded DejaVu
     CellStyle.fontname = FONT

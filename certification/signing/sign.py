@@ -20,13 +20,13 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.pdf_utils.misc import PdfReadError
 from pyhanko.sign import fields, signers
-from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.font.basic import COURIER_META, SimpleFontEngine, SimpleFontEngineFactory
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.sign.fields import MDPPerm, SigFieldSpec, SigSeedSubFilter
 from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.stamp import TextStampStyle
 
 from certification.errors import InputError
+from certification.fonts import FONT_MONO, font_file
 from certification.signing.keys import common_name, signer_certificate
 from certification.signing.layout import AUTHOR_FIELD, signature_boxes
 
@@ -43,26 +43,10 @@ class Manifestation:
     meaning: str
 
 
-class _IndirectFontEngine(SimpleFontEngine):
-    """pyHanko's standard-font engine, but the font dictionary is written once as an indirect object: inline, poppler
-    (pdffonts, pdfsig) reports an xref error for it."""
-
-    _ref: generic.IndirectObject | None = None
-
-    def as_resource(self) -> generic.PdfObject:
-        if self._ref is None:
-            self._ref = self.writer.add_object(super().as_resource())
-        return self._ref
-
-
-class _IndirectFontFactory(SimpleFontEngineFactory):
-    def create_font_engine(self, writer, obj_stream=None):  # type: ignore[no-untyped-def]
-        return _IndirectFontEngine(writer, self.name, self.avg_width, self.meta)
-
-
 def _stamp_style() -> TextStampStyle:
-    """The stamp's text style: Courier (pyHanko's default metrics) referenced as an indirect font object."""
-    font = _IndirectFontFactory("Courier", 0.6, COURIER_META)
+    """The stamp's text style: DejaVu Sans Mono embedded as a TrueType subset (an indirect font object with its
+    widths and FontFile2), so a signed dossier keeps PDF/A's every-font-embedded rule."""
+    font = GlyphAccumulatorFactory(str(font_file(FONT_MONO)), font_size=8)
     return TextStampStyle(stamp_text=STAMP_TEXT, text_box_style=TextBoxStyle(font=font, font_size=8),
                           border_width=1, timestamp_format=UTC_FORMAT)
 
