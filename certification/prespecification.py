@@ -7,7 +7,9 @@ Two records, each with one writer and one reader here:
   protocol's file was committed at that time. Made by :func:`certification.gate_io.freeze_protocol` in a stage
   that runs before certification; an unchanged protocol keeps its original record (and time).
 - :class:`TestAccess` (``results/test_access.json``): written by the first stage that opens the test split,
-  immediately *before* it opens it: which protocol record it saw, the split's SHA-256 and the UTC time.
+  immediately *before* it opens it: which protocol record it saw, the split's SHA-256 and the UTC time. It records
+  the FIRST opening of a split: later runs on the same split keep it (:func:`first_test_access`), so a protocol
+  changed and frozen again after the split was read shows as not pre-specified.
 
 :func:`chronology` states the reviewer's fact: protocol frozen at T1 < test split first opened at T2, the protocol
 the gate applied is the one frozen, and the split opened is the one certified. Times are ISO 8601 UTC with
@@ -139,6 +141,18 @@ def read_test_access(path: str | os.PathLike[str]) -> TestAccess:
         raise InputError(f"{path}: missing key '{missing[0]}'; rerun the certify stage")
     parse_time(fields["opened_utc"], str(path))
     return TestAccess(**fields)
+
+
+def first_test_access(path: str | os.PathLike[str], data_sha256: str) -> TestAccess | None:
+    """The recorded first opening of the split hashing to ``data_sha256`` (None: no record, an unreadable one, or a
+    record of another split, which a new opening replaces)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        access = read_test_access(path)
+    except InputError:
+        return None
+    return access if access.data_sha256 == data_sha256 else None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from certification.certify_run import certify_files, run_metrics
 from certification.fileio import sha256_file, write_text_atomic
-from certification.prespecification import read_protocol_record, record_test_access, utc_now
+from certification.prespecification import first_test_access, read_protocol_record, record_test_access, utc_now
 from certification.model_card import load_model_description
 from certification.summary import check_summary_options, curve_csv, write_certify_metrics
 from pipeline import layout
@@ -19,10 +19,14 @@ from pipeline.stage import run_stage
 from pipeline.tracking import log_stage
 
 def record_first_test_read() -> None:
-    """Record, before the sealed test split is read, that it is opened now and under which frozen protocol."""
+    """Record, before the sealed test split is read, that it is opened now and under which frozen protocol; a split
+    opened before keeps its FIRST opening (the output is ``persist``-ed), so re-freezing a changed protocol after
+    the test split was read can never look like pre-specification."""
     record = read_protocol_record(layout.PROTOCOL_RECORD)
     opened = utc_now()
-    record_test_access(layout.TEST_ACCESS, record, "certify", layout.TEST_SPLIT, sha256_file(layout.TEST_SPLIT), opened)
+    data_sha256 = sha256_file(layout.TEST_SPLIT)
+    if first_test_access(layout.TEST_ACCESS, data_sha256) is None:
+        record_test_access(layout.TEST_ACCESS, record, "certify", layout.TEST_SPLIT, data_sha256, opened)
 
 
 def main() -> int:

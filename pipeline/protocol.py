@@ -13,6 +13,7 @@ from certification.gate_io import freeze_protocol, load_protocol
 from certification.prespecification import git_state, read_protocol_record, write_protocol_record
 from pipeline import layout
 from pipeline.stage import PARAMS_FILE, run_stage
+from pipeline.tracking import log_stage
 
 
 def main() -> int:
@@ -28,6 +29,8 @@ def main() -> int:
             return 0
     record = freeze_protocol(protocol, f"{PARAMS_FILE.as_posix()} section 'gate'", git_state(".", PARAMS_FILE))
     write_protocol_record(layout.PROTOCOL_RECORD, record)
+    log_stage("protocol", params=protocol.to_dict(), metrics={}, artifacts=[layout.PROTOCOL_RECORD],
+              tags={"smoothcert.protocol_sha256": record.protocol_sha256, "smoothcert.protocol_frozen_utc": record.frozen_utc})
     committed = {True: "committed", False: "NOT committed", None: "not in git"}[record.protocol_committed]
     print(f"protocol: frozen at {record.frozen_utc} (sha256 {record.protocol_sha256[:12]}..., params.yaml {committed} "
           f"at {record.git_commit[:12]}); wrote {layout.PROTOCOL_RECORD}")

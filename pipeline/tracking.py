@@ -325,7 +325,8 @@ _RESTORE: dict[str, tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]]] 
     "data": (("data",), (), (layout.DATASHEET,)),
     "train": (("train",), (layout.TRAIN_METRICS,), (layout.TRAIN_HISTORY,)),
     "export": (("export",), (layout.EXPORT_METRICS,), (layout.MODEL_CARD,)),
-    "certify": (("certify",), (), (layout.CERTIFY_METRICS, layout.CERTIFY_CURVE, layout.CERTIFY_TSV)),
+    "protocol": (("gate",), (), (layout.PROTOCOL_RECORD,)),
+    "certify": (("certify",), (), (layout.CERTIFY_METRICS, layout.CERTIFY_CURVE, layout.CERTIFY_TSV, layout.TEST_ACCESS)),
     "evaluate": (("evaluate",), (), (layout.EVALUATE_METRICS, layout.EVALUATE_ATTACK_CURVE)),  # + the figures
     "gate": (("gate",), (), (layout.GATE_METRICS, layout.GATE_DECISIONS)),
     "dossier": ((), (), (layout.EVIDENCE, layout.DOSSIER_SIGNED)),

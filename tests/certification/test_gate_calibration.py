@@ -20,7 +20,7 @@ import yaml
 from support import REPO
 
 REPO_ROOT = REPO
-STAGES = ("data", "train", "export", "certify", "gate")
+STAGES = ("data", "train", "export", "protocol", "certify", "gate")
 
 pytestmark = pytest.mark.slow
 

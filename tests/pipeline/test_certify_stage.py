@@ -100,3 +100,17 @@ def test_batch_size_in_certify_names_its_new_place(tmp_path: Path, monkeypatch: 
 
     with pytest.raises(InputError, match=r"certify.batch_size' moved to 'runtime.certify_batch_size'"):
         certify_params({"train_sigma": 0.25})
+
+
+def test_a_rerun_keeps_the_first_opening_of_the_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-certifying (e.g. after the protocol was changed and frozen again) never moves the first test read later."""
+    _workspace(tmp_path, CERTIFY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMOOTHCERT_TRACKING", "off")
+    from pipeline.certify import main
+
+    assert main() == 0
+    first = Path("results/test_access.json").read_bytes()
+    assert main() == 0 and Path("results/test_access.json").read_bytes() == first
+    write_split(Path("data/test.npz"), np.zeros((12, 8, 8, 3), np.uint8), np.zeros(12, np.int64))  # another split
+    assert main() == 0 and Path("results/test_access.json").read_bytes() != first

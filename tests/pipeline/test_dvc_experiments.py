@@ -71,8 +71,12 @@ def test_a_rejecting_experiment_is_recorded_with_its_verdict(project: tuple[Path
     done = run([DVC, "exp", "run", "-n", "strict-gate", "-S", REJECTING], root, env)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    assert "Stage 'certify' didn't change, skipping" in out and "Running stage 'gate'" in out
+    # a changed protocol is frozen again, so certification reruns against it; the test split keeps its first
+    # opening, before the new freeze, and the dossier says the verdict is not a pre-specified test
+    assert "Running stage 'protocol'" in out and "Running stage 'certify'" in out and "Running stage 'gate'" in out
     assert "verdict: REJECT recorded in metrics/headline.json" in out
+    evidence = json.loads((root / "dossier/evidence.json").read_text())
+    assert evidence["prespecification"]["holds"] is False and not evidence["prespecification"]["frozen_before_opened"]
     data = _experiments(root, env)["strict-gate"]
     headline = data["metrics"]["metrics/headline.json"]["data"]
     assert headline["verdict"] == "REJECT" and set(headline) == HEADLINE_KEYS
@@ -87,8 +91,8 @@ def test_a_rejecting_experiment_is_recorded_with_its_verdict(project: tuple[Path
     experiment = client.get_experiment_by_name("smoothcert")
     (mlrun,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'strict-gate'")
     stages = {k.split(".")[-1]: v for k, v in mlrun.data.tags.items() if k.startswith("smoothcert.stage.")}
-    assert set(stages) == {"data", "train", "export", "certify", "evaluate", "gate", "dossier", "verdict"}
-    assert stages["certify"] == "cached" and stages["gate"] == "done"
+    assert set(stages) == {"data", "train", "export", "protocol", "certify", "evaluate", "gate", "dossier", "verdict"}
+    assert stages["evaluate"] == "cached" and stages["gate"] == "done"
     assert mlrun.data.tags["smoothcert.verdict"] == "REJECT"
     version = client.get_model_version("smoothcert-base-classifier", mlrun.data.tags["smoothcert.registered_version"])
     assert version.tags["smoothcert.verdict"] == "REJECT" and version.tags["smoothcert.artifact_role"] == "base-classifier"

@@ -17,7 +17,8 @@ DVC = BIN / "dvc"
 #: Pipeline outputs (gitignored or DVC-tracked), never copied as source.
 OUTPUT_PREFIXES = ("data/", "models/", "metrics/", "results/", "plots/", "dossier/", "dvc.lock", "mlflow.db", "mlartifacts/")
 #: Outputs of data..evaluate that a clone can reuse from the working tree (after `make repro`).
-UPSTREAM_OUTPUTS = ("data", "models", "results/certify.jsonl", "results/certify.tsv", "results/evaluate", "metrics", "plots")
+UPSTREAM_OUTPUTS = ("data", "models", "results/protocol.json", "results/test_access.json", "results/certify.jsonl",
+                    "results/certify.tsv", "results/evaluate", "metrics", "plots")
 
 
 def source_files() -> list[str]:
@@ -73,6 +74,6 @@ def restore_upstream(root: Path, env: Mapping[str, str]) -> None:
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
-    for stage in ("data", "train", "export", "certify", "evaluate"):
+    for stage in ("data", "train", "export", "protocol", "certify", "evaluate"):
         done = run([DVC, "commit", "-f", "-q", stage], root, env)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
