@@ -200,6 +200,8 @@ def test_train_and_export_stages_end_to_end(workdir):
     assert card["input_shape"] == [None, 3, 28, 28] and card["input_range"] == [0, 1]
     assert card["quantization"] == "none" and card["path"] == "models/model.onnx" and card["train_sigma"] == 0.25
     assert card["class_names"] == list(synthetic.CLASS_NAMES) and card["malignant_classes"] == ["melanoma", "basal_cell_carcinoma"]
+    assert card["training"] == {"method": "gaussian", "hyperparameters": {},
+                                "class_weights": {name: 1.0 for name in synthetic.CLASS_NAMES}}  # from metrics/train.json
     exported = json.loads((workdir / "metrics/export.json").read_text())
     assert exported["parity"]["passed"] and exported["parity"]["agreement"] >= 0.999
     assert exported["model_sha256"] == card["sha256"]
