@@ -88,7 +88,7 @@ class MacerParams:
     """MACER: ``k`` noisy copies, hinge weight ``lam`` (key ``lambda``), hinge threshold ``gamma``, inverse
     temperature ``beta`` of the soft smoothed classifier."""
 
-    k: int = 4
+    k: int = 2
     lam: float = 12.0
     gamma: float = 8.0
     beta: float = 16.0
