@@ -6,7 +6,7 @@ Run from the repository root after the data stage has produced data/{train,val,t
         [--epochs 12] [--n 2000] [--n0 100] [--examples 200] [--consistency-m 2] [--macer-k 2]
 
 Every method starts from params.yaml's ``train`` section (its own hyper-parameters included; ``--epochs``,
-``--consistency-m`` and ``--macer-k`` override them), with the same seed, on the same training and validation
+``--consistency-m``, ``--consistency-lambda``, ``--macer-k`` and ``--macer-lambda`` override them), with the same seed, on the same training and validation
 splits, with portable kernels as the train stage. Each model is exported to ONNX and certified by the product's
 CERTIFY (:class:`certification.smoothing.SmoothedClassifier`) on the same seeded test subset, with n0, n, alpha and
 seed from the flags and params ``certify``. Columns: certified accuracy at the gate radius r* and at 0.5 (with the
@@ -49,6 +49,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs of params.yaml")
     parser.add_argument("--consistency-m", type=int, default=None)
     parser.add_argument("--macer-k", type=int, default=None)
+    parser.add_argument("--consistency-lambda", type=float, default=None)
+    parser.add_argument("--macer-lambda", type=float, default=None)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--examples", type=int, default=200, help="seeded test subset (certify's selection)")
@@ -65,6 +67,10 @@ def _train_params(document: dict[str, Any], args: argparse.Namespace, method: st
         params["consistency"] = {**params["consistency"], "m": args.consistency_m}
     if args.macer_k is not None:
         params["macer"] = {**params["macer"], "k": args.macer_k}
+    if args.consistency_lambda is not None:
+        params["consistency"] = {**params["consistency"], "lambda": args.consistency_lambda}
+    if args.macer_lambda is not None:
+        params["macer"] = {**params["macer"], "lambda": args.macer_lambda}
     return params
 
 
