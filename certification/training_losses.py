@@ -62,7 +62,7 @@ class ConsistencyParams:
     """Consistency regularisation: ``m`` noisy copies, KL weight ``lam`` (params key ``lambda``), entropy weight ``eta``."""
 
     m: int = 2
-    lam: float = 10.0
+    lam: float = 5.0
     eta: float = 0.5
 
     @classmethod
