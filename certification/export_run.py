@@ -73,9 +73,11 @@ def subset(n_total: int, n: int, seed: int) -> np.ndarray:
 
 
 def export_files(checkpoint: Path, val: Split, classes: Sequence[str], malignant: Sequence[str],
-                 settings: ExportSettings, shipped: Path, fp32: Path, training_platform: dict[str, Any]) -> ExportOutcome:
+                 settings: ExportSettings, shipped: Path, fp32: Path, training_platform: dict[str, Any],
+                 training: dict[str, Any] | None = None) -> ExportOutcome:
     """Export ``checkpoint`` to ``fp32`` and ``shipped`` (the fp32 bytes, or static int8 QDQ with ``quantize``);
-    raises :class:`~certification.onnx_export.ParityError` (and writes nothing) when ONNX Runtime disagrees with torch."""
+    ``training`` (the train stage's method, hyper-parameters and class weights, from metrics/train.json) is
+    carried into the model card as ``training``. Raises :class:`~certification.onnx_export.ParityError` (and writes nothing) when ONNX Runtime disagrees with torch."""
     check_opset(settings.opset)
     model, config = load_checkpoint(checkpoint)
     sigma = float(config.get("train_sigma", 0.0))
@@ -107,6 +109,8 @@ def export_files(checkpoint: Path, val: Split, classes: Sequence[str], malignant
             count_parameters(model), count_flops(model, shape), list(classes), list(malignant),
             {"training": dict(training_platform), "export": platform_record()},
         )
+        if training is not None:
+            card["training"] = dict(training)
         metrics = {
             "onnxruntime": shipped_accuracy,
             "fp32_onnxruntime": fp32_accuracy,

@@ -1,4 +1,8 @@
-"""Gaussian-noise-augmented training of the edge CNN (the base classifier of randomized smoothing).
+"""Noise-augmented training of the edge CNN (the base classifier of randomized smoothing).
+
+``method`` picks the objective (:mod:`certification.training_losses`): ``gaussian`` (one noisy copy per image,
+cross-entropy), ``consistency`` (m copies, consistency regularisation) or ``macer`` (k copies, hinge on the soft
+smoothed margin). The noisy copies of one image see the same flip/rotation and independent noise.
 
 Noise ``N(0, sigma^2 I)`` is added to the [0, 1] input images, before the model's internal normalisation and
 without clipping, exactly as certification samples it; a fresh draw is made for every batch. Training is
@@ -16,7 +20,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -25,6 +29,9 @@ from torch import nn
 from certification.edge_cnn import ARCHITECTURE, EdgeCNN, build_model, count_flops, count_parameters
 from certification.errors import InputError
 from certification.progress import progress
+from certification.training_losses import (ConsistencyParams, MacerParams, check_class_weights, check_method,
+                                           class_weight_vector, consistency_loss, gaussian_loss, hyperparameters,
+                                           macer_loss)
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,43 @@ class TrainConfig:
     #: Portable CPU kernels: oneDNN off here, and the train stage starts torch with ATEN_CPU_CAPABILITY=default and
     #: MKL_CBWR=COMPATIBLE (:data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT`), so the weights do not depend on the CPU's ISA level.
     portable_kernels: bool = True
+    #: Training objective: gaussian | consistency | macer (:mod:`certification.training_losses`).
+    method: str = "gaussian"
+    #: Weight of each class's loss (and radius term) by class name; classes not named weigh 1.
+    class_weights: Mapping[str, float] = field(default_factory=dict)
+    consistency: ConsistencyParams = field(default_factory=ConsistencyParams)
+    macer: MacerParams = field(default_factory=MacerParams)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
+        """A config from params.yaml's ``train`` section (``consistency`` and ``macer`` as mappings, keys checked)."""
+        values = dict(params)
+        if "consistency" in values:
+            values["consistency"] = ConsistencyParams.from_mapping(values["consistency"])
+        if "macer" in values:
+            values["macer"] = MacerParams.from_mapping(values["macer"])
+        if "class_weights" in values:
+            values["class_weights"] = check_class_weights(values["class_weights"])
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @property
+    def copies(self) -> int:
+        """Noisy copies per image in one step: 1 (gaussian), m (consistency) or k (macer)."""
+        return {"consistency": self.consistency.m, "macer": self.macer.k}.get(self.method, 1)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The chosen method's own hyper-parameters, named as in params.yaml ({} for gaussian)."""
+        return hyperparameters(self.method, self.consistency, self.macer)
 
     def validate(self) -> None:
+        check_method(self.method)
+        check_class_weights(self.class_weights)
+        self.consistency.validate()
+        self.macer.validate()
+        if self.method != "gaussian" and not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+            raise InputError(f"train method {self.method} needs noise: set train.sigma > 0 (got {self.sigma!r})")
         if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)) or self.sigma < 0:
             raise InputError(f"train sigma must be a finite number >= 0 ([0,1]-pixel units), got {self.sigma!r}")
         if self.sigma > 10:
@@ -141,10 +183,10 @@ def train_model(
     threads: int | None = None,
     extra_config: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train the edge CNN with Gaussian-noise augmentation; return the best epoch's model and the history.
+    """Train the edge CNN with ``config.method``; return the best epoch's model and the history.
 
     Images are uint8 NHWC; labels int64 in [0, num_classes). ``extra_config`` is stored in the model config
-    (e.g. class names). Deterministic for a fixed ``config.seed`` and ``threads``; with ``portable_kernels`` and
+    (e.g. class names; ``config.class_weights`` are resolved against its ``class_names``). Deterministic for a fixed ``config.seed`` and ``threads``; with ``portable_kernels`` and
     :data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT` set before torch starts, also across x86-64 ISA levels (measured: identical weights
     under ATEN_CPU_CAPABILITY default/avx2/avx512 and oneDNN ISA limits; not across CPU architectures).
     """
@@ -165,6 +207,18 @@ def train_model(
         torch.set_num_threads(previous_threads)
     result.seconds = time.perf_counter() - start_time
     return result
+
+
+def _multi_copy_loss(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+                     weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """The consistency or MACER loss of one batch: ``config.copies`` noisy copies of each image in one forward pass."""
+    copies = config.copies
+    repeated = batch.unsqueeze(0).expand(copies, *batch.shape).reshape(copies * batch.shape[0], *batch.shape[1:])
+    noisy = repeated + config.sigma * torch.randn(repeated.shape, generator=generator)
+    logits = model(noisy).view(copies, batch.shape[0], -1)
+    if config.method == "consistency":
+        return consistency_loss(logits, labels, config.consistency.lam, config.consistency.eta, weights)
+    return macer_loss(logits, labels, config.sigma, config.macer.lam, config.macer.gamma, config.macer.beta, weights)
 
 
 def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
@@ -194,6 +248,7 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
     )
     loss_fn = nn.CrossEntropyLoss()
+    weights = class_weight_vector(config.class_weights, extra.get("class_names"), num_classes)
     history: list[EpochRecord] = []
     best_score, best_state, best_epoch = -1.0, None, 0
     noisy_seed = config.seed + 7919  # the same validation noise every epoch, so epochs are comparable
@@ -205,9 +260,14 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
         for step in bar:
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
             batch = _augment(x_train[index], generator)
-            if config.sigma > 0:
-                batch = batch + config.sigma * torch.randn(batch.shape, generator=generator)
-            loss = loss_fn(model(batch), y_train[index])
+            if config.method == "gaussian":
+                if config.sigma > 0:
+                    batch = batch + config.sigma * torch.randn(batch.shape, generator=generator)
+                logits = model(batch)
+                # the unweighted loss is torch's own CrossEntropyLoss, so the baseline's bits do not change
+                loss = loss_fn(logits, y_train[index]) if weights is None else gaussian_loss(logits, y_train[index], weights)
+            else:
+                loss = _multi_copy_loss(model, batch, y_train[index], config, weights, generator)
             if not torch.isfinite(loss):
                 raise InputError(f"training diverged at epoch {epoch}, batch {step + 1}: the loss is {float(loss.detach())}; "
                                  f"lower train.lr (now {config.lr}) or train.sigma (now {config.sigma})")

@@ -30,11 +30,14 @@ def main() -> int:
     datasheet = read_json(layout.DATASHEET)
     classes = list(datasheet["classes"])
     val = load_split(layout.VAL_SPLIT, len(classes))
-    training_platform = require_key(read_json(layout.TRAIN_METRICS), "platform", str(layout.TRAIN_METRICS),
-                                    "rerun the train stage")
+    train_metrics = read_json(layout.TRAIN_METRICS)
+    training_platform = require_key(train_metrics, "platform", str(layout.TRAIN_METRICS), "rerun the train stage")
+    training = {key: require_key(train_metrics, key, str(layout.TRAIN_METRICS), "rerun the train stage")
+                for key in ("method", "hyperparameters", "class_weights")}
     try:
         outcome = export_files(layout.CHECKPOINT, val, classes, list(datasheet.get("malignant_classes", [])),
-                               ExportSettings(**params), layout.MODEL, layout.MODEL_FP32, training_platform)
+                               ExportSettings(**params), layout.MODEL, layout.MODEL_FP32, training_platform,
+                               training)
     except ParityError as exc:
         print(f"export: error: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""Stage ``train``: Gaussian-noise-augmented training of the edge CNN from params ``train``.
+"""Stage ``train``: noise-augmented training of the edge CNN from params ``train`` (``method``: gaussian,
+consistency or macer; see :mod:`certification.training_losses`).
 
 Reads data/{train,val}.npz and data/datasheet.json (never the test split: it stays sealed until certify); writes
 models/model.pt, metrics/train.json and plots/train_history.csv (columns epoch, train_loss, val_accuracy_clean,
@@ -20,7 +21,7 @@ from pipeline import layout
 from pipeline.stage import load_section, run_stage
 
 KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int,
-        "portable_kernels": bool}
+        "portable_kernels": bool, "method": str, "class_weights": dict, "consistency": dict, "macer": dict}
 MODEL_PATH, METRICS_PATH, HISTORY_PATH = layout.CHECKPOINT, layout.TRAIN_METRICS, layout.TRAIN_HISTORY
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy_clean", "val_accuracy_noisy")
 
@@ -63,12 +64,13 @@ def main() -> int:
     from certification.dataset_io import load_split
     from certification.edge_cnn import save_checkpoint
     from certification.training import TrainConfig, train_model
+    from certification.training_losses import class_weight_vector
 
-    config = TrainConfig(**params)
-    config.validate()
+    config = TrainConfig.from_params(params)
     threads = torch_threads()
     datasheet = read_json(layout.DATASHEET)
     classes = list(datasheet["classes"])
+    class_weight_vector(config.class_weights, classes, len(classes))  # unknown class names fail before training
     train, val = (load_split(p, len(classes)) for p in (layout.TRAIN_SPLIT, layout.VAL_SPLIT))
     if not (train.channels_last and val.channels_last):
         raise InputError("data splits must store images as uint8 N,H,W,C; re-run the data stage")
@@ -87,6 +89,10 @@ def main() -> int:
         "n_val": len(val),
         "selected_by": "val_accuracy_noisy" if config.sigma > 0 else "val_accuracy_clean",
         "sigma": config.sigma,
+        "method": config.method,
+        "hyperparameters": config.hyperparameters(),
+        "noisy_copies_per_image": config.copies,
+        "class_weights": {name: float(config.class_weights.get(name, 1.0)) for name in classes},
         "parameters": result.parameters,
         "flops": result.flops,
         "epochs": config.epochs,
@@ -98,7 +104,7 @@ def main() -> int:
     write_json_atomic(METRICS_PATH, metrics)
     write_text_atomic(HISTORY_PATH, history_csv(result.history))
     print(f"train: best epoch {best.epoch}/{config.epochs}, val clean {best.val_accuracy_clean:.3f} noisy "
-          f"{best.val_accuracy_noisy:.3f} (sigma {config.sigma}), "
+          f"{best.val_accuracy_noisy:.3f} (sigma {config.sigma}, method {config.method}), "
           f"{result.parameters} params, {result.flops} MACs, {result.seconds:.1f} s")
     from pipeline.tracking import log_stage
 

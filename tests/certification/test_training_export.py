@@ -26,7 +26,8 @@ TINY_PARAMS = {
     "data": {"source": "synthetic", "path": "", "image_size": 28, "n_train": 300, "n_val": 100, "n_test": 100, "seed": 3,
              "classes": [], "malignant_classes": []},
     "train": {"sigma": 0.25, "epochs": 2, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0005, "width": 8, "seed": 1,
-              "portable_kernels": True},
+              "portable_kernels": True, "method": "gaussian", "class_weights": {},
+              "consistency": {"m": 2, "lambda": 10.0, "eta": 0.5}, "macer": {"k": 2, "lambda": 12.0, "gamma": 8.0, "beta": 16.0}},
     "export": {"opset": 18, "quantize": False, "calibration_samples": 64, "parity_samples": 100, "seed": 2},
 }
 
@@ -199,6 +200,8 @@ def test_train_and_export_stages_end_to_end(workdir):
     assert card["input_shape"] == [None, 3, 28, 28] and card["input_range"] == [0, 1]
     assert card["quantization"] == "none" and card["path"] == "models/model.onnx" and card["train_sigma"] == 0.25
     assert card["class_names"] == list(synthetic.CLASS_NAMES) and card["malignant_classes"] == ["melanoma", "basal_cell_carcinoma"]
+    assert card["training"] == {"method": "gaussian", "hyperparameters": {},
+                                "class_weights": {name: 1.0 for name in synthetic.CLASS_NAMES}}  # from metrics/train.json
     exported = json.loads((workdir / "metrics/export.json").read_text())
     assert exported["parity"]["passed"] and exported["parity"]["agreement"] >= 0.999
     assert exported["model_sha256"] == card["sha256"]
@@ -222,6 +225,12 @@ def test_train_and_export_stages_end_to_end(workdir):
         ("train", {"dropout": 0.1}, "unknown key 'train.dropout'"),
         ("train", {"epochs": "many"}, "'train.epochs' must be int"),
         ("train", {"lr": float("inf")}, "lr must be a finite number > 0"),
+        ("train", {"method": "smoothadv"}, "unknown train.method 'smoothadv'; choose one of gaussian, consistency, macer"),
+        ("train", {"class_weights": {"melanoma": -1}}, "class_weights.melanoma must be a finite number >= 0"),
+        ("train", {"method": "consistency", "consistency": {"m": 0, "lambda": 10.0, "eta": 0.5}}, "consistency.m must be an integer >= 1"),
+        ("train", {"consistency": {"m": 2, "lambda": 10.0}}, "missing key 'train.consistency.eta'"),
+        ("train", {"macer": {"k": 2, "lambda": 1.0, "gamma": 8.0, "beta": 16.0, "tau": 1}}, "unknown key 'train.macer.tau'"),
+        ("train", {"method": "macer", "sigma": 0.0}, "method macer needs noise"),
         ("export", {"opset": 7}, "opset"),
         ("export", {"quantize": None}, "missing key 'export.quantize'"),
     ],
