@@ -19,7 +19,7 @@ import yaml
 
 TINY_PARAMS = {
     "data": {"source": "synthetic", "path": "", "image_size": 28, "n_train": 120, "n_val": 40, "n_test": 10, "seed": 3,
-             "classes": []},
+             "classes": [], "malignant_classes": []},
     "train": {"sigma": 0.25, "epochs": 1, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0005, "width": 4, "seed": 1,
               "portable_kernels": True, "method": "gaussian", "class_weights": {},
               "consistency": {"m": 2, "lambda": 10.0, "eta": 0.5}, "macer": {"k": 2, "lambda": 12.0, "gamma": 8.0, "beta": 16.0}},

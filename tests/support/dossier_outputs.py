@@ -104,6 +104,7 @@ def make_outputs(root: Path, accepted: bool = True, n_test: int = 60) -> Path:
         "input_shape": [None, 3, SIZE, SIZE], "input_range": [0, 1], "class_names": CLASSES, "malignant_classes": MALIGNANT,
         "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, "parameters": 772, "flops": 1536,
         "quantization": "none", "architecture": "tiny-linear", "train_sigma": SIGMA,
+        "training": {"method": "gaussian", "hyperparameters": {}, "class_weights": {name: 1.0 for name in CLASSES}},
         "platform": {"training": {**platform_record(), "torch_capability": "DEFAULT", "portable_kernels": True},
                      "export": platform_record()}})
     write_json_atomic(root / "metrics" / "train.json", {"epochs": 2, "sigma": SIGMA, "val_accuracy_clean": 0.8,
