@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from certification.errors import InputError
 from certification.fileio import sha256_file
@@ -226,8 +226,13 @@ def log_stage(
     if not tracking_enabled():
         return None
     root, uri = repo_root(), tracking_uri()
+    return _store_call(uri, lambda: _log(stage, params, metrics, artifacts, dict(tags or {}), onnx_path, root, uri))
+
+
+def _store_call(uri: str, call: Callable[[], str]) -> str:
+    """Run ``call`` against the store at ``uri``; any failure but bad input becomes one InputError naming the store."""
     try:
-        return _log(stage, params, metrics, artifacts, dict(tags or {}), onnx_path, root, uri)
+        return call()
     except InputError:
         raise
     except Exception as exc:
@@ -342,15 +347,7 @@ def log_pipeline(verdict: Any) -> str | None:
     if not tracking_enabled():
         return None
     root, uri = repo_root(), tracking_uri()
-    try:
-        return _log_pipeline(verdict, root, uri)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(
-            f"MLflow tracking to {uri} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "fix MLFLOW_TRACKING_URI or set SMOOTHCERT_TRACKING=off"
-        ) from exc
+    return _store_call(uri, lambda: _log_pipeline(verdict, root, uri))
 
 
 def _log_pipeline(verdict: Any, root: Path, uri: str) -> str:

@@ -120,6 +120,27 @@ def _stored_or_new_passphrase(folder: Path, env: str) -> bytes:
     return generated
 
 
+def _signer_certificate(common_name: str, ca_name: x509.Name, ca_key: rsa.RSAPrivateKey, now: dt.datetime,
+                        days: int) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A new RSA key and its signing certificate for ``common_name``, issued by the CA ``ca_name``/``ca_key``,
+    valid from a day before ``now`` for ``days`` days (digital signature and non-repudiation only)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name)).issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
 def _build(folder: Path, now: dt.datetime, passphrase: bytes) -> None:
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = _name("smoothcert development root CA")
@@ -135,20 +156,7 @@ def _build(folder: Path, now: dt.datetime, passphrase: bytes) -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    signer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    signer_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(DEV_SIGNER_CN)).issuer_name(ca_name)
-        .public_key(signer_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1825))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    signer_key, signer_cert = _signer_certificate(DEV_SIGNER_CN, ca_name, ca_key, now, days=1825)
     (folder / CA_FILE).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     key_path = folder / CA_KEY_FILE
     key_path.write_bytes(ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -213,20 +221,7 @@ def issue_signer(pki: DevPki, common_name: str, out: str | os.PathLike[str], pas
     now = now or dt.datetime.now(dt.timezone.utc)
     ca_key = serialization.load_pem_private_key((pki.folder / CA_KEY_FILE).read_bytes(), None)
     ca_cert = pki.ca_certificate()
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)  # type: ignore[arg-type]
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
+    key, cert = _signer_certificate(common_name, ca_cert.subject, ca_key, now, days=365)  # type: ignore[arg-type]
     path = Path(out)
     _write_private(path, _p12(common_name.encode("utf-8"), key, cert, [ca_cert], passphrase))
     return path
