@@ -16,13 +16,13 @@ from reportlab.platypus import NextPageTemplate, PageBreak
 
 from certification.dossier import claims, plots
 from certification.dossier.risk import assess, residual_statement
+from certification.dossier.clinical_sections import clinical_section, deployed_procedure_section
 from certification.dossier.attachments import EVIDENCE_ATTACHMENT, EVIDENCE_INFO_KEY, RECORDS_ATTACHMENT, attach_files
 from certification.dossier.layout import DEV_WARNING, document_template, numbered_canvas_class, signature_page_painter, styles
-from certification.dossier.sections import (bullets, criteria_table, flatten_scalars, image, keep, key_values, num, para,
+from certification.dossier.sections import (bound_text, bullets, criteria_table, flatten_scalars, image, keep, key_values, num, para,
                                             paragraphs, pct, spacer, table, verdict_banner)
 from certification.dossier.templates import Texts
 from certification.dataset_io import FITZPATRICK_NAMES
-from certification.errors import InputError
 from certification.fileio import sha256_bytes
 from certification.records import CertifyRecord
 from certification.signing.layout import signature_boxes
@@ -46,8 +46,8 @@ def _cover(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], evidence_
     cert = next((x for x in ev["verdict"]["criteria"] if x["name"] == "certified_accuracy"), None)
     headline = [("Certified test images", f"{c['n_examples']} (sigma {num(c['params']['sigma'])}, n {c['params']['n']}, "
                                           f"alpha {num(c['params']['alpha'])})"),
-                ("Clean accuracy (smoothed)", _bound_text(c["clean_accuracy"])),
-                ("Abstention rate", _bound_text(c["abstention_rate"]))]
+                ("Clean accuracy (smoothed)", bound_text(c["clean_accuracy"])),
+                ("Abstention rate", bound_text(c["abstention_rate"]))]
     if cert is not None:
         headline.insert(1, (f"Certified accuracy at r = {num(at_gate)}",
                             f"{pct(cert['estimate'])} (lower bound {pct(cert['bound'])}; {cert['successes']}/{cert['trials']}; "
@@ -232,7 +232,7 @@ def _results(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: M
     ca, ab = c["clean_accuracy"], c["abstention_rate"]
     conf = c["confidence"]
     out = [para("8  Results", st["h1"]),
-           key_values([("Clean accuracy (smoothed)", _bound_text(ca)), ("Abstention rate", _bound_text(ab)),
+           key_values([("Clean accuracy (smoothed)", bound_text(ca)), ("Abstention rate", bound_text(ab)),
                        ("Average certified radius (ACR)", f"{num(c['average_certified_radius'])} (descriptive, no confidence "
                                                           f"bound; n = {c['n_examples']}; wrong or abstained count as 0)"),
                        ("Median certified radius", f"{num(c['median_radius'])} (descriptive, no confidence bound; n = {c['n_examples']})"),
@@ -256,17 +256,11 @@ def _results(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: M
     over = ", ".join(f"{x.get('field')}={x.get('group')}" for x in abst.get("exceeds_limit", []) if isinstance(x, Mapping))
     out.append(para("Abstentions", st["h2"]))
     out.append(para(f"The smoothed classifier abstained on {ab['successes']} of {ab['trials']} images: "
-                    f"{_bound_text(ab)}. Groups shown to abstain above the limit "
+                    f"{bound_text(ab)}. Groups shown to abstain above the limit "
                     f"{pct(abst.get('limit'))}: {over or 'none'}.",
                     st["body"]))
     out += _attack(e.get("attack") or {}, st) + _corruptions(ev, st, figs) + _quantization(e.get("quantization"), st)
     return out
-
-
-def _bound_text(b: Mapping[str, Any]) -> str:
-    """'75.0% (lower 62.6%, upper 84.9%; 36/48, clopper-pearson)'; the upper part only when there is one."""
-    upper = f", upper {pct(b['upper'])}" if b.get("upper") is not None else ""
-    return f"{pct(b['estimate'])} (lower {pct(b['lower'])}{upper}; {b['successes']}/{b['trials']}, {b.get('method', '')})"
 
 
 def _attack(attack: Mapping[str, Any], st: Mapping[str, Any]) -> list:
@@ -314,105 +308,6 @@ def _quantization(quant: Any, st: Mapping[str, Any]) -> list:
     if quant is None:
         return out + [para("Not applicable: the shipped model is not quantized.", st["body"])]
     return out + [key_values(flatten_scalars(quant), st)]
-
-
-CLINICAL_SECTION, PROCEDURE_SECTION = "8.1", "8.2"
-TRIAGE_ROWS = (("sensitivity", "Sensitivity (malignant flagged)"), ("specificity", "Specificity (benign cleared)"),
-               ("ppv", "PPV (flagged that are malignant)"), ("npv", "NPV (cleared that are benign)"),
-               ("referral_inclusive_sensitivity", "Malignant flagged or referred"),
-               ("referral_rate", "Referral (abstention) rate, all images"))
-
-
-def _rate_cell(rate: Mapping[str, Any]) -> str:
-    """'90.6% (82.3-95.8%) 77/85'; 'n/a (0 images)' when the rate has no trials."""
-    if rate.get("estimate") is None:
-        return f"n/a ({rate.get('trials', 0)} images)"
-    return (f"{pct(rate['estimate'])} ({100 * rate['lower']:.1f}-{100 * rate['upper']:.1f}%) "
-            f"{rate['successes']}/{rate['trials']}")
-
-
-def _words(name: str) -> str:
-    """An identifier (class or criterion name) as words, so that table cells wrap between words."""
-    return name.replace("_", " ")
-
-
-def _rationale_rows(ev: Mapping[str, Any], texts: Texts) -> list[list[str]]:
-    """One row per rationale entry with the gate criteria it covers; a criterion without an entry is an error."""
-    entries = texts.acceptance["criteria_rationale"]
-    covered: dict[int, list[str]] = {}
-    for c in ev["verdict"]["criteria"]:
-        match = next((i for i, e in enumerate(entries) if c["name"] == e["criterion"] or c["name"].startswith(f"{e['criterion']}_")), None)
-        if match is None:
-            raise InputError(f"dossier_templates/acceptance.yaml: criteria_rationale has no entry for gate criterion "
-                             f"'{c['name']}'; add one (criterion, threshold, rationale)")
-        covered.setdefault(match, []).append(c["name"])
-    rows = [["Gate criterion", "Threshold", "Why it is clinically acceptable"]]
-    for i, entry in enumerate(entries):
-        if i in covered:
-            rows.append([", ".join(_words(name) for name in covered[i]), " ".join(entry["threshold"].split()),
-                         " ".join(entry["rationale"].split())])
-    return rows
-
-
-def _clinical(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
-    """Clinical triage performance: rates with intervals and n, confusion matrix, per skin type, rationale."""
-    clin = ev["clinical"]
-    triage = clin["triage"]
-    deployed, clean, certified = triage["deployed"], triage["clean"], triage["certified"]
-    out = [para(f"{CLINICAL_SECTION}  Clinical triage performance", st["h1"]),
-           *paragraphs(texts.acceptance["triage_intro"], st["body"]),
-           para(f"Abstention rule: {deployed['abstention_rule']}.", st["body"])]
-    rows = [["Rate", f"Deployed: {deployed['procedure']}", clean["procedure"], certified["procedure"]]]
-    rows += [[label, *(_rate_cell(t["rates"][key]) for t in (deployed, clean, certified))] for key, label in TRIAGE_ROWS]
-    out += [keep(para(f"Malignant vs benign: estimate (two-sided {pct(deployed['level'])} interval) successes/n", st["h2"]),
-                 table(rows, [1.3, 1.2, 1.2, 1.2], st),
-                 para("In the certified column an answer that is not certified at r* counts as an abstention (referred): "
-                      "the rates are those of a device that answers only where the answer is certified.", st["small"]))]
-    conf = deployed["confusion"]
-    matrix = [["True class / answer", *(_words(c) for c in conf["columns"]), "n"]]
-    matrix += [[_words(name), *(num(int(v)) for v in counts), num(int(sum(counts)))] for name, counts in zip(conf["rows"], conf["counts"])]
-    out += [keep(para(f"Confusion matrix of the deployed procedure, {deployed['procedure']}", st["h2"]),
-                 table(matrix, [1.5] + [1.0] * len(conf["columns"]) + [0.5], st),
-                 para("Rows: true class; columns: the answer shown to the user, abstentions in their own column.", st["small"]))]
-    skin = deployed["per_skin_type"]
-    if skin:
-        rows = [["Skin type", "n", "Sensitivity", "Specificity", "PPV", "NPV"]]
-        rows += [[g["group"], num(g["n_examples"]), *(_rate_cell(g["rates"][k]) for k in ("sensitivity", "specificity", "ppv", "npv"))]
-                 for g in skin]
-        out += [keep(para(f"Per Fitzpatrick skin type, deployed procedure, {deployed['procedure']}", st["h2"]),
-                     table(rows, [0.42, 0.3, 1.3, 1.3, 1.3, 1.3], st),
-                     para("Small groups give wide intervals; a rate with no images is n/a.", st["small"]))]
-    out += [keep(para("Acceptance rationale per criterion", st["h2"]), table(_rationale_rows(ev, texts), [1.0, 0.9, 2.6], st))]
-    return out
-
-
-def _deployed_procedure(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
-    """What runs on the device, its measured abstention rate at the deployed n, latency and hardware."""
-    t, clin = texts.deployed_procedure, ev["clinical"]
-    d = clin["deployed"]
-    ab, lat, plat = d["abstention_rate"], d["latency"], d["platform"]
-    within = "within" if d["upper_within_gate_limit"] else "ABOVE"
-    out = [para(f"{PROCEDURE_SECTION}  The deployed procedure", st["h1"]),
-           para("Image acquisition and resizing", st["h2"]), *paragraphs(t["acquisition"], st["body"]),
-           *paragraphs(t["resizing"], st["body"]), para("Prediction and abstention", st["h2"]),
-           *paragraphs(t["prediction"], st["body"]), *paragraphs(t["abstention_rule"], st["body"])]
-    rows = [("Model input", f"float32 NCHW [1, {clin['input']['channels']}, {clin['input']['height']}, {clin['input']['width']}], "
-                            f"range [{', '.join(num(v) for v in clin['input']['range'])}]"),
-            ("PREDICT n (noisy copies per image)", d["n"]), ("PREDICT alpha (binomial test level)", d["alpha"]),
-            ("Noise sigma ([0,1] pixel units)", ev["certify"]["params"]["sigma"]),
-            ("Measured abstention rate at this n", f"{_bound_text(ab)}; one-sided bounds at {num(ab['confidence'])}, "
-                                                   f"{ab['trials']} certified test images"),
-            ("Against the gate's abstention limit", f"upper bound {pct(ab['upper'])} {within} the limit {pct(d['gate_limit'])} "
-                                                    "(reported, not part of the gate verdict)"),
-            ("Agreement with CERTIFY's answer", f"{pct(d['agreement_with_certify'])} of {d['n_examples']} images"),
-            ("Single-image PREDICT latency", f"median {num(1000 * lat['median_s'], 1)} ms, 95th percentile "
-                                             f"{num(1000 * lat['p95_s'], 1)} ms ({lat['repeats']} calls; up to {d['batch_size']} noisy copies "
-                                             "per onnxruntime call)"),
-            ("Measured on", f"{plat.get('cpu_model')} ({plat.get('machine')}, {plat.get('system')}), onnxruntime "
-                            f"{plat.get('versions', {}).get('onnxruntime')}, numpy SIMD {plat.get('numpy_simd', {}).get('highest')}")]
-    out += [key_values(rows, st), para("The gate's abstention criterion and this procedure", st["h2"]),
-            *paragraphs(t["gate_abstention"], st["body"]), para("Hardware", st["h2"]), *paragraphs(t["device_hardware"], st["body"])]
-    return out
 
 
 def _fmea(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: Mapping[str, bytes]) -> list:
@@ -539,8 +434,8 @@ def render_dossier(evidence: Mapping[str, Any], texts: Texts, records: Sequence[
     story += _method(evidence, texts, st)
     story += _sequential_method(evidence, texts, st)
     story += _results(evidence, texts, st, figs)
-    story += _clinical(evidence, texts, st)
-    story += _deployed_procedure(evidence, texts, st)
+    story += clinical_section(evidence, texts, st)
+    story += deployed_procedure_section(evidence, texts, st)
     story += _fmea(evidence, texts, st, figs)
     story += _traceability(evidence, texts, st)
     story += _signatures(evidence, st)

@@ -84,6 +84,12 @@ def fitted(text: Any, style: Any, width: float) -> Paragraph:
     return Paragraph(" ".join(fit_token(w, style.fontName, style.fontSize, width) if w else "" for w in words), style)
 
 
+def bound_text(b: Mapping[str, Any]) -> str:
+    """'75.0% (lower 62.6%, upper 84.9%; 36/48, clopper-pearson)'; the upper part only when there is one."""
+    upper = f", upper {pct(b['upper'])}" if b.get("upper") is not None else ""
+    return f"{pct(b['estimate'])} (lower {pct(b['lower'])}{upper}; {b['successes']}/{b['trials']}, {b.get('method', '')})"
+
+
 def para(text: Any, style: Any) -> Paragraph:
     return Paragraph(escape(str(text)), style)
 
