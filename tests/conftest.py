@@ -35,3 +35,10 @@ try:
     _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
 except ImportError:  # pragma: no cover - hypothesis is in requirements.lock
     pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with tests marked slow run first (each file keeps its order): under pytest-xdist's ``--dist loadfile``
+    the long end-to-end files then start at once instead of leaving one worker busy at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: collection order otherwise
