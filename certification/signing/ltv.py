@@ -6,12 +6,17 @@ security store (/DSS, with a /VRI entry per signature). The store cannot be cove
 it is written as an incremental revision *after* the signature. That revision is signed by nobody; verify accepts it
 only when :func:`validation_data_problem` finds nothing in it but validation data:
 
-- the catalog is rewritten with its /DSS entry added or replaced and every other entry exactly as before;
-- the /DSS dictionary (an indirect object, new or the one the catalog named before) holds only /Type, /Certs,
-  /OCSPs, /CRLs and /VRI;
+- it writes the /DSS dictionary or the catalog: the catalog may gain or change its /DSS entry, every other entry
+  stays exactly as before;
+- the /DSS is an indirect dictionary holding only /Type, /Certs, /OCSPs, /CRLs and /VRI, either new or the one the
+  catalog named before;
 - every other object the revision writes is new (its number at or above the previous revision's /Size, so it
   cannot fill a reference the signed document left dangling), no object is freed, and the trailer's /Root, /Info
   and /Encrypt are the previous revision's.
+
+New objects can then be reached only through the /DSS, so nothing a reader sees (pages, annotations, form values,
+document information, XMP metadata) can change. The store's own content is not authenticated by the PDF: a damaged
+CRL or OCSP response only costs the B-LT level (verify reports B-T), since each carries its issuer's signature.
 
 The document information dictionary (/ModDate included) and the XMP metadata are not touched: pyHanko's own
 ``embed_validation_info`` writes the store with a writer that sets /ModDate, so :func:`embed_validation_data` writes
@@ -196,33 +201,29 @@ def validation_data_problem(reader: PdfFileReader, revision: int) -> str | None:
     changed = sorted(k for k in (set(old_entries) | set(new_entries)) - {"/DSS"} if old_entries.get(k) != new_entries.get(k))
     if changed:
         return f"it changes the catalog's {', '.join(changed)}"
-    dss_ref = None
-    if "/DSS" in new_root:
-        raw = new_root.raw_get("/DSS")
-        if not isinstance(raw, generic.IndirectObject):
-            return "its /DSS is not an indirect object"
-        dss_ref = raw.reference
-        extra = sorted(set(map(str, after(dss_ref))) - DSS_KEYS)
-        if extra:
-            return f"its /DSS holds {', '.join(extra)} besides validation data"
-        old_dss = old_root.raw_get("/DSS") if "/DSS" in old_root else None
-        if _is_old(reader, dss_ref, revision) and _canonical(old_dss) != ("ref", dss_ref.idnum, dss_ref.generation):
-            return f"its /DSS rewrites {_describe(before, dss_ref)}, which was not the document security store"
+    if "/DSS" not in new_root:
+        return "it adds no validation data (no /DSS)"
+    raw = new_root.raw_get("/DSS")
+    if not isinstance(raw, generic.IndirectObject):
+        return "its /DSS is not an indirect object"
+    dss_ref = raw.reference
+    extra = sorted(set(map(str, after(dss_ref))) - DSS_KEYS)
+    if extra:
+        return f"its /DSS holds {', '.join(extra)} besides validation data"
     size = reader.xrefs.get_xref_container_info(revision - 1).size
+    old_dss = _canonical(old_root.raw_get("/DSS")) if "/DSS" in old_root else None
+    if dss_ref.idnum < size and old_dss != ("ref", dss_ref.idnum, dss_ref.generation):
+        return f"its /DSS reuses {_describe(before, dss_ref)}, which was not the document security store"
+    allowed = {(root_ref.idnum, root_ref.generation), (dss_ref.idnum, dss_ref.generation)}
     touched = sorted(reader.xrefs.explicit_refs_in_revision(revision), key=lambda r: r.idnum)
-    others = [r for r in touched if (r.idnum, r.generation) not in {(root_ref.idnum, root_ref.generation)}
-              | ({(dss_ref.idnum, dss_ref.generation)} if dss_ref is not None else set()) and r.idnum < size]
+    if not {(r.idnum, r.generation) for r in touched} & allowed:
+        return "it adds no validation data (the /DSS is not written)"
+    # any other object it writes must be new: numbered at or above the previous /Size
+    others = [r for r in touched if (r.idnum, r.generation) not in allowed and r.idnum < size]
     if others:
         return f"it changes {', '.join(_describe(before, r) for r in others[:5])}" + \
             (f" and {len(others) - 5} more" if len(others) > 5 else "")
     return None
-
-
-def _is_old(reader: PdfFileReader, ref: generic.Reference, revision: int) -> bool:
-    try:
-        return reader.xrefs.get_introducing_revision(ref) < revision
-    except KeyError:
-        return False
 
 
 def dss_validation_context(reader: PdfFileReader, roots: Sequence[asn1_x509.Certificate], moment: Any) -> ValidationContext | None:

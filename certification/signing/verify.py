@@ -388,8 +388,9 @@ def signed_revision(pdf: bytes, embedded_signature: Any) -> bytes:
 
 def integrity_problems(pdf: bytes) -> list[str]:
     """What is wrong with the existing signatures of ``pdf`` regardless of trust: one line per signature that is
-    not intact, not cryptographically valid or followed by changes its DocMDP level forbids, and bytes after the last
-    signed revision. Empty when every signature holds (``sign`` refuses to add an approval otherwise)."""
+    not intact, not cryptographically valid or followed by changes its DocMDP level forbids, and unsigned revisions
+    that hold anything but validation data (after the last signature or between two). Empty when every signature
+    holds (``sign`` refuses to add an approval otherwise)."""
     reader = PdfFileReader(BytesIO(pdf), strict=False)
     problems = []
     signatures = reader.embedded_signatures
@@ -405,7 +406,11 @@ def integrity_problems(pdf: bytes) -> list[str]:
             problems.append(f"signature '{sig.field_name}' carries bytes beyond its CMS object")
         elif not _coverage_ok(status)[0]:
             problems.append(f"signature '{sig.field_name}': {_coverage_ok(status)[1]}")
-    for name, (passed, detail) in unsigned_revisions(pdf, reader, signatures).items():
+    try:
+        unsigned = unsigned_revisions(pdf, reader, signatures)
+    except Exception as exc:  # noqa: BLE001 - an update that cannot be read is a finding, not a pass
+        return [*problems, f"the revisions after the signatures cannot be checked ({type(exc).__name__})"]
+    for name, (passed, detail) in unsigned.items():
         if not passed:
             problems.append(f"{name}: {detail}" if name != "nothing after the last signature"
                             else f"bytes follow the last signed revision ({detail})")
