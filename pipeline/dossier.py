@@ -7,7 +7,9 @@ passphrase_env, or a generated one stored there with mode 0600) and every page t
 SUBMISSION. A production key is a PKCS#12 file (dossier.signing_key, or the environment variable
 SMOOTHCERT_SIGNING_KEY, which wins: CI decodes the key from a secret) whose passphrase is read from the environment variable named by
 passphrase_env; it is never logged or written anywhere. A non-empty tsa_url adds an RFC 3161 signature timestamp
-(PAdES B-T). trust_root (a root CA file) is checked against the signed dossier here and by the verdict stage;
+(PAdES B-T); with it, validation_data auto (or required) embeds the chain's CRLs/OCSP responses, fetched from the
+URLs in the certificates at signing time, after the signature (PAdES B-LT; auto stays B-T when the CA publishes
+none, required fails). trust_root (a root CA file) is checked against the signed dossier here and by the verdict stage;
 require_approvals (submission profiles) is honoured by the verdict stage. Works for REJECT verdicts too (the dossier says
 REJECTED); the verdict stage fails the run afterwards.
 
@@ -27,7 +29,8 @@ from certification.errors import InputError
 from certification.fileio import sha256_bytes, write_bytes_atomic
 from certification.signing.devpki import ensure_dev_pki, is_dev_certificate
 from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
-from certification.signing.sign import Manifestation, sign_as_author, timestamper_for
+from certification.signing.sign import LongTerm, Manifestation, sign_as_author, timestamper_for
+from certification.signing.verify import load_certificate
 from certification.dossier.verify import verify_dossier
 from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage
@@ -37,8 +40,8 @@ from pipeline.tracking import log_stage
 #: so no key path has to be written into params.yaml.
 SIGNING_KEY_ENV = "SMOOTHCERT_SIGNING_KEY"
 
-KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "trust_root": str,
-        "require_approvals": bool}
+KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "validation_data": str,
+        "trust_root": str, "require_approvals": bool}
 
 
 def _trust_anchor(signer: object) -> str:
@@ -82,8 +85,12 @@ def main() -> int:
         print(f"dossier: signing with the DEVELOPMENT KEY ({pki.folder}); not for submission", file=sys.stderr)
     built = build_dossier(evidence_inputs(), load_document(), layout.TEMPLATES, fields, identity)
     author = built.roles["author"]
+    long_term = LongTerm(mode=cfg["validation_data"],
+                         trust_roots=(load_certificate(trust_root),) if trust_root is not None else ())
     signed = sign_as_author(built.unsigned_pdf, signer, Manifestation(identity.signer, author["role"], author["meaning"]),
-                            fields, timestamper=timestamper_for(cfg["tsa_url"]))
+                            fields, timestamper=timestamper_for(cfg["tsa_url"]), long_term=long_term)
+    for note in long_term.notes:
+        print(f"dossier: {note}", file=sys.stderr)
     write_bytes_atomic(layout.EVIDENCE, built.evidence_json)
     write_bytes_atomic(layout.DOSSIER_UNSIGNED, built.unsigned_pdf)
     write_bytes_atomic(layout.DOSSIER_SIGNED, signed)

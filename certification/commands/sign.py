@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="root CA the existing signatures must verify against (default for a development dossier: "
                         ".smoothcert/dev-pki/ca.pem)")
     p.add_argument("--tsa-url", default="", help="RFC 3161 time-stamping authority URL (PAdES B-T); default none (B-B)")
+    p.add_argument("--validation-data", choices=("auto", "off", "required"), default="auto",
+                   help="with --tsa-url: embed the chain's CRLs/OCSP responses, fetched from the URLs in the "
+                        "certificates, after the signature (PAdES B-LT). auto (default): where the CA publishes them, "
+                        "else B-T; required: refuse unless B-LT; off: never")
     p.add_argument("--name", help="printed name; must equal the certificate's common name (the default)")
     p.add_argument("--role", default=None, help="must equal the field's role recorded in the dossier (the default)")
     p.add_argument("--meaning", default=None, help="must equal the field's meaning recorded in the dossier (the default)")
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from certification.errors import silence_library_warnings
     from certification.fileio import write_bytes_atomic
     from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
-    from certification.signing.sign import Manifestation, sign_field, timestamper_for
+    from certification.signing.sign import LongTerm, Manifestation, sign_field, timestamper_for
+    from certification.signing.verify import load_certificate
 
     silence_library_warnings()
     if not args.pdf.is_file():
@@ -70,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{option} {given!r} differs from the {option} the template fixes for field "
                              f"'{args.field}' ({recorded[option]!r}); omit --{option}")
     manifest = Manifestation(name=name, role=recorded["role"], meaning=recorded["meaning"])
-    signed = sign_field(args.pdf.read_bytes(), args.field, signer, manifest, timestamper=timestamper_for(args.tsa_url))
+    long_term = LongTerm(mode=args.validation_data,
+                         trust_roots=(load_certificate(args.trust_root),) if args.trust_root is not None else ())
+    signed = sign_field(args.pdf.read_bytes(), args.field, signer, manifest, timestamper=timestamper_for(args.tsa_url),
+                        long_term=long_term)
+    for note in long_term.notes:
+        print(f"sign: {note}", file=sys.stderr)
     out = args.out or args.pdf
     write_bytes_atomic(out, signed)
     print(f"signed field '{args.field}' as {name} ({manifest.role}: {manifest.meaning}); wrote {out}", file=sys.stderr)

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("verify", help="verify a signed dossier (signatures, approvals, evidence, model hash)",
                               description="Check every signature (intact, valid, trusted, coverage, printed name, one "
                                           "role per certificate, PAdES level), that no update changed the visible "
-                                          "metadata, that the attached evidence matches the document and the printed "
+                                          "metadata and revisions no signature made hold validation data only, that the attached evidence matches the document and the printed "
                                           "trust anchor is the root used, and optionally the model file's SHA-256. "
                                           "The last line states the result and the approvals, e.g. 'VERIFIED: "
                                           "AUTHOR-SIGNED, 0/3 APPROVALS'.",

@@ -11,7 +11,7 @@ without one it is PAdES B-B. The stamp's font dictionary is an indirect object.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Sequence
 
@@ -29,6 +29,7 @@ from certification.errors import InputError
 from certification.fonts import FONT_MONO, font_file
 from certification.signing.keys import common_name, signer_certificate
 from certification.signing.layout import AUTHOR_FIELD, signature_boxes
+from certification.signing.ltv import MODES, MetadataKeepingWriter, ValidationDataUnavailable, embed_validation_data
 
 STAMP_TEXT = "Signed by: %(name)s\nRole: %(role)s\nMeaning: %(meaning)s\nUTC time: %(ts)s"
 UTC_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
@@ -56,18 +57,9 @@ def _text_params(manifest: Manifestation, when: dt.datetime) -> dict[str, str]:
             "ts": when.astimezone(dt.timezone.utc).strftime(UTC_FORMAT)}
 
 
-class _MetadataKeepingWriter(IncrementalPdfFileWriter):
-    """An incremental writer that leaves the document information dictionary and the XMP metadata as they are:
-    pyHanko's writer sets /ModDate (and rewrites XMP) on every update, which verify flags as a visible change to
-    what the author signed."""
-
-    def _update_meta(self) -> None:
-        return None
-
-
 def _writer(pdf: bytes, keep_metadata: bool = False) -> IncrementalPdfFileWriter:
     try:
-        return (_MetadataKeepingWriter if keep_metadata else IncrementalPdfFileWriter)(BytesIO(pdf), strict=False)
+        return (MetadataKeepingWriter if keep_metadata else IncrementalPdfFileWriter)(BytesIO(pdf), strict=False)
     except (PdfReadError, ValueError) as exc:
         raise InputError(f"not a readable PDF ({exc})") from None
 
@@ -84,11 +76,56 @@ def _check_name(signer: signers.SimpleSigner, manifest: Manifestation) -> None:
                          "the printed name is the certificate's (omit --name, or use the signer's own key)")
 
 
+@dataclass(frozen=True)
+class LongTerm:
+    """Whether and how to embed validation data after a signature (PAdES B-LT).
+
+    ``mode``: "off" never; "auto" when the signature is timestamped and the data can be obtained (else it stays B-T,
+    and ``notes`` says why); "required" refuses (InputError) a signature that cannot reach B-LT. ``trust_roots`` only
+    help build paths (trust is verify's business); ``fetch`` allows the CRL/OCSP requests to the certificates' URLs;
+    ``crls``/``ocsps`` (DER) are supplied data. ``notes`` collects one line per signature on what was embedded."""
+
+    mode: str = "off"
+    trust_roots: tuple[object, ...] = ()
+    fetch: bool = True
+    crls: tuple[bytes, ...] = ()
+    ocsps: tuple[bytes, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"validation data mode {self.mode!r} is not one of {', '.join(MODES)} "
+                             "(dossier.validation_data / --validation-data)")
+
+
+def _long_term(signed: bytes, long_term: LongTerm | None, timestamper: TimeStamper | None) -> bytes:
+    if long_term is None or long_term.mode == "off":
+        return signed
+    if timestamper is None:
+        if long_term.mode == "required":
+            raise InputError("validation data (PAdES B-LT) needs a signature timestamp: set dossier.tsa_url / --tsa-url, "
+                             "or validation_data: auto")
+        long_term.notes.append("no time-stamping authority: PAdES B-B, no validation data embedded")
+        return signed
+    try:
+        out, embedded = embed_validation_data(signed, long_term.trust_roots, long_term.fetch,  # type: ignore[arg-type]
+                                              long_term.crls, long_term.ocsps)
+    except ValidationDataUnavailable as exc:
+        if long_term.mode == "required":
+            raise
+        long_term.notes.append(f"PAdES B-T only: {exc}")
+        return signed
+    long_term.notes.append(f"PAdES B-LT: {embedded.line()}")
+    return out
+
+
 def sign_as_author(pdf: bytes, signer: signers.SimpleSigner, manifest: Manifestation,
-                   approval_fields: Sequence[str], timestamper: TimeStamper | None = None) -> bytes:
+                   approval_fields: Sequence[str], timestamper: TimeStamper | None = None,
+                   long_term: LongTerm | None = None) -> bytes:
     """Certify ``pdf`` (PAdES, SHA-256, DocMDP FILL_FORMS) and add empty approval fields; return the bytes.
 
-    The fields sit on the last page at :func:`certification.signing.layout.signature_boxes`.
+    The fields sit on the last page at :func:`certification.signing.layout.signature_boxes`. With ``long_term``
+    validation data may follow in a revision of its own (see :class:`LongTerm`).
     """
     _check_name(signer, manifest)
     boxes = signature_boxes(list(approval_fields))
@@ -103,7 +140,7 @@ def sign_as_author(pdf: bytes, signer: signers.SimpleSigner, manifest: Manifesta
     pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=_stamp_style(), timestamper=timestamper,
                                    new_field_spec=SigFieldSpec(sig_field_name=AUTHOR_FIELD, on_page=-1,
                                                                box=boxes[AUTHOR_FIELD]))
-    return _sign(pdf_signer, writer, manifest)
+    return _long_term(_sign(pdf_signer, writer, manifest), long_term, timestamper)
 
 
 def _sign(pdf_signer: signers.PdfSigner, writer: IncrementalPdfFileWriter, manifest: Manifestation,
@@ -148,10 +185,12 @@ def signing_certificates(pdf: bytes) -> dict[str, tuple[bytes, bytes]]:
 
 
 def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manifest: Manifestation,
-               timestamper: TimeStamper | None = None) -> bytes:
+               timestamper: TimeStamper | None = None, long_term: LongTerm | None = None) -> bytes:
     """Sign the existing empty field ``field_name`` as an incremental update (approval signature). Refused when
     an existing signature does not hold (an approval must not vouch for a tampered document), when the printed
-    name is not the certificate's common name, and when the certificate already signed another field."""
+    name is not the certificate's common name, and when the certificate already signed another field. Validation
+    data already in the document (an earlier signature's /DSS revision) is signed by this approval; with
+    ``long_term`` this signature's own data is added to the /DSS in a further revision."""
     from certification.signing.verify import integrity_problems
 
     _check_name(signer, manifest)
@@ -178,7 +217,8 @@ def sign_field(pdf: bytes, field_name: str, signer: signers.SimpleSigner, manife
                                         md_algorithm="sha256", reason=f"{manifest.meaning} ({manifest.role})",
                                         name=manifest.name)
     pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=_stamp_style(), timestamper=timestamper)
-    return _sign(pdf_signer, _writer(pdf, keep_metadata=True), manifest, existing_fields_only=True)
+    signed = _sign(pdf_signer, _writer(pdf, keep_metadata=True), manifest, existing_fields_only=True)
+    return _long_term(signed, long_term, timestamper)
 
 
 def timestamper_for(tsa_url: str) -> TimeStamper | None:

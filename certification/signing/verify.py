@@ -5,9 +5,11 @@ signed bytes hash to the signed digest), valid (the CMS signature verifies with 
 chain ends at the given root), covering the whole file or followed only by changes its DocMDP level allows (form
 filling and further signatures), and in PAdES format; the printed name of each is its certificate's common name, no
 certificate signs two fields, and no later revision changes what a reader sees outside the signature fields (the
-document information dictionary, the XMP metadata, the language), whatever a DocMDP diff policy allows. Each
-signature's PAdES baseline level is reported: B-B, B-T (a valid RFC 3161 signature timestamp) or B-LT (B-T and a
-document security store holding OCSP responses or CRLs). The dossier's own checks (attached evidence, printed
+document information dictionary, the XMP metadata, the language), whatever a DocMDP diff policy allows. A revision no
+signature made (after the last signature, or between two) is accepted only when it adds validation data and changes
+nothing else (:mod:`certification.signing.ltv`). Each signature's PAdES baseline level is reported: B-B, B-T (a valid
+RFC 3161 signature timestamp) or B-LT (B-T and a document security store that alone validates the signer's and the
+TSA's chains with CRLs or OCSP responses). The dossier's own checks (attached evidence, printed
 hashes) are in :mod:`certification.dossier.verify`, which builds on this module.
 """
 from __future__ import annotations
@@ -113,22 +115,38 @@ def _is_dev(cert: asn1_x509.Certificate) -> bool:
     return cert.issuer.native.get("organization_name") == DEV_ORGANIZATION
 
 
-def pades_level(status: Any, reader: PdfFileReader) -> tuple[str, str]:
-    """(level, detail): B-T needs a valid, trusted signature timestamp; B-LT additionally a /DSS."""
+def pades_level(status: Any, reader: PdfFileReader, embedded_signature: Any = None,
+                roots: list[asn1_x509.Certificate] | None = None) -> tuple[str, str]:
+    """(level, detail): B-T needs a valid, trusted signature timestamp; B-LT additionally that the document security
+    store alone (no network) holds the certificates and a CRL or OCSP response for every certificate of the signer's
+    and of the timestamp's chain below ``roots``, valid at the timestamp's time."""
     ts = getattr(status, "timestamp_validity", None)
     if ts is None:
         return "B-B", "no signature timestamp"
     if not (ts.intact and ts.valid and ts.trusted):
         return "B-B", "the signature timestamp does not validate against the trust roots (TSA untrusted or damaged)"
     when = ts.timestamp.isoformat() if getattr(ts, "timestamp", None) else "unknown time"
-    if "/DSS" in reader.root:
-        dss = reader.root["/DSS"]
-        revocation = sum(len(dss.get(key, [])) for key in ("/OCSPs", "/CRLs"))
-        if revocation:
-            return "B-LT", f"timestamped {when}; validation data with {revocation} OCSP response(s)/CRL(s) embedded (/DSS)"
-        return "B-T", (f"timestamped {when}; /DSS holds certificates but no OCSP response or CRL, so not B-LT "
-                       "(the CA publishes no revocation information)")
-    return "B-T", f"timestamped {when} by {_common_name(ts.signing_cert) if ts.signing_cert else 'unknown TSA'}"
+    by = _common_name(ts.signing_cert) if ts.signing_cert else "unknown TSA"
+    if "/DSS" not in reader.root:
+        return "B-T", f"timestamped {when} by {by}; no validation data embedded (/DSS), so not B-LT"
+    if embedded_signature is None or not roots:
+        return "B-T", f"timestamped {when} by {by}; /DSS present but not checked against a trust root"
+    from certification.signing.ltv import chain_covered, dss_validation_context
+    from pyhanko.sign.validation.generic_cms import extract_tst_data_iter
+
+    try:
+        context = dss_validation_context(reader, roots, getattr(ts, "timestamp", None))
+        gaps = [("signer", chain_covered(context, embedded_signature.signed_data))]  # type: ignore[arg-type]
+        gaps += [("timestamp", chain_covered(context, tst))  # type: ignore[arg-type]
+                 for tst in extract_tst_data_iter(embedded_signature.signer_info, signed=False)]
+    except Exception as exc:  # noqa: BLE001 - a damaged store is no validation data, not a crash
+        return "B-T", f"timestamped {when} by {by}; the /DSS cannot be read ({type(exc).__name__}), so not B-LT"
+    missing = [f"{what}: {why}" for what, why in gaps if why]
+    if missing:
+        return "B-T", (f"timestamped {when} by {by}; the /DSS does not hold validation data for every certificate "
+                       f"({'; '.join(missing)}), so not B-LT")
+    return "B-LT", (f"timestamped {when} by {by}; the /DSS holds certificates and CRL/OCSP revocation information for "
+                    f"the signer's and the TSA's chains")
 
 
 def visible_metadata(revision: bytes) -> dict[str, str]:
@@ -224,6 +242,53 @@ def unsigned_tail(pdf: bytes, embedded_signature: Any) -> int:
     return len(pdf.rstrip(b" \t\r\n\x00")) - len(signed_revision(pdf, embedded_signature).rstrip(b" \t\r\n\x00"))
 
 
+def unsigned_revisions(pdf: bytes, reader: PdfFileReader, signatures: list[Any]) -> dict[str, tuple[bool, str]]:
+    """Checks on the revisions no signature made (after the first signature): ``nothing after the last signature``
+    (the file ends with the last signed revision, or is followed only by validation-data revisions ending the file)
+    and, with several signatures, ``updates between signatures`` (any unsigned revision between two signatures holds
+    validation data only). See :func:`certification.signing.ltv.validation_data_problem` for what validation data
+    may change."""
+    from certification.signing.ltv import validation_data_problem
+
+    out: dict[str, tuple[bool, str]] = {}
+    if not signatures:
+        return out
+    signed = {sig.signed_revision for sig in signatures}
+    first, last = signatures[0].signed_revision, signatures[-1].signed_revision
+    total = reader.xrefs.total_revisions
+
+    def problems(revisions: range) -> list[str]:
+        return [f"revision {rev}: {why}" for rev in revisions if rev not in signed
+                for why in [validation_data_problem(reader, rev)] if why]
+
+    if len(signatures) > 1:
+        between = [rev for rev in range(first + 1, last) if rev not in signed]
+        bad = problems(range(first + 1, last))
+        out["updates between signatures"] = (not bad, "; ".join(bad) + " (only validation data may be added outside a "
+                                             "signature)" if bad else f"{len(between)} unsigned revision(s) between "
+                                             "signatures, validation data (/DSS) only")
+    tail = unsigned_tail(pdf, signatures[-1])
+    trailing = range(last + 1, total)
+    if tail <= 0:
+        out["nothing after the last signature"] = (True, "the file ends with the last signed revision")
+    elif not trailing or _after_last_eof(pdf):
+        out["nothing after the last signature"] = (False, f"{tail} byte(s) follow the last signed revision and are "
+                                                   "signed by nobody")
+    else:
+        bad = problems(trailing)
+        out["nothing after the last signature"] = (
+            not bad, f"{tail} byte(s) after the last signature change what a reader sees: " + "; ".join(bad)
+            + " (only validation data may follow a signature)" if bad else
+            f"followed only by {len(trailing)} validation-data revision(s) (/DSS), which change nothing a reader sees")
+    return out
+
+
+def _after_last_eof(pdf: bytes) -> bool:
+    """True when bytes other than white space follow the last %%EOF marker."""
+    end = pdf.rfind(b"%%EOF")
+    return end < 0 or bool(pdf[end + 5:].strip(b" \t\r\n\x00"))
+
+
 def check_signatures(report: VerificationReport, reader: PdfFileReader, root: asn1_x509.Certificate,
                      pdf: bytes | None = None, tsa_roots: list[asn1_x509.Certificate] | None = None) -> None:
     """Every signature's checks (see the module docstring); with ``pdf`` (the file's bytes) also that nothing
@@ -279,13 +344,15 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
                    else f"the certificate (or key) of {name} also signed '{again}': one certificate may sign one role only")
         seen.setdefault(fingerprint, sig.field_name)
         seen.setdefault(key_id, sig.field_name)
-        level, level_detail = pades_level(status, reader)
+        level, level_detail = pades_level(status, reader, sig, [root, *(tsa_roots or [])])
         report.add(f"{label} PAdES level", True, f"{level}: {level_detail}")
         if pdf is not None and index == len(signatures) - 1:
-            tail = unsigned_tail(pdf, sig)
-            report.add("nothing after the last signature", tail <= 0,
-                       "the file ends with the last signed revision" if tail <= 0
-                       else f"{tail} byte(s) follow the last signed revision and are signed by nobody")
+            try:
+                for check_name, (passed, detail) in unsigned_revisions(pdf, reader, signatures).items():
+                    report.add(check_name, passed, detail)
+            except Exception as exc:  # noqa: BLE001 - a damaged update is a failed check
+                report.add("nothing after the last signature", False,
+                           f"the revisions after the signatures could not be checked ({type(exc).__name__}: {exc})")
         if index == 0:
             report.add("author certification signature", sig.field_name == AUTHOR_FIELD and sig.docmdp_level is not None,
                        f"first signature is '{sig.field_name}' with DocMDP "
@@ -321,8 +388,9 @@ def signed_revision(pdf: bytes, embedded_signature: Any) -> bytes:
 
 def integrity_problems(pdf: bytes) -> list[str]:
     """What is wrong with the existing signatures of ``pdf`` regardless of trust: one line per signature that is
-    not intact, not cryptographically valid or followed by changes its DocMDP level forbids, and bytes after the last
-    signed revision. Empty when every signature holds (``sign`` refuses to add an approval otherwise)."""
+    not intact, not cryptographically valid or followed by changes its DocMDP level forbids, and unsigned revisions
+    that hold anything but validation data (after the last signature or between two). Empty when every signature
+    holds (``sign`` refuses to add an approval otherwise)."""
     reader = PdfFileReader(BytesIO(pdf), strict=False)
     problems = []
     signatures = reader.embedded_signatures
@@ -338,6 +406,12 @@ def integrity_problems(pdf: bytes) -> list[str]:
             problems.append(f"signature '{sig.field_name}' carries bytes beyond its CMS object")
         elif not _coverage_ok(status)[0]:
             problems.append(f"signature '{sig.field_name}': {_coverage_ok(status)[1]}")
-    if signatures and unsigned_tail(pdf, signatures[-1]) > 0:
-        problems.append("bytes follow the last signed revision")
+    try:
+        unsigned = unsigned_revisions(pdf, reader, signatures)
+    except Exception as exc:  # noqa: BLE001 - an update that cannot be read is a finding, not a pass
+        return [*problems, f"the revisions after the signatures cannot be checked ({type(exc).__name__})"]
+    for name, (passed, detail) in unsigned.items():
+        if not passed:
+            problems.append(f"{name}: {detail}" if name != "nothing after the last signature"
+                            else f"bytes follow the last signed revision ({detail})")
     return problems

@@ -18,7 +18,7 @@ def test_the_signing_key_comes_from_the_environment(tmp_path: Path, monkeypatch:
     ca = make_test_ca(tmp_path / "ca")
     key = ca.issue("Release Signing Service", b"ci-secret")
     (root / "params.yaml").write_text(yaml.safe_dump({"dossier": {
-        "signing_key": "", "passphrase_env": "CI_KEY_PASSPHRASE", "approval_fields": APPROVALS, "tsa_url": "",
+        "signing_key": "", "passphrase_env": "CI_KEY_PASSPHRASE", "approval_fields": APPROVALS, "tsa_url": "", "validation_data": "auto",
         "trust_root": str(ca.ca_pem), "require_approvals": False}}))
     monkeypatch.chdir(root)
     monkeypatch.setenv("SMOOTHCERT_TRACKING", "off")

@@ -19,13 +19,14 @@ from certification.signing.devpki import DevPki, ensure_dev_pki
 from certification.signing.keys import common_name, load_signer, signer_certificate
 from certification.signing.sign import Manifestation, sign_as_author
 from support.dossier_outputs import make_outputs
+from support.local_revocation import RevocationService
 from support import REPO
 
 
 TEMPLATES = REPO / "dossier_templates"
 APPROVALS = ["quality", "regulatory", "clinical"]
 PARAMS = {"dossier": {"signing_key": "", "passphrase_env": "SMOOTHCERT_KEY_PASSPHRASE", "approval_fields": APPROVALS,
-                      "tsa_url": "", "trust_root": "", "require_approvals": False}}
+                      "tsa_url": "", "validation_data": "auto", "trust_root": "", "require_approvals": False}}
 
 
 @dataclass
@@ -74,19 +75,23 @@ class LocalCa:
     def ca_pem(self) -> Path:
         return self.folder / "root.pem"
 
-    def issue(self, common_name: str, passphrase: bytes = b"secret", tsa: bool = False) -> Path:
-        """A PKCS#12 (key, certificate, this CA) for ``common_name``; ``tsa`` gives it the timeStamping usage."""
-        key, cert = _issue(self, common_name, tsa)
+    def issue(self, common_name: str, passphrase: bytes = b"secret", tsa: bool = False,
+              revocation: "RevocationService | None" = None, via: str = "crl") -> Path:
+        """A PKCS#12 (key, certificate, this CA) for ``common_name``; ``tsa`` gives it the timeStamping usage;
+        ``revocation`` points the certificate at a loopback CRL (``via="crl"``) or OCSP responder (``via="ocsp"``)."""
+        key, cert = _issue(self, common_name, tsa, revocation, via)
         out = self.folder / f"{common_name.replace(' ', '_').replace('.', '')}.p12"
         out.write_bytes(pkcs12.serialize_key_and_certificates(common_name.encode(), key, cert, [self.cert],
                                                               serialization.BestAvailableEncryption(passphrase)))
         return out
 
-    def issue_pair(self, common_name: str, tsa: bool = False) -> tuple[object, object]:
-        return _issue(self, common_name, tsa)
+    def issue_pair(self, common_name: str, tsa: bool = False, revocation: "RevocationService | None" = None,
+                   via: str = "crl") -> tuple[object, object]:
+        return _issue(self, common_name, tsa, revocation, via)
 
 
-def _issue(ca: "LocalCa", common_name: str, tsa: bool) -> tuple[object, object]:
+def _issue(ca: "LocalCa", common_name: str, tsa: bool, revocation: "RevocationService | None" = None,
+           via: str = "crl") -> tuple[object, object]:
     now = dt.datetime.now(dt.timezone.utc)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if tsa else ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder()
@@ -99,7 +104,12 @@ def _issue(ca: "LocalCa", common_name: str, tsa: bool) -> tuple[object, object]:
                .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True))
     if tsa:
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-    return key, builder.sign(ca.key, hashes.SHA256())
+    for extension in revocation.extensions(via) if revocation is not None else []:
+        builder = builder.add_extension(extension, critical=False)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    if revocation is not None:
+        revocation.register(cert)
+    return key, cert
 
 
 def make_test_ca(folder: Path, name: str = "Test Medical Devices Root CA") -> LocalCa:
@@ -120,7 +130,7 @@ def make_test_ca(folder: Path, name: str = "Test Medical Devices Root CA") -> Lo
 
 
 def build_and_sign_with(root: Path, signer_p12: Path, passphrase: bytes, ca_cert_der: bytes,
-                        timestamper: object = None, development: bool = False) -> Signed:
+                        timestamper: object = None, development: bool = False, long_term: object = None) -> Signed:
     """Like :func:`build_and_sign` but signed by ``signer_p12`` (a test CA's key); ``ca_cert_der`` is the anchor."""
     make_outputs(root, accepted=True)
     pki = ensure_dev_pki(root / ".smoothcert" / "dev-pki")
@@ -130,7 +140,7 @@ def build_and_sign_with(root: Path, signer_p12: Path, passphrase: bytes, ca_cert
                           SignerIdentity(development, cn, sha256_bytes(ca_cert_der)))
     author = built.roles["author"]
     signed = sign_as_author(built.unsigned_pdf, signer, Manifestation(cn, author["role"], author["meaning"]), APPROVALS,
-                            timestamper=timestamper)
+                            timestamper=timestamper, long_term=long_term)
     out = root / "dossier" / "dossier.pdf"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(signed)
