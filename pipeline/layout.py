@@ -44,6 +44,7 @@ EVALUATE_ATTACK_CURVE = Path("plots/evaluate_attack_curve.csv")
 # gate stage
 GATE_DECISIONS = Path("results/gate.jsonl")
 GATE_METRICS = Path("metrics/gate.json")
+GATE_MARKER = Path("plots/gate_radius.csv")  # r* and its threshold: the marker of the certified-accuracy plot
 
 # dossier stage
 DOSSIER_DIR = Path("dossier")
@@ -68,7 +69,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "protocol": (PROTOCOL_RECORD,),
     "certify": (TEST_ACCESS, CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
-    "gate": (GATE_DECISIONS, GATE_METRICS),
+    "gate": (GATE_DECISIONS, GATE_METRICS, GATE_MARKER),
     "dossier": (EVIDENCE, DOSSIER_UNSIGNED, DOSSIER_SIGNED),
     "verdict": (HEADLINE,),
 }
