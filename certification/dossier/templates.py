@@ -201,3 +201,28 @@ def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:
         row["severity"] = int(raw_row["severity"])  # numbers, as checked against the matrix
     return Texts(**{name.removesuffix(".yaml"): value for name, value in filled.items()},
                  risk_matrix=risk_matrix(raw, folder))
+
+
+#: The words of the dossier for an externally certified model (``smoothcert dossier``), and their required fields.
+EXTERNAL_TEMPLATE = "external.yaml"
+EXTERNAL_FIELDS: dict[str, type] = {"title_note": str, "introduction": str, "verdict_note": str,
+                                    "not_part_of_this_evidence": list}
+
+
+def load_external_texts(folder: str | Path, evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """external.yaml with its placeholders filled from the external evidence (strings, and lists of strings)."""
+    path = Path(folder) / EXTERNAL_TEMPLATE
+    if not path.is_file():
+        raise MissingInputError(f"{path}: template not found")
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must be a mapping of fields")
+    space = namespace(evidence)
+    out: dict[str, Any] = {}
+    for key, kind in EXTERNAL_FIELDS.items():
+        if key not in data or data[key] in (None, "", []):
+            raise InputError(f"{path}: missing required field '{key}'")
+        if not isinstance(data[key], kind):
+            raise InputError(f"{path}: field '{key}' must be a {'list' if kind is list else 'text'}")
+        out[key] = _fill_tree(data[key], space, f"{path.name}: {key}")
+    return out
