@@ -6,6 +6,7 @@ its ``deps`` do not cover.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # data stage
@@ -51,7 +52,9 @@ DOSSIER_DIR = Path("dossier")
 EVIDENCE = DOSSIER_DIR / "evidence.json"
 DOSSIER_UNSIGNED = DOSSIER_DIR / "dossier_unsigned.pdf"
 DOSSIER_SIGNED = DOSSIER_DIR / "dossier.pdf"
-TEMPLATES = Path("dossier_templates")
+#: the dossier's words; SMOOTHCERT_TEMPLATES overrides it (supplied_model/dvc.yaml runs in its own folder and points
+#: it at the repository's ../dossier_templates)
+TEMPLATES = Path(os.environ.get("SMOOTHCERT_TEMPLATES", "dossier_templates"))
 
 # verdict stage: the only file DVC shows as metrics (`dvc metrics show`, `dvc exp show`); every other JSON above is
 # a plain output (provenance, SHAs, seconds, thread counts stay out of the metrics table)
@@ -86,4 +89,18 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "dossier": (PROTOCOL_RECORD, TEST_ACCESS, MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
                 CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
     "verdict": (GATE_METRICS, CERTIFY_METRICS, MODEL_CARD, EVIDENCE),
+}
+
+#: The supplied-model pipeline (supplied_model/dvc.yaml, run in that folder): the stage ``model`` imports the user's
+#: ONNX file (params ``model.path``) in place of train and export; every other stage is the training pipeline's,
+#: with the same outputs (under supplied_model/) and without the inputs only training makes.
+SUPPLIED_STAGES = ("data", "model", "protocol", "certify", "evaluate", "gate", "dossier", "verdict")
+SUPPLIED_STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
+    **{stage: STAGE_OUTPUTS[stage] for stage in SUPPLIED_STAGES if stage != "model"},
+    "model": (MODEL, MODEL_CARD, EXPORT_METRICS),
+}
+SUPPLIED_STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
+    **{stage: tuple(p for p in STAGE_INPUTS[stage] if p not in (CHECKPOINT, TRAIN_METRICS, MODEL_FP32))
+       for stage in SUPPLIED_STAGES if stage != "model"},
+    "model": (VAL_SPLIT, DATASHEET),
 }

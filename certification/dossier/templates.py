@@ -191,9 +191,27 @@ class Texts:
     risk_matrix: RiskMatrix
 
 
+#: verification.yaml texts that describe a model the pipeline trained, and those for a supplied model (each set is
+#: filled only for its kind: the other's placeholders name fields that evidence does not have).
+TRAINED_ONLY = {"development": (), "weights_portable": ("reproducibility",), "weights_platform_specific": ("reproducibility",)}
+SUPPLIED_ONLY = {"development_supplied": (), "weights_supplied": ("reproducibility",)}
+
+
+def _for_model_origin(raw: dict[str, dict[str, Any]], supplied: bool) -> dict[str, dict[str, Any]]:
+    """``raw`` without the verification texts of the other model origin (trained by the pipeline or supplied)."""
+    verification = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw["verification.yaml"].items()}
+    if supplied:
+        missing = [k for k, under in SUPPLIED_ONLY.items() if k not in (verification[under[0]] if under else verification)]
+        if missing:
+            raise InputError(f"verification.yaml: missing required field '{missing[0]}' (the words for a supplied model)")
+    for key, under in (TRAINED_ONLY if supplied else SUPPLIED_ONLY).items():
+        (verification[under[0]] if under else verification).pop(key, None)
+    return {**raw, "verification.yaml": verification}
+
+
 def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:
     """Read every template and fill its placeholders from ``evidence``."""
-    raw = read_raw(folder)
+    raw = _for_model_origin(read_raw(folder), bool((evidence.get("model") or {}).get("supplied")))
     space = namespace(evidence)
     filled = {name: _fill_tree(data, space, str(Path(folder) / name)) for name, data in raw.items()
               if name != "risk_matrix.yaml"}
