@@ -61,8 +61,9 @@ def refuse_supplied_model() -> None:
     """With params ``model.path`` set the user supplies the model: this pipeline must not train one."""
     supplied = (load_document().get("model") or {}).get("path")
     if supplied:
-        raise InputError(f"model.path is set ({supplied}): the supplied model is certified by its own pipeline, "
-                         "without training; run: dvc repro supplied_model/dvc.yaml (or set model.path: \"\" to train)")
+        raise InputError(f"model.path is set ({supplied}): a supplied model is certified by its own pipeline, without "
+                         "training; run: python -m pipeline.supplied && dvc repro supplied_model/dvc.yaml "
+                         "(or set model.path: \"\" to train)")
 
 
 def main() -> int:

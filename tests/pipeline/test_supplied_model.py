@@ -1,11 +1,13 @@
-"""The supplied-model pipeline (supplied_model/dvc.yaml): a user's ONNX file (params model.path) is certified,
-evaluated, gated and signed without the train and export stages; its dvc.yaml agrees with dvc.yaml and the layout.
+"""The supplied-model pipeline (supplied_model/dvc.yaml, written by `python -m pipeline.supplied`): a user's ONNX
+file (params model.path) is certified, evaluated, gated and signed without the train and export stages; the written
+dvc.yaml agrees with dvc.yaml, the layout and the stages' imports.
 
 The run drives every stage's main() in one interpreter from supplied_model/ with the environment its dvc.yaml sets
 (one process start instead of eight keeps the test small); `dvc repro --dry` shows what DVC itself would run."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +18,12 @@ from pypdf import PdfReader
 
 from certification.fileio import sha256_file
 from pipeline import layout
+from pipeline.supplied import write_supplied_pipeline
 from support import REPO
 from support.dvc_project import DVC, env_for, make_clone, run
 from support.imports import import_closure
 from support.user_model import nhwc_user_model
 
-SUPPLIED = yaml.safe_load((REPO / "supplied_model/dvc.yaml").read_text(encoding="utf-8"))["stages"]
 TRAINING = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 ENV = "PYTHONPATH=.. SMOOTHCERT_PARAMS=../params.yaml"
 TINY = {
@@ -43,7 +45,11 @@ def _declared(stage: dict) -> set[str]:
     return {next(iter(e)) if isinstance(e, dict) else e for key in ("outs", "metrics", "plots") for e in stage.get(key, [])}
 
 
-def test_the_supplied_pipeline_has_no_training_and_matches_the_layout() -> None:
+def test_the_supplied_pipeline_has_no_training_and_matches_the_layout(tmp_path: Path) -> None:
+    shutil.copy2(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    written = write_supplied_pipeline(tmp_path)
+    assert written == tmp_path / "supplied_model/dvc.yaml" and "/models/" in (tmp_path / "supplied_model/.gitignore").read_text()
+    SUPPLIED = yaml.safe_load(written.read_text(encoding="utf-8"))["stages"]
     assert tuple(SUPPLIED) == layout.SUPPLIED_STAGES and "train" not in SUPPLIED and "export" not in SUPPLIED
     for name, stage in SUPPLIED.items():
         assert _declared(stage) == {p.as_posix() for p in layout.SUPPLIED_STAGE_OUTPUTS[name]}, name
@@ -69,6 +75,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     root.mkdir()
     make_clone(root, TINY)
     nhwc_user_model(root / "user_model.onnx", 28, 4)
+    write_supplied_pipeline(root)
     env = env_for(root, SMOOTHCERT_TRACKING="off", PYTHONPATH="..", SMOOTHCERT_PARAMS="../params.yaml",
                   SMOOTHCERT_TEMPLATES="../dossier_templates")
     done = subprocess.run([sys.executable, "-c", DRIVER], cwd=root / "supplied_model", env=env, capture_output=True,
