@@ -14,6 +14,7 @@ from pathlib import Path
 from certification.dataset_io import load_split
 from certification.errors import InputError, ParameterError
 from certification.fileio import read_json, write_json_atomic
+from certification.model_card import write_model_card
 from certification.model_import import SuppliedModel, import_model_files
 from pipeline import layout
 from pipeline.stage import PARAMS_FILE, load_section, run_stage
@@ -45,7 +46,7 @@ def main() -> int:
     supplied = supplied_model(params, datasheet)
     val = load_split(layout.VAL_SPLIT, len(supplied.class_names))
     outcome = import_model_files(supplied, val, layout.MODEL, layout.MODEL.as_posix(), SEED)
-    write_json_atomic(layout.MODEL_CARD, outcome.card)
+    write_model_card(layout.MODEL_CARD, outcome.card)
     write_json_atomic(layout.EXPORT_METRICS, outcome.metrics)
     accuracy = outcome.metrics["onnxruntime"]
     adapted = "; ".join(outcome.card["supplied"]["input_adaptation"]) or "none"

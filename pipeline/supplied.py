@@ -30,7 +30,7 @@ ENV = "PYTHONPATH=.. SMOOTHCERT_PARAMS=../params.yaml"
 MODEL_CODE = ("pipeline/__init__.py", "pipeline/layout.py", "pipeline/model.py", "pipeline/stage.py", "pipeline/tracking.py",
               "certification/__init__.py", "certification/dataset_io.py", "certification/edge_cnn.py",
               "certification/errors.py", "certification/export_run.py", "certification/fileio.py",
-              "certification/model_import.py", "certification/onnx_export.py", "certification/onnx_layout.py",
+              "certification/model_card.py", "certification/model_import.py", "certification/onnx_export.py", "certification/onnx_layout.py",
               "certification/onnx_model.py", "certification/onnx_rewrites.py", "certification/platform_info.py",
               "certification/yaml_io.py")
 HEADER = """# The supplied-model pipeline, written by `python -m pipeline.supplied` from dvc.yaml (do not edit: rerun it).

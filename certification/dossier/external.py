@@ -174,7 +174,6 @@ def collect_external_evidence(inputs: ExternalInputs, imported: ExternalRecords,
     summary["params"] = {"sigma": records[0].sigma, "alpha": records[0].alpha}
     commit, commit_time = git_commit(Path("."))
     time_utc, time_source = evidence_time({}, commit_time)
-    params_canonical = json.dumps(params or {}, sort_keys=True, separators=(",", ":"), default=str)
     return {
         "schema": SCHEMA,
         "document": {**dict(documents), "time_utc": time_utc, "time_source": time_source},
@@ -188,7 +187,8 @@ def collect_external_evidence(inputs: ExternalInputs, imported: ExternalRecords,
         "hashes": {"model_sha256": model_sha, "protocol_sha256": verdict["protocol_sha256"],
                    "results_sha256": sha256_bytes(imported.original),
                    "certify_jsonl_sha256": sha256_bytes(imported.jsonl),
-                   "params_sha256": sha256_bytes(params_canonical.encode("utf-8"))},
+                   **({"params_sha256": sha256_bytes(json.dumps(params, sort_keys=True, separators=(",", ":"),
+                                                                default=str).encode("utf-8"))} if params else {})},
         "git": {"commit": commit},
         "certify": summary,
         "signing": dict(signing),

@@ -84,6 +84,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     return root, env
 
 
+@pytest.mark.slow
 def test_a_supplied_nhwc_model_is_certified_and_signed_without_training(project: tuple[Path, dict[str, str]]) -> None:
     root, _ = project
     out = root / "supplied_model"
@@ -102,6 +103,7 @@ def test_a_supplied_nhwc_model_is_certified_and_signed_without_training(project:
     assert "Training record" not in text and "was trained with the" not in text and "portable kernels" not in text
 
 
+@pytest.mark.slow
 def test_dvc_runs_no_training_for_the_supplied_model_and_train_refuses(project: tuple[Path, dict[str, str]]) -> None:
     root, env = project
     dvc_env = env_for(root, SMOOTHCERT_TRACKING="off")
