@@ -173,6 +173,21 @@ def gate_document(verdict: Verdict, rows: Sequence[DecisionRecord]) -> dict[str,
     return document
 
 
+#: Columns of plots/gate_radius.csv (:func:`gate_marker_csv`).
+GATE_MARKER_COLUMNS = ("radius", "threshold", "lower_bound_at_r_star", "estimate_at_r_star")
+
+
+def gate_marker_csv(document: dict[str, Any]) -> str:
+    """plots/gate_radius.csv, the r* marker of the certified-accuracy plot: one row at the gate radius r*
+    (``radius``, [0,1]-pixel L2 units) with the certified-accuracy criterion's ``threshold``, its one-sided
+    lower bound and the estimate at r*, read from a gate document (``metrics/gate.json``; see
+    :func:`gate_document`). A protocol without that criterion gives the radius with empty other columns."""
+    criterion = next((c for c in document["criteria"] if c["name"] == "certified_accuracy"), None)
+    values = [float(document["radius"])]
+    values += [float(criterion[key]) for key in ("threshold", "bound", "estimate")] if criterion else [None] * 3
+    return ",".join(GATE_MARKER_COLUMNS) + "\n" + ",".join("" if v is None else repr(v) for v in values) + "\n"
+
+
 def read_gate_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``metrics/gate.json``, checked to be a complete, self-consistent verdict (:meth:`Verdict.from_dict`)."""
     document = read_json(path)

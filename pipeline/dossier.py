@@ -56,7 +56,8 @@ def evidence_inputs(root: Path = Path(".")) -> EvidenceInputs:
     """The pipeline's files the dossier is built from, in the repository (or a copy of it) at ``root``."""
     return EvidenceInputs(
         root=root, model_card=root / layout.MODEL_CARD, datasheet=root / layout.DATASHEET,
-        train_metrics=root / layout.TRAIN_METRICS, export_metrics=root / layout.EXPORT_METRICS,
+        train_metrics=root / layout.TRAIN_METRICS if (root / layout.TRAIN_METRICS).is_file() else None,
+        export_metrics=root / layout.EXPORT_METRICS,
         certify_metrics=root / layout.CERTIFY_METRICS, certify_records=root / layout.CERTIFY_RESULTS,
         evaluate_metrics=root / layout.EVALUATE_METRICS, gate_metrics=root / layout.GATE_METRICS,
         test_split=root / layout.TEST_SPLIT, protocol_record=root / layout.PROTOCOL_RECORD,

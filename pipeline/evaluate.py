@@ -3,7 +3,7 @@
 Reads params ``evaluate`` (below), ``deploy`` (n, alpha, latency_repeats: the device's PREDICT) and ``gate`` (radius, min_certified_accuracy_lower, max_abstention_rate); sigma,
 alpha, confidence and radii are those certification used, read from metrics/certify.json. Inputs: models/model.onnx (the shipped,
 certified artifact), models/model_fp32.onnx (int8 drift only), models/model.pt (weights for the attack's
-gradients), models/model.json, data/test.npz, results/certify.jsonl, metrics/certify.json (must name the same
+gradients; for a supplied model, models/model.json ``supplied``, SPSA estimates from the ONNX file instead), models/model.json, data/test.npz, results/certify.jsonl, metrics/certify.json (must name the same
 model). Exit 1 with one line on stderr when the attack confirms a contradiction of a certificate (outputs are
 still written, as evidence); exit 2 on bad input.
 
@@ -120,9 +120,15 @@ def main() -> int:
     if certify_metrics["model"]["sha256"] != sha256_file(MODEL):
         raise StaleArtifactError(f"{CERTIFY_METRICS} names a different model than {MODEL}; re-run the certify stage")
     quantization = str(card.get("quantization", "none"))
-    from certification.edge_cnn import load_checkpoint
+    if card.get("supplied"):  # a supplied ONNX file has no torch weights: SPSA gradient estimates drive the attack
+        from certification.failure_modes.onnx_gradients import OnnxSpsaModule
+        from certification.onnx_model import open_session
 
-    attack_model, _ = load_checkpoint(CHECKPOINT)
+        attack_model: torch.nn.Module = OnnxSpsaModule(open_session(MODEL, settings.threads, "cpu"), settings.seed)
+    else:
+        from certification.edge_cnn import load_checkpoint
+
+        attack_model, _ = load_checkpoint(CHECKPOINT)
     torch.manual_seed(settings.seed)  # no global randomness is used; this only pins any library default
     inputs = EvaluationInputs(
         model=MODEL, data=TEST_DATA, certificates=CERTIFICATES, out_dir=OUT_DIR,

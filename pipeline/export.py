@@ -13,6 +13,7 @@ from certification.dataset_io import load_split
 from certification.errors import ParameterError
 from certification.export_run import ExportSettings, export_files
 from certification.fileio import read_json, require_key, write_json_atomic
+from certification.model_card import write_model_card
 from certification.onnx_export import ParityError, check_opset
 from pipeline import layout
 from pipeline.stage import load_section, run_stage
@@ -42,7 +43,7 @@ def main() -> int:
         print(f"export: error: {exc}", file=sys.stderr)
         return 1
     card, metrics = outcome.card, outcome.metrics
-    write_json_atomic(layout.MODEL_CARD, card)
+    write_model_card(layout.MODEL_CARD, card)
     write_json_atomic(layout.EXPORT_METRICS, metrics)
     accuracy, parity = metrics["onnxruntime"], metrics["parity"]
     print(f"export: {layout.MODEL} ({card['quantization']}) sha256 {card['sha256'][:12]}, onnxruntime validation accuracy clean "

@@ -4,7 +4,7 @@ mode fixed: reads results/certify.jsonl and metrics/certify.json (the certify st
 mode sequential: runs the sequential decision at gate.radius on the examples certify would choose (params
 ``certify``: max_examples, seed) with certify's sigma, n0, alpha, batch_size and n_max = certify.n.
 
-Writes metrics/gate.json (the verdict) and results/gate.jsonl (the per-example decision at r*, same schema in
+Writes metrics/gate.json (the verdict), plots/gate_radius.csv (r* for the certified-accuracy plot) and results/gate.jsonl (the per-example decision at r*, same schema in
 both modes) and ALWAYS exits 0 once the verdict is written, so the dossier is produced for a rejected model too;
 the verdict stage (after the dossier) records it and, with SMOOTHCERT_FAIL_ON_REJECT=1, fails on REJECT. Bad input
 exits 2.
@@ -15,7 +15,7 @@ from certification.dataset_io import load_split
 from certification.errors import StaleArtifactError
 from certification.fileio import sha256_file, write_json_atomic, write_text_atomic
 from certification.gate import Verdict, evaluate, failure_lines, render_table
-from certification.gate_io import check_frozen, gate_document, load_decisions, load_protocol
+from certification.gate_io import check_frozen, gate_document, gate_marker_csv, load_decisions, load_protocol
 from certification.prespecification import read_protocol_record
 from certification.model_card import load_model_description
 from certification.records import DecisionRecord, decision_jsonl_text
@@ -61,6 +61,7 @@ def main() -> int:
     document = gate_document(verdict, rows)
     write_text_atomic(layout.GATE_DECISIONS, decision_jsonl_text(rows))
     write_json_atomic(layout.GATE_METRICS, document)
+    write_text_atomic(layout.GATE_MARKER, gate_marker_csv(document))
     log_verdict(verdict, document["evaluations"]["total"])
     print(render_table(verdict))
     for line in failure_lines(verdict):

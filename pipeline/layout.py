@@ -6,6 +6,7 @@ its ``deps`` do not cover.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # data stage
@@ -44,13 +45,16 @@ EVALUATE_ATTACK_CURVE = Path("plots/evaluate_attack_curve.csv")
 # gate stage
 GATE_DECISIONS = Path("results/gate.jsonl")
 GATE_METRICS = Path("metrics/gate.json")
+GATE_MARKER = Path("plots/gate_radius.csv")  # r* and its threshold: the marker of the certified-accuracy plot
 
 # dossier stage
 DOSSIER_DIR = Path("dossier")
 EVIDENCE = DOSSIER_DIR / "evidence.json"
 DOSSIER_UNSIGNED = DOSSIER_DIR / "dossier_unsigned.pdf"
 DOSSIER_SIGNED = DOSSIER_DIR / "dossier.pdf"
-TEMPLATES = Path("dossier_templates")
+#: the dossier's words; SMOOTHCERT_TEMPLATES overrides it (supplied_model/dvc.yaml runs in its own folder and points
+#: it at the repository's ../dossier_templates)
+TEMPLATES = Path(os.environ.get("SMOOTHCERT_TEMPLATES", "dossier_templates"))
 
 # verdict stage: the only file DVC shows as metrics (`dvc metrics show`, `dvc exp show`); every other JSON above is
 # a plain output (provenance, SHAs, seconds, thread counts stay out of the metrics table)
@@ -68,7 +72,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "protocol": (PROTOCOL_RECORD,),
     "certify": (TEST_ACCESS, CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
-    "gate": (GATE_DECISIONS, GATE_METRICS),
+    "gate": (GATE_DECISIONS, GATE_METRICS, GATE_MARKER),
     "dossier": (EVIDENCE, DOSSIER_UNSIGNED, DOSSIER_SIGNED),
     "verdict": (HEADLINE,),
 }
@@ -85,4 +89,18 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "dossier": (PROTOCOL_RECORD, TEST_ACCESS, MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
                 CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
     "verdict": (GATE_METRICS, CERTIFY_METRICS, MODEL_CARD, EVIDENCE),
+}
+
+#: The supplied-model pipeline (supplied_model/dvc.yaml, run in that folder): the stage ``model`` imports the user's
+#: ONNX file (params ``model.path``) in place of train and export; every other stage is the training pipeline's,
+#: with the same outputs (under supplied_model/) and without the inputs only training makes.
+SUPPLIED_STAGES = ("data", "model", "protocol", "certify", "evaluate", "gate", "dossier", "verdict")
+SUPPLIED_STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
+    **{stage: STAGE_OUTPUTS[stage] for stage in SUPPLIED_STAGES if stage != "model"},
+    "model": (MODEL, MODEL_CARD, EXPORT_METRICS),
+}
+SUPPLIED_STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
+    **{stage: tuple(p for p in STAGE_INPUTS[stage] if p not in (CHECKPOINT, TRAIN_METRICS, MODEL_FP32))
+       for stage in SUPPLIED_STAGES if stage != "model"},
+    "model": (VAL_SPLIT, DATASHEET),
 }

@@ -18,7 +18,7 @@ from certification.errors import InputError
 from certification.fileio import read_json, write_json_atomic, write_text_atomic
 from certification.platform_info import PORTABLE_TORCH_ENVIRONMENT, platform_record, torch_capability
 from pipeline import layout
-from pipeline.stage import load_section, run_stage
+from pipeline.stage import load_document, load_section, run_stage
 
 KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int,
         "portable_kernels": bool, "method": str, "class_weights": dict, "consistency": dict, "macer": dict}
@@ -57,7 +57,17 @@ def training_platform(portable: bool) -> dict[str, Any]:
     return {**platform_record(), "torch_capability": torch_capability(), "portable_kernels": bool(portable)}
 
 
+def refuse_supplied_model() -> None:
+    """With params ``model.path`` set the user supplies the model: this pipeline must not train one."""
+    supplied = (load_document().get("model") or {}).get("path")
+    if supplied:
+        raise InputError(f"model.path is set ({supplied}): a supplied model is certified by its own pipeline, without "
+                         "training; run: python -m pipeline.supplied && dvc repro supplied_model/dvc.yaml "
+                         "(or set model.path: \"\" to train)")
+
+
 def main() -> int:
+    refuse_supplied_model()
     params = load_section("train", KEYS)
     portable_environment(params["portable_kernels"])
     # torch starts with these imports, after the portable environment is set

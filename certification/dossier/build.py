@@ -1,4 +1,5 @@
-"""Build the unsigned dossier from the pipeline outputs: evidence, filled templates, figures, PDF/A-3b file."""
+"""Build the unsigned dossier from the pipeline outputs (or from imported external results): evidence, filled
+templates, figures, PDF/A-3b file."""
 from __future__ import annotations
 
 import os
@@ -9,9 +10,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from certification.dossier.evidence import EvidenceInputs, collect_evidence
+from certification.dossier.external import (ExternalInputs, collect_external_evidence, external_records_name,
+                                            read_external_records)
+from certification.dossier.external_render import render_external_dossier
 from certification.dossier.pdfa import ArchivalMetadata, check_language, make_archival, parse_evidence_time
 from certification.dossier.render import evidence_bytes, render_dossier
-from certification.dossier.templates import approval_roles, document_metadata, load_texts, read_raw
+from certification.dossier.templates import approval_roles, document_metadata, load_external_texts, load_texts, read_raw
 from certification.errors import InputError
 from certification.records import parse_certify_records
 
@@ -73,4 +77,23 @@ def build_dossier(inputs: EvidenceInputs, params: Mapping[str, Any], templates: 
         raise InputError(f"{inputs.test_split}: cannot read the least robust images ({exc})") from None
     pdf = make_archival(render_dossier(evidence, texts, records, records_bytes, images),
                         archival_metadata(evidence, raw["document.yaml"].get("language", DEFAULT_LANGUAGE)))
+    return BuiltDossier(evidence=evidence, evidence_json=evidence_bytes(evidence), unsigned_pdf=pdf, roles=roles)
+
+
+def build_external_dossier(inputs: ExternalInputs, params: Mapping[str, Any] | None,
+                           templates: str | os.PathLike[str], approval_fields: Sequence[str],
+                           signer: SignerIdentity) -> BuiltDossier:
+    """The unsigned PDF/A-3b dossier of an externally certified model: the evidence is the imported results of
+    ``inputs`` (:mod:`certification.dossier.external`); words from the templates' document.yaml and external.yaml."""
+    raw = read_raw(templates)
+    roles = approval_roles(raw, list(approval_fields))
+    signing = {"development_key": signer.development_key, "signer": signer.signer,
+               "trust_anchor_sha256": signer.trust_anchor_sha256, "approvals": roles}
+    imported = read_external_records(inputs)
+    evidence = collect_external_evidence(inputs, imported, document_metadata(raw), signing, params)
+    texts = load_external_texts(templates, evidence)
+    extra = external_records_name(imported, inputs.results)
+    pdf = render_external_dossier(evidence, texts, imported.records, imported.jsonl,
+                                  {extra: imported.original} if extra else {})
+    pdf = make_archival(pdf, archival_metadata(evidence, raw["document.yaml"].get("language", DEFAULT_LANGUAGE)))
     return BuiltDossier(evidence=evidence, evidence_json=evidence_bytes(evidence), unsigned_pdf=pdf, roles=roles)

@@ -38,7 +38,7 @@ class EvidenceInputs:
     root: Path
     model_card: Path
     datasheet: Path
-    train_metrics: Path
+    train_metrics: Path | None  # None (or ignored) for a supplied model (models/model.json ``supplied``)
     export_metrics: Path
     certify_metrics: Path
     certify_records: Path
@@ -347,7 +347,11 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
            "gate": str(inputs.gate_metrics), "evaluate": str(inputs.evaluate_metrics)}
     model = read_json(inputs.model_card)
     datasheet = read_json(inputs.datasheet)
-    train = read_json(inputs.train_metrics)
+    supplied = isinstance(model, dict) and bool(model.get("supplied"))
+    if not supplied and inputs.train_metrics is None:
+        raise MissingInputError(f"{src['model']} describes a model trained by the pipeline, but no training record was "
+                                "given; run the train stage")
+    train = None if supplied else read_json(inputs.train_metrics)  # a supplied model has no training record
     export = read_json(inputs.export_metrics)
     certify = read_certify_metrics(inputs.certify_metrics)
     evaluate = read_json(inputs.evaluate_metrics)

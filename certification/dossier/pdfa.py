@@ -29,6 +29,7 @@ PRODUCER = "smoothcert (ReportLab, pypdf)"
 ATTACHMENT_KINDS = {
     ".json": ("application/json", "/Source"),
     ".jsonl": ("application/jsonl", "/Data"),
+    ".tsv": ("text/tab-separated-values", "/Source"),  # an imported certify log (smoothcert dossier)
 }
 NOT_RECORDED = "not recorded"  # what the evidence says when no gate, SOURCE_DATE_EPOCH or git time exists
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")

@@ -129,8 +129,13 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
             ("Output", f"{m.get('output_name', 'logits')} (logits)"),
             ("Normalisation (inside the graph)", f"mean {m['normalization'].get('mean')}, std {m['normalization'].get('std')}"),
             ("Classes", ", ".join(m.get("class_names", ev["data"]["classes"])))]
-    return [para("4  Model identity and runtime", st["h1"]), key_values(rows, st),
-            *_record_table(ev["export"], "Export checks (metrics/export.json)", st)]
+    supplied = m.get("supplied")
+    if supplied:
+        rows.insert(1, ("Origin", f"SUPPLIED by the user, not trained or exported by this pipeline: {supplied['source']}, "
+                                  f"SHA-256 {supplied['sha256']} (copied byte for byte to {m.get('path', '')})"))
+        rows.insert(2, ("Input adaptation (in memory)", "; ".join(supplied.get("input_adaptation") or []) or "none"))
+    title = "Import checks (metrics/export.json)" if supplied else "Export checks (metrics/export.json)"
+    return [para("4  Model identity and runtime", st["h1"]), key_values(rows, st), *_record_table(ev["export"], title, st)]
 
 
 def _record_table(record: Mapping[str, Any], title: str, st: Mapping[str, Any]) -> list:
@@ -157,6 +162,8 @@ def _data(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
 
 
 def _development(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
+    if ev["train"] is None:  # a supplied model: no training claims, only what the supplier declared
+        return [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development_supplied"], st["body"])]
     return [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development"], st["body"]),
             *_record_table(ev["train"], "Training record (metrics/train.json)", st)]
 
@@ -193,9 +200,12 @@ def _sequential_method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any
 def _reproducibility(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     """What a re-run elsewhere reproduces, chosen by how the weights were trained (model.json platform record)."""
     words = texts.verification["reproducibility"]
-    portable = bool(ev["model"]["platform"]["training"].get("portable_kernels"))
+    if ev["model"].get("supplied"):
+        weights = words["weights_supplied"]
+    else:
+        weights = words["weights_portable" if ev["model"]["platform"]["training"].get("portable_kernels") else "weights_platform_specific"]
     return [para("Reproducibility on another machine", st["h2"]), *paragraphs(words["data"], st["body"]),
-            *paragraphs(words["weights_portable" if portable else "weights_platform_specific"], st["body"]),
+            *paragraphs(weights, st["body"]),
             *paragraphs(words["certificates"], st["body"])]
 
 

@@ -191,9 +191,27 @@ class Texts:
     risk_matrix: RiskMatrix
 
 
+#: verification.yaml texts that describe a model the pipeline trained, and those for a supplied model (each set is
+#: filled only for its kind: the other's placeholders name fields that evidence does not have).
+TRAINED_ONLY = {"development": (), "weights_portable": ("reproducibility",), "weights_platform_specific": ("reproducibility",)}
+SUPPLIED_ONLY = {"development_supplied": (), "weights_supplied": ("reproducibility",)}
+
+
+def _for_model_origin(raw: dict[str, dict[str, Any]], supplied: bool) -> dict[str, dict[str, Any]]:
+    """``raw`` without the verification texts of the other model origin (trained by the pipeline or supplied)."""
+    verification = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw["verification.yaml"].items()}
+    if supplied:
+        missing = [k for k, under in SUPPLIED_ONLY.items() if k not in (verification[under[0]] if under else verification)]
+        if missing:
+            raise InputError(f"verification.yaml: missing required field '{missing[0]}' (the words for a supplied model)")
+    for key, under in (TRAINED_ONLY if supplied else SUPPLIED_ONLY).items():
+        (verification[under[0]] if under else verification).pop(key, None)
+    return {**raw, "verification.yaml": verification}
+
+
 def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:
     """Read every template and fill its placeholders from ``evidence``."""
-    raw = read_raw(folder)
+    raw = _for_model_origin(read_raw(folder), bool((evidence.get("model") or {}).get("supplied")))
     space = namespace(evidence)
     filled = {name: _fill_tree(data, space, str(Path(folder) / name)) for name, data in raw.items()
               if name != "risk_matrix.yaml"}
@@ -201,3 +219,28 @@ def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:
         row["severity"] = int(raw_row["severity"])  # numbers, as checked against the matrix
     return Texts(**{name.removesuffix(".yaml"): value for name, value in filled.items()},
                  risk_matrix=risk_matrix(raw, folder))
+
+
+#: The words of the dossier for an externally certified model (``smoothcert dossier``), and their required fields.
+EXTERNAL_TEMPLATE = "external.yaml"
+EXTERNAL_FIELDS: dict[str, type] = {"title_note": str, "introduction": str, "verdict_note": str,
+                                    "not_part_of_this_evidence": list}
+
+
+def load_external_texts(folder: str | Path, evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """external.yaml with its placeholders filled from the external evidence (strings, and lists of strings)."""
+    path = Path(folder) / EXTERNAL_TEMPLATE
+    if not path.is_file():
+        raise MissingInputError(f"{path}: template not found")
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must be a mapping of fields")
+    space = namespace(evidence)
+    out: dict[str, Any] = {}
+    for key, kind in EXTERNAL_FIELDS.items():
+        if key not in data or data[key] in (None, "", []):
+            raise InputError(f"{path}: missing required field '{key}'")
+        if not isinstance(data[key], kind):
+            raise InputError(f"{path}: field '{key}' must be a {'list' if kind is list else 'text'}")
+        out[key] = _fill_tree(data[key], space, f"{path.name}: {key}")
+    return out

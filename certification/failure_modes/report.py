@@ -106,7 +106,9 @@ def _check_settings(s: EvaluationSettings, rows: CertificateArrays) -> None:
 
 
 def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSettings, attack_model: torch.nn.Module) -> dict[str, Any]:
-    """Every analysis; returns the JSON document. ``attack_model``: torch module with the artifact's weights."""
+    """Every analysis; returns the JSON document. ``attack_model``: torch module with the artifact's weights, or one
+    that estimates its gradients (:class:`certification.failure_modes.onnx_gradients.OnnxSpsaModule`, whose
+    ``gradient_method`` the attack's method then names)."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     split = load_split(inputs.data)
@@ -154,6 +156,8 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
         settings.alpha, settings.confidence, phase_seed(settings.seed, "attack_noise"),
         phase_seed(settings.seed, "attack_screen"), phase_seed(settings.seed, "attack_confirm"),
     )
+    if getattr(attack_model, "gradient_method", None):  # e.g. SPSA estimates for a supplied ONNX model
+        attack.method = f"{attack.method} ({attack_model.gradient_method})"
     seconds["attack"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
