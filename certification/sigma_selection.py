@@ -156,8 +156,8 @@ def select_sigma(candidates: Sequence[Candidate], rule: SelectionRule) -> Select
                          "(e.g. dvc exp run --queue -S train.sigma=0.12,0.25,0.5 validate, then dvc queue start)")
     for candidate in candidates:
         if not math.isclose(candidate.metrics.radius, rule.radius, rel_tol=0, abs_tol=1e-12):
-            raise StaleArtifactError(f"{candidate.name}: validated at radius {candidate.metrics.radius:g}, but the gate "
-                                     f"radius is {rule.radius:g}; rerun its validate stage")
+            raise StaleArtifactError(f"{candidate.name}: validated at radius {candidate.metrics.radius:g}, but the "
+                                     f"gate radius is {rule.radius:g}; rerun its validate stage")
     first = candidates[0]
     for candidate in candidates[1:]:
         if candidate.metrics.settings() != first.metrics.settings():
@@ -184,7 +184,7 @@ def selection_table(selection: Selection) -> str:
     for candidate, ok in zip(selection.ranked, selection.eligible):
         m = candidate.metrics
         mark = "chosen" if candidate is selection.chosen else ""
-        lines.append(f"| {mark} | {candidate.name} | {m.sigma:g} | {m.certified_accuracy:.3f} ({m.certified_accuracy_lower:.3f}) | "
-                     f"{m.clean_accuracy:.3f} ({m.clean_accuracy_lower:.3f}) | {m.average_certified_radius:.3f} | "
+        lines.append(f"| {mark} | {candidate.name} | {m.sigma:g} | "
+                     f"{m.certified_accuracy:.3f} ({m.certified_accuracy_lower:.3f}) | {m.clean_accuracy:.3f} ({m.clean_accuracy_lower:.3f}) | {m.average_certified_radius:.3f} | "
                      f"{m.abstention_rate:.3f} | {'yes' if ok else 'no'} |")
     return "\n".join(lines)

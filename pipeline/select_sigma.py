@@ -76,7 +76,8 @@ def candidates_from_exp_show(document: Any) -> tuple[list[Candidate], dict[str, 
         candidate = Candidate(name, ValidationMetrics.from_mapping(metrics["data"], f"{name}: {METRICS_KEY}"))
         expected = certification_sigma(data or {})
         if expected is not None and not math.isclose(expected, candidate.metrics.sigma, rel_tol=1e-12, abs_tol=0):
-            skipped[name] = f"{METRICS_KEY} is for sigma {candidate.metrics.sigma:g}, its params certify at {expected:g}"
+            skipped[name] = (f"{METRICS_KEY} is for sigma {candidate.metrics.sigma:g}, its params certify at "
+                             f"{expected:g}")
             continue
         found.append(candidate)
     return found, skipped, baselines
@@ -98,7 +99,8 @@ def exp_show_json() -> Any:
     except FileNotFoundError as exc:
         raise InputError("dvc not found on PATH; activate the virtual environment or pass --json FILE") from exc
     if done.returncode != 0:
-        raise InputError(f"dvc exp show --json failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise InputError(f"dvc exp show --json failed: {last}")
     return json.loads(done.stdout)
 
 

@@ -40,14 +40,13 @@ def main() -> int:
                              noise_threads=certify["noise_threads"])
     write_validation_metrics(layout.VALIDATION_METRICS, metrics)
     log_stage("validate", {**params, "sigma": metrics.sigma, "radius": radius},
-              {"certified_accuracy": metrics.certified_accuracy, "certified_accuracy_lower": metrics.certified_accuracy_lower,
-               "clean_accuracy": metrics.clean_accuracy, "clean_accuracy_lower": metrics.clean_accuracy_lower,
-               "average_certified_radius": metrics.average_certified_radius},
+              {key: getattr(metrics, key) for key in ("certified_accuracy", "certified_accuracy_lower", "clean_accuracy",
+                                                       "clean_accuracy_lower", "average_certified_radius")},
               artifacts=[layout.VALIDATION_METRICS])
     print(f"validate: sigma {metrics.sigma:g}, {metrics.n_examples} validation examples: certified accuracy at r* = "
           f"{radius:g} {metrics.certified_accuracy:.3f} (lower {metrics.certified_accuracy_lower:.3f}), clean accuracy "
-          f"{metrics.clean_accuracy:.3f} (lower {metrics.clean_accuracy_lower:.3f}), ACR {metrics.average_certified_radius:.3f}; "
-          f"wrote {layout.VALIDATION_METRICS}")
+          f"{metrics.clean_accuracy:.3f} (lower {metrics.clean_accuracy_lower:.3f}), "
+          f"ACR {metrics.average_certified_radius:.3f}; wrote {layout.VALIDATION_METRICS}")
     return 0
 
 

@@ -17,8 +17,8 @@ from certification.validation_run import ValidationSettings, validate_model
 from support.oracle import conv_onnx, write_split
 
 RULE = SelectionRule(radius=0.25, min_clean_accuracy=0.75)
-BASE = ValidationMetrics(sigma=0.25, radius=0.25, n_examples=200, certified_accuracy=0.70, certified_accuracy_lower=0.645,
-                         clean_accuracy=0.87, clean_accuracy_lower=0.824, average_certified_radius=0.40,
+BASE = ValidationMetrics(sigma=0.25, radius=0.25, n_examples=200, certified_accuracy=0.70,
+                         certified_accuracy_lower=0.645, clean_accuracy=0.87, clean_accuracy_lower=0.824, average_certified_radius=0.40,
                          abstention_rate=0.03, n0=100, n=1000, alpha=0.001, seed=5, confidence=0.95)
 
 
@@ -91,7 +91,8 @@ def test_validation_counts_are_the_certify_runs_on_the_same_examples(tmp_path: P
     summary = summarize(outcome.records, [0.0, 0.05], 0.9, names)
     point = summary["curve"][1]
     assert metrics.n_examples == 6 and metrics.sigma == 0.1 and metrics.radius == 0.05
-    assert (metrics.certified_accuracy, metrics.certified_accuracy_lower) == (point["certified_accuracy"], point["lower_bound"])
+    assert (metrics.certified_accuracy, metrics.certified_accuracy_lower) == (point["certified_accuracy"],
+                                                                             point["lower_bound"])
     assert (metrics.clean_accuracy, metrics.clean_accuracy_lower) == (summary["clean_accuracy"]["estimate"],
                                                                      summary["clean_accuracy"]["lower"])
     assert metrics.average_certified_radius == summary["average_certified_radius"]

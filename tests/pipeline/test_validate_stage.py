@@ -27,7 +27,8 @@ def _workspace(root: Path, validate: dict, certify_sigma: float | None = None) -
     (root / "models" / "model.json").write_text(json.dumps(
         {"sha256": "x", "class_names": CLASSES, "malignant_classes": CLASSES[2:], "train_sigma": 0.25}))
     rng = np.random.default_rng(2)
-    write_split(root / "data" / "val.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, size=12))
+    write_split(root / "data" / "val.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8),
+                rng.integers(0, 4, size=12))
     # no data/test.npz: the stage must not need it
     (root / "params.yaml").write_text(yaml.safe_dump({
         "validate": validate, "certify": {**CERTIFY, "sigma": certify_sigma}, "gate": PROTOCOL,
@@ -50,8 +51,9 @@ def test_validate_stage_writes_the_validation_metrics(tmp_path: Path, monkeypatc
     assert sorted(p.name for p in Path("data").iterdir()) == ["val.npz"]
 
 
-@pytest.mark.parametrize("validate, message", [({**VALIDATE, "n2": 5}, "validate.n2"), ({**VALIDATE, "n": 0}, "n"),
-                                               ({**VALIDATE, "confidence": 1.5}, "confidence")])
+@pytest.mark.parametrize("validate, message", [({**VALIDATE, "n2": 5}, "validate.n2"),
+                                               ({**VALIDATE, "n": 0}, "n must be an integer of at least 1"),
+                                               ({**VALIDATE, "confidence": 1.5}, "confidence must lie in")])
 def test_validate_stage_refuses_bad_params_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               validate: dict, message: str) -> None:
     _workspace(tmp_path, validate)
