@@ -47,7 +47,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--methods", default="gaussian,consistency,macer")
-    parser.add_argument("--sigmas", default="0.25")
+    parser.add_argument("--sigmas", default="0.25,0.5")
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs of params.yaml")
     parser.add_argument("--consistency-m", type=int, default=None)
     parser.add_argument("--macer-k", type=int, default=None)
