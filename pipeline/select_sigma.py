@@ -1,7 +1,7 @@
 """Pick the shipped sigma from DVC experiments, on the validation split only (not a stage: run it after the queue).
 
     dvc exp run --queue -S train.sigma=0.12,0.25,0.5 validate    # one experiment per sigma, up to validate only
-    dvc queue start && dvc queue status                          # wait until every task is Success
+    dvc queue start && dvc queue status                          # or, blocking: dvc exp run --run-all -j 1
     python -m pipeline.select_sigma [--json exp.json] [--out results/sigma_selection.json]
 
 Reads ``dvc exp show --json`` (or the saved output given with ``--json``): every baseline commit and every
@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -101,7 +100,10 @@ def exp_show_json() -> Any:
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
         raise InputError(f"dvc exp show --json failed: {last}")
-    return json.loads(done.stdout)
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"dvc exp show --json printed no JSON ({exc}); run it yourself and pass --json FILE") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
