@@ -3,10 +3,12 @@
 Run from the repository root after the data stage has produced data/{train,val,test}.npz and data/datasheet.json:
 
     python benchmarks/training_methods.py [--methods gaussian,consistency,macer] [--sigmas 0.25,0.5]
-        [--epochs 12] [--n 2000] [--n0 100] [--examples 200] [--consistency-m 2] [--macer-k 2]
+        [--epochs 12] [--n 2000] [--n0 100] [--examples 200] [--consistency-m 2] [--consistency-lambda 5]
+        [--consistency-eta 0.5] [--macer-k 2] [--macer-lambda 12]
 
 Every method starts from params.yaml's ``train`` section (its own hyper-parameters included; ``--epochs``,
-``--consistency-m``, ``--consistency-lambda``, ``--macer-k`` and ``--macer-lambda`` override them), with the same seed, on the same training and validation
+``--consistency-m``, ``--consistency-lambda``, ``--consistency-eta``, ``--macer-k`` and ``--macer-lambda``
+override them), with the same seed, on the same training and validation
 splits, with portable kernels as the train stage. Each model is exported to ONNX and certified by the product's
 CERTIFY (:class:`certification.smoothing.SmoothedClassifier`) on the same seeded test subset, with n0, n, alpha and
 seed from the flags and params ``certify``. Columns: certified accuracy at the gate radius r* and at 0.5 (with the
@@ -45,11 +47,12 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--methods", default="gaussian,consistency,macer")
-    parser.add_argument("--sigmas", default="0.25")
+    parser.add_argument("--sigmas", default="0.25,0.5")
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs of params.yaml")
     parser.add_argument("--consistency-m", type=int, default=None)
     parser.add_argument("--macer-k", type=int, default=None)
     parser.add_argument("--consistency-lambda", type=float, default=None)
+    parser.add_argument("--consistency-eta", type=float, default=None)
     parser.add_argument("--macer-lambda", type=float, default=None)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=2000)
@@ -69,6 +72,8 @@ def _train_params(document: dict[str, Any], args: argparse.Namespace, method: st
         params["macer"] = {**params["macer"], "k": args.macer_k}
     if args.consistency_lambda is not None:
         params["consistency"] = {**params["consistency"], "lambda": args.consistency_lambda}
+    if args.consistency_eta is not None:
+        params["consistency"] = {**params["consistency"], "eta": args.consistency_eta}
     if args.macer_lambda is not None:
         params["macer"] = {**params["macer"], "lambda": args.macer_lambda}
     return params
@@ -92,7 +97,7 @@ def run_one(args: argparse.Namespace, document: dict[str, Any], classes: list[st
     shape = (int(result.config["in_channels"]), int(result.config["image_size"]), int(result.config["image_size"]))
     export_onnx(result.model, path, shape, int(document["export"]["opset"]))
     options = RunOptions(sigma=sigma, alpha=float(certify["alpha"]), seed=int(certify["seed"]),
-                         batch_size=int(certify["batch_size"]), max_examples=args.examples, threads=args.threads)
+                         batch_size=int(document["runtime"]["certify_batch_size"]), max_examples=args.examples, threads=args.threads)
     options.check(args.n0, args.n)
     test_path = args.data / "test.npz"
     print(f"{method} sigma {sigma:g}: trained in {result.seconds:.0f} s; certifying", file=sys.stderr, flush=True)
@@ -140,6 +145,19 @@ def table(rows: list[dict[str, Any]], gate_radius: float) -> str:
     return "\n".join(lines)
 
 
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Each method against the gaussian row of the same sigma (same run): ACR ratio, clean-accuracy change in points."""
+    lines = []
+    for row in rows:
+        base = next((b for b in rows if b["method"] == "gaussian" and b["sigma"] == row["sigma"]), None)
+        if base is None or row is base or not base["acr"]:
+            continue
+        clean = 100 * (row["clean_accuracy"]["estimate"] - base["clean_accuracy"]["estimate"])
+        lines.append(f"sigma {row['sigma']:g} {row['method']}: ACR {row['acr'] / base['acr']:.2f}x gaussian, "
+                     f"clean accuracy {clean:+.1f} points, training {row['train_seconds'] / base['train_seconds']:.2f}x")
+    return lines
+
+
 def main() -> int:
     args = _args()
     document = yaml.safe_load(args.params.read_text())
@@ -166,6 +184,8 @@ def main() -> int:
     print(f"{rows[0]['n_examples']} test images, n0 {args.n0}, n {args.n}, alpha {report['alpha']:g}, "
           f"lower bounds at confidence {report['confidence']:g}")
     print(table(rows, gate_radius))
+    for line in ratios(rows):
+        print(line)
     print(f"wrote {args.out}")
     return 0
 

@@ -27,6 +27,9 @@ MODEL_FP32 = Path("models/model_fp32.onnx")
 MODEL_CARD = Path("models/model.json")
 EXPORT_METRICS = Path("metrics/export.json")
 
+# validate stage (sigma selection on the validation split; the test split stays sealed)
+VALIDATION_METRICS = Path("metrics/validation.json")
+
 # protocol stage (runs before the test split is opened)
 PROTOCOL_RECORD = Path("results/protocol.json")
 
@@ -56,8 +59,8 @@ DOSSIER_SIGNED = DOSSIER_DIR / "dossier.pdf"
 #: it at the repository's ../dossier_templates)
 TEMPLATES = Path(os.environ.get("SMOOTHCERT_TEMPLATES", "dossier_templates"))
 
-# verdict stage: the only file DVC shows as metrics (`dvc metrics show`, `dvc exp show`); every other JSON above is
-# a plain output (provenance, SHAs, seconds, thread counts stay out of the metrics table)
+# verdict stage: with validate's metrics/validation.json, the only files DVC shows as metrics (`dvc metrics show`,
+# `dvc exp show`); every other JSON above is a plain output (provenance, SHAs, seconds, thread counts stay out of the metrics table)
 HEADLINE = Path("metrics/headline.json")
 
 #: The evaluation's figures (subgroups, attack curves, corruptions, least robust examples): every PNG of
@@ -69,6 +72,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "data": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
     "train": (CHECKPOINT, TRAIN_METRICS, TRAIN_HISTORY),
     "export": (MODEL, MODEL_FP32, MODEL_CARD, EXPORT_METRICS),
+    "validate": (VALIDATION_METRICS,),
     "protocol": (PROTOCOL_RECORD,),
     "certify": (TEST_ACCESS, CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
@@ -82,6 +86,7 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "data": (),
     "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
     "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
+    "validate": (MODEL, MODEL_CARD, VAL_SPLIT),
     "protocol": (),
     "certify": (PROTOCOL_RECORD, MODEL, MODEL_CARD, TEST_SPLIT),
     "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),

@@ -3,7 +3,8 @@
 Upstream outputs (data..evaluate) come from the working tree when a previous `dvc repro` left them (recorded with
 `dvc commit`, as a `dvc pull` would restore them); otherwise a tiny configuration builds them first (slower).
 Checks: a rejecting experiment is recorded (verdict REJECT beside the bounds in `dvc exp show`), the CI switch
-SMOOTHCERT_FAIL_ON_REJECT=1 fails it instead, the only metrics file is metrics/headline.json, each plot is defined
+SMOOTHCERT_FAIL_ON_REJECT=1 fails it instead, the only metrics files are metrics/headline.json and the validate
+stage's metrics/validation.json, each plot is defined
 once with its titles, the evaluation's PNGs are image plots, runtime params rerun nothing, and the experiment's
 MLflow run (named after it) holds every stage and a registry version with the REJECT verdict.
 """
@@ -24,6 +25,7 @@ TINY = {
     "data": {"image_size": 28, "n_train": 480, "n_val": 120, "n_test": 120},
     "train": {"epochs": 2, "batch_size": 64, "width": 8},
     "export": {"calibration_samples": 64, "parity_samples": 64},
+    "validate": {"n0": 20, "n": 200, "alpha": 0.01, "max_examples": 12},
     "certify": {"n0": 20, "n": 200, "alpha": 0.01, "max_examples": 12},
     "evaluate": {"max_examples": 8, "predict_n": 40, "attack_examples": 4, "attack_steps": 2, "attack_samples": 4},
     "gate": {"min_certified_accuracy_lower": 0.0, "min_malignant_recall_lower": 0.0, "max_abstention_rate": 1.0,
@@ -91,7 +93,8 @@ def test_a_rejecting_experiment_is_recorded_with_its_verdict(project: tuple[Path
     experiment = client.get_experiment_by_name("smoothcert")
     (mlrun,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'strict-gate'")
     stages = {k.split(".")[-1]: v for k, v in mlrun.data.tags.items() if k.startswith("smoothcert.stage.")}
-    assert set(stages) == {"data", "train", "export", "protocol", "certify", "evaluate", "gate", "dossier", "verdict"}
+    assert set(stages) == {"data", "train", "export", "validate", "protocol", "certify", "evaluate", "gate", "dossier",
+                           "verdict"}
     assert stages["train"] == "cached" and stages["gate"] == "done"  # evaluate reruns: certify metrics carry timings
     assert mlrun.data.tags["smoothcert.verdict"] == "REJECT"
     version = client.get_model_version("smoothcert-base-classifier", mlrun.data.tags["smoothcert.registered_version"])
@@ -118,13 +121,13 @@ def test_ci_switch_fails_on_the_rejected_workspace(project: tuple[Path, dict[str
     assert json.loads((root / "metrics/headline.json").read_text())["verdict"] == "ACCEPT"
 
 
-def test_metrics_show_is_the_headline_only(project: tuple[Path, dict[str, str]]) -> None:
+def test_metrics_show_is_the_headline_and_the_validation(project: tuple[Path, dict[str, str]]) -> None:
     root, env = project
     shown = run([DVC, "metrics", "show", "--json"], root, env)
     assert shown.returncode == 0, shown.stderr
     (workspace,) = json.loads(shown.stdout).values()
     files = workspace["data"]
-    assert set(files) == {"metrics/headline.json"}
+    assert set(files) == {"metrics/headline.json", "metrics/validation.json"}
     assert set(files["metrics/headline.json"]["data"]) == HEADLINE_KEYS
 
 

@@ -23,6 +23,7 @@ TINY = {
     "data": {"image_size": 28, "n_train": 480, "n_val": 120, "n_test": 120},
     "train": {"epochs": 2, "batch_size": 64, "width": 8},
     "export": {"calibration_samples": 64, "parity_samples": 64},
+    "validate": {"n0": 20, "n": 200, "alpha": 0.01, "max_examples": 12},
     "certify": {"n0": 20, "n": 200, "alpha": 0.01, "max_examples": 12},
     "runtime": {"certify_batch_size": 100},
     "evaluate": {"max_examples": 8, "predict_n": 40, "attack_examples": 4, "attack_steps": 2, "attack_samples": 4},

@@ -65,7 +65,7 @@ def upstream_outputs_available() -> bool:
 
 
 def restore_upstream(root: Path, env: Mapping[str, str]) -> None:
-    """Copy the working tree's outputs of data..evaluate into ``root`` and record them with `dvc commit` (as a
+    """Copy the working tree's outputs of data..evaluate (validate's too) into ``root`` and record them with `dvc commit` (as a
     `dvc pull` from a remote would restore them), so that only gate, dossier and verdict need to run."""
     for rel in UPSTREAM_OUTPUTS:
         source, dest = REPO / rel, root / rel
@@ -74,6 +74,7 @@ def restore_upstream(root: Path, env: Mapping[str, str]) -> None:
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
-    for stage in ("data", "train", "export", "protocol", "certify", "evaluate"):
+    validated = (root / "metrics/validation.json").is_file()  # else the first `dvc repro` runs validate (seconds)
+    for stage in ("data", "train", "export", *(("validate",) if validated else ()), "protocol", "certify", "evaluate"):
         done = run([DVC, "commit", "-f", "-q", stage], root, env)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
