@@ -32,6 +32,8 @@ _DISTRIBUTIONS = ("numpy", "torch", "onnxruntime")
 #: Set before torch is imported for portable training (``train.portable_kernels``): ATen's portable, non-vectorised
 #: kernels and MKL's conditional numerical reproducibility mode, so float results do not depend on the AVX2/AVX-512
 #: code paths torch and MKL would choose for this CPU (oneDNN is switched off by the training code itself).
+#: Measured: this pins the weights across the ISA levels one CPU offers, not across CPU vendors (an AMD EPYC and an
+#: Intel Xeon gave different weights; MKL promises its CNR results only on Intel CPUs). See README, Reproducibility.
 PORTABLE_TORCH_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 
