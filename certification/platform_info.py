@@ -33,7 +33,7 @@ _DISTRIBUTIONS = ("numpy", "torch", "onnxruntime")
 #: kernels and MKL's conditional numerical reproducibility mode, so float results do not depend on the AVX2/AVX-512
 #: code paths torch and MKL would choose for this CPU (oneDNN is switched off by the training code itself).
 #: Measured: this pins the weights across the ISA levels one CPU offers, not across CPU vendors (an AMD EPYC and an
-#: Intel Xeon gave different weights; MKL promises its CNR results only on Intel CPUs). See README, Reproducibility.
+#: Intel Xeon gave different weights: MKL takes another path on AMD CPUs whatever MKL_CBWR says). See README.
 PORTABLE_TORCH_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 
