@@ -13,7 +13,8 @@
 * ``env``: the SIMD / ISA overrides in force (``NPY_DISABLE_CPU_FEATURES``, ``ATEN_CPU_CAPABILITY``,
   ``ONEDNN_MAX_CPU_ISA``, ``DNNL_MAX_CPU_ISA``, ``MKL_CBWR``, ``MKL_ENABLE_INSTRUCTIONS``), ``None`` when unset.
 
-:func:`torch_capability` imports torch (only when called) and returns the ATen CPU capability it uses.
+:func:`torch_capability` imports torch (only when called) and returns the ATen CPU capability it uses;
+:func:`cpu_vendor` returns the x86 ``vendor_id`` (the training record carries it: MKL's code path depends on it).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ _DISTRIBUTIONS = ("numpy", "torch", "onnxruntime")
 #: Set before torch is imported for portable training (``train.portable_kernels``): ATen's portable, non-vectorised
 #: kernels and MKL's conditional numerical reproducibility mode, so float results do not depend on the AVX2/AVX-512
 #: code paths torch and MKL would choose for this CPU (oneDNN is switched off by the training code itself).
+#: Measured: this pins the weights across the ISA levels one CPU offers, not across CPU vendors (an AMD EPYC and an
+#: Intel Xeon gave different weights: MKL takes another path on AMD CPUs whatever MKL_CBWR says). See README.
 PORTABLE_TORCH_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 
@@ -53,6 +56,23 @@ def cpu_model(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str:
     if "cpu implementer" in fields or "cpu part" in fields:
         return f"implementer {fields.get('cpu implementer', '?')} part {fields.get('cpu part', '?')}"
     return platform.processor() or "unknown"
+
+
+def cpu_vendor(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str | None:
+    """The x86 ``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``, ...); ``None`` where there is none.
+
+    MKL picks its code path by vendor as well as by ISA, and MKL_CBWR does not pin it across vendors (measured:
+    see README, Reproducibility), so the training record names the vendor next to the model name.
+    """
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "vendor_id" and value.strip():
+            return value.strip()
+    return None
 
 
 def numpy_simd() -> dict[str, Any]:

@@ -46,7 +46,9 @@ class TrainConfig:
     width: int = 16
     seed: int = 1
     #: Portable CPU kernels: oneDNN off here, and the train stage starts torch with ATEN_CPU_CAPABILITY=default and
-    #: MKL_CBWR=COMPATIBLE (:data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT`), so the weights do not depend on the CPU's ISA level.
+    #: MKL_CBWR=COMPATIBLE (:data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT`), so the weights do not
+    #: depend on the ISA level this CPU's code paths use (they still differ between CPU vendors: see
+    #: :func:`train_model`).
     portable_kernels: bool = True
     #: Training objective: gaussian | consistency | macer (:mod:`certification.training_losses`).
     method: str = "gaussian"
@@ -187,8 +189,10 @@ def train_model(
 
     Images are uint8 NHWC; labels int64 in [0, num_classes). ``extra_config`` is stored in the model config
     (e.g. class names; ``config.class_weights`` are resolved against its ``class_names``). Deterministic for a fixed ``config.seed`` and ``threads``; with ``portable_kernels`` and
-    :data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT` set before torch starts, also across x86-64 ISA levels (measured: identical weights
-    under ATEN_CPU_CAPABILITY default/avx2/avx512 and oneDNN ISA limits; not across CPU architectures).
+    :data:`certification.platform_info.PORTABLE_TORCH_ENVIRONMENT` set before torch starts, also across the ISA levels
+    of one CPU (measured: identical weights under oneDNN/MKL instruction limits and numpy without AVX-512). Not across
+    CPU vendors: an AMD EPYC and an Intel Xeon gave different weights from the first epoch (MKL's matrix products
+    take another path on AMD CPUs whatever MKL_CBWR says), nor across architectures or torch versions.
     """
     config.validate()
     if len(train_labels) == 0 or len(val_labels) == 0:

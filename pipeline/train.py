@@ -16,7 +16,7 @@ from typing import Any
 
 from certification.errors import InputError
 from certification.fileio import read_json, write_json_atomic, write_text_atomic
-from certification.platform_info import PORTABLE_TORCH_ENVIRONMENT, platform_record, torch_capability
+from certification.platform_info import PORTABLE_TORCH_ENVIRONMENT, cpu_vendor, platform_record, torch_capability
 from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage
 
@@ -53,8 +53,10 @@ def portable_environment(enabled: bool) -> None:
 
 
 def training_platform(portable: bool) -> dict[str, Any]:
-    """Where and how the weights were computed: :func:`platform_record`, torch's CPU capability, portable kernels."""
-    return {**platform_record(), "torch_capability": torch_capability(), "portable_kernels": bool(portable)}
+    """Where and how the weights were computed: :func:`platform_record`, the CPU vendor (MKL's code path depends on
+    it), torch's CPU capability, portable kernels."""
+    return {**platform_record(), "cpu_vendor": cpu_vendor(), "torch_capability": torch_capability(),
+            "portable_kernels": bool(portable)}
 
 
 def refuse_supplied_model() -> None:

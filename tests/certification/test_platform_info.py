@@ -41,6 +41,16 @@ def test_cpu_model_from_cpuinfo(tmp_path):
     assert platform_info.cpu_model(tmp_path / "missing")  # falls back to platform.processor() or "unknown"
 
 
+def test_cpu_vendor_from_cpuinfo(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
+    assert platform_info.cpu_vendor(x86) == "AuthenticAMD"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")
+    assert platform_info.cpu_vendor(arm) is None
+    assert platform_info.cpu_vendor(tmp_path / "missing") is None
+
+
 def test_overrides_reported_in_subprocess():
     env = {**os.environ, "PYTHONPATH": str(REPO), "ATEN_CPU_CAPABILITY": "default"}
     env.pop("NPY_DISABLE_CPU_FEATURES", None)
