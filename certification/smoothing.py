@@ -33,6 +33,7 @@ from certification.noise_sampling import (
     NoisyCounter,
 )
 from certification.onnx_model import PROVIDERS, OnnxClassifier, default_threads
+from certification.platform_info import platform_record
 
 
 
@@ -158,6 +159,11 @@ class SmoothedClassifier:
     @property
     def num_classes(self) -> int:
         return self.base_classifier.num_classes
+
+    def runtime_record(self) -> dict[str, Any]:
+        """The onnxruntime session configuration, the number of noise threads and the platform
+        (:func:`certification.platform_info.platform_record`: CPU, numpy SIMD levels, versions, ISA overrides)."""
+        return {**self.base_classifier.session_config, "noise_threads": self.noise_threads, "platform": platform_record()}
 
     # ---------------------------------------------------------------- CERTIFY
     def certify(self, x: np.ndarray, n0: int, n: int, alpha: float, seed: int, index: int = 0) -> CertifyResult:
