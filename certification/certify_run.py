@@ -189,7 +189,13 @@ def certify_split(
     check_parameters(alpha, seed, n0=n0, n=n)
     header = _run_header(classifier, split, chosen, n0, n, alpha, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
+    with run_lock(out), contextlib.ExitStack() as stack:
+        pool = None
+        if ray is not None:  # connected and started before any file is written: a cluster that fails leaves none
+            from certification.ray_backend import RayPool
+
+            pool = stack.enter_context(RayPool(ray, classifier, threads=threads, noise_threads=noise_threads,
+                                               provider=_provider_name(classifier)))
         partial = partial_path_for(out)
         records = _read_partial(partial, header, chosen)
         resumed = len(records)
@@ -199,42 +205,38 @@ def certify_split(
         else:
             write_text_atomic(partial, json_line({"header": header}))
         todo = chosen[resumed:]
-        with open(partial, "a", encoding="utf-8") as handle, contextlib.ExitStack() as stack:
-            pool = None
-            if ray is None:
-                results: Iterator[CertifyResult] = _local_results(classifier, split, todo, n0, n, alpha, seed)
-            else:
-                from certification.ray_backend import RayPool
-
-                pool = stack.enter_context(RayPool(ray, classifier, threads=threads, noise_threads=noise_threads,
-                                                   provider=_provider_name(classifier)))
-                results = (result for task in pool.certify(split.model_input, split.labels, todo, n0, n, alpha, seed)
-                           for result in task.results)
-            bar = stack.enter_context(contextlib.closing(progress(
-                total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))))
-            waiting: dict[int, CertifyResult] = {}  # finished out of order, written when their turn comes
-            samples_per_example, started = int(n0) + int(n), time.perf_counter()
-            for result in results:
-                if result.index in waiting or len(records) - resumed + len(waiting) >= len(todo):
-                    raise RuntimeError(f"example {result.index} was certified twice")
-                waiting[result.index] = result
-                while waiting and len(records) < len(chosen) and int(chosen[len(records)]) in waiting:
-                    ready = waiting.pop(int(chosen[len(records)]))
-                    record = record_from_result(ready, float(alpha), classifier.sigma, int(seed),
-                                                model_sha256=header["model_sha256"], data_sha256=header["data_sha256"])
-                    handle.write(json_line(record.to_dict()))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    records.append(record)
-                bar.update(1)
-                elapsed = time.perf_counter() - started if pool is not None else result.seconds
-                done = len(records) - resumed + len(waiting) if pool is not None else 1
-                if elapsed > 0:
-                    bar.set_postfix(ex_s=f"{done / elapsed:.2f}", samples_s=f"{done * samples_per_example / elapsed:,.0f}")
-            if len(records) != len(chosen) or waiting:
-                raise RuntimeError(f"{len(chosen) - len(records)} example(s) of the run were never certified")
-            runtime = pool.runtime_record() if pool is not None else None
-            kernels = pool.noise_kernels() if pool is not None else None
+        handle = stack.enter_context(open(partial, "a", encoding="utf-8"))
+        if pool is None:
+            results: Iterator[CertifyResult] = _local_results(classifier, split, todo, n0, n, alpha, seed)
+        else:
+            results = (result for task in pool.certify(split.model_input, split.labels, todo, n0, n, alpha, seed)
+                       for result in task.results)
+        bar = stack.enter_context(contextlib.closing(progress(
+            total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))))
+        waiting: dict[int, CertifyResult] = {}  # finished out of order, written when their turn comes
+        samples_per_example, started = int(n0) + int(n), time.perf_counter()
+        for result in results:
+            if result.index in waiting or len(records) - resumed + len(waiting) >= len(todo):
+                raise RuntimeError(f"example {result.index} was certified twice")
+            waiting[result.index] = result
+            while waiting and len(records) < len(chosen) and int(chosen[len(records)]) in waiting:
+                ready = waiting.pop(int(chosen[len(records)]))
+                record = record_from_result(ready, float(alpha), classifier.sigma, int(seed),
+                                            model_sha256=header["model_sha256"], data_sha256=header["data_sha256"])
+                handle.write(json_line(record.to_dict()))
+                handle.flush()
+                os.fsync(handle.fileno())
+                records.append(record)
+            bar.update(1)
+            elapsed = time.perf_counter() - started if pool is not None else result.seconds
+            done = len(records) - resumed + len(waiting) if pool is not None else 1
+            if elapsed > 0:
+                bar.set_postfix(ex_s=f"{done / elapsed:.2f}", samples_s=f"{done * samples_per_example / elapsed:,.0f}")
+        if len(records) != len(chosen) or waiting:
+            raise RuntimeError(f"{len(chosen) - len(records)} example(s) of the run were never certified")
+        runtime = pool.runtime_record() if pool is not None else None
+        kernels = pool.noise_kernels() if pool is not None else None
+        handle.close()
         write_run_files(out, records)
         partial.unlink()
     return RunOutcome(records=records, resumed=resumed, runtime=runtime, noise_kernels=kernels)

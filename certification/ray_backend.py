@@ -256,6 +256,8 @@ class RayPool:
             self._started_ray = False
 
     def _connect(self, ray: Any) -> None:
+        if self.settings.address:
+            self._probe()
         if ray.is_initialized():  # the caller's own Ray session (e.g. a driver script): use it as it is
             return
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
@@ -274,14 +276,6 @@ class RayPool:
             self._started_ray = True
             return
         address = self.settings.address or ""
-        target = _probe_target(address)
-        if target is not None:
-            try:
-                socket.create_connection(target, timeout=self.settings.connect_timeout_s).close()
-            except OSError as exc:
-                raise ClusterError(f"Ray cluster at {address} is unreachable ({exc.strerror or type(exc).__name__}, "
-                                   f"{self.settings.connect_timeout_s:g} s timeout); check the address `ray start "
-                                   "--head` printed and that its port is open from here") from None
         try:
             quiet.pop("include_dashboard")
             ray.init(address=address, **quiet)
@@ -289,6 +283,20 @@ class RayPool:
             raise ClusterError(f"could not attach to the Ray cluster at {address} ({_first_line(exc)}); "
                                "check the address and that the cluster runs Ray " + ray.__version__) from None
         self._started_ray = True  # attached by us: disconnect afterwards (the cluster keeps running)
+
+    def _probe(self) -> None:
+        """Fail fast (``connect_timeout_s``) when the address's head port does not answer."""
+        address = self.settings.address or ""
+        target = _probe_target(address)
+        if target is None:
+            return
+        try:
+            socket.create_connection(target, timeout=self.settings.connect_timeout_s).close()
+        except OSError as exc:
+            reason = exc.strerror or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+            raise ClusterError(f"Ray cluster at {address} is unreachable ({reason}, {self.settings.connect_timeout_s:g} s "
+                               "timeout); check the address `ray start --head` printed and that its port is open from "
+                               "here") from None
 
     def _start_workers(self, ray: Any) -> None:
         total = int(ray.cluster_resources().get("CPU", 0))

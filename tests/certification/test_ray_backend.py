@@ -1,0 +1,168 @@
+"""The Ray backend on a real local Ray (2 CPUs, started once: ``ray_cluster`` in conftest): 1 and 2 workers write
+the single-process run's files byte for byte (timing fields aside), a worker killed mid-run is restarted and its
+task retried with nothing lost or duplicated, a task that keeps failing and an unreachable address stop with one
+line, bad settings are refused in one line before anything starts, and ``smoothcert certify --backend ray`` starts
+its own local Ray with Ray's logs kept off the terminal."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from certification.certify_run import RunOptions, certify_files
+from certification.errors import InputError, ParameterError
+from certification.ray_backend import ClusterError, RayPool, RaySettings, check_backend
+from certification.smoothing import SmoothedClassifier
+from support import REPO
+from support.oracle import conv_onnx, write_split
+
+N0, N, ALPHA, SEED, SIGMA = 20, 300, 0.01, 3, 0.25
+OPTIONS = RunOptions(sigma=SIGMA, alpha=ALPHA, seed=SEED, batch_size=100, threads=1, noise_threads=1)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN (3x8x8, 4 classes), a 12-example split and the single-process run's files (local.jsonl/.tsv)."""
+    root = tmp_path_factory.mktemp("ray_project")
+    conv_onnx(root / "model.onnx", (3, 8, 8), num_classes=4, seed=5)
+    rng = np.random.default_rng(2)
+    write_split(root / "test.npz", rng.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, size=12))
+    certify_files(root / "model.onnx", root / "test.npz", root / "local.jsonl", OPTIONS, N0, N, show_progress=False)
+    return root
+
+
+def _untimed_jsonl(path: Path) -> list[dict]:
+    return [{**json.loads(line), "seconds": None} for line in path.read_text().splitlines()]
+
+
+def _untimed_tsv(path: Path) -> list[list[str]]:
+    return [line.split("\t")[:-1] for line in path.read_text().splitlines()]  # the last column is the time
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_run_writes_the_local_files(ray_cluster: object, project: Path, workers: int) -> None:
+    out = project / f"ray_{workers}.jsonl"
+    outcome, _, _ = certify_files(project / "model.onnx", project / "test.npz", out, OPTIONS, N0, N, show_progress=False,
+                                  ray=RaySettings(workers=workers, examples_per_task=2))
+    assert _untimed_jsonl(out) == _untimed_jsonl(project / "local.jsonl")
+    assert _untimed_tsv(out.with_suffix(".tsv")) == _untimed_tsv(project / "local.tsv")
+    assert not out.with_name(out.name + ".partial").exists()
+    runtime = outcome.runtime
+    assert runtime is not None and runtime["backend"] == "ray" and runtime["workers"] == workers
+    assert runtime["cpus_per_worker"] == 2 // workers and runtime["tasks"] == 6 and runtime["worker_restarts"] == 0
+    assert runtime["intra_op_num_threads"] == 1 and runtime["provider"] == "CPUExecutionProvider"
+
+
+def test_a_killed_worker_is_restarted_and_its_task_retried(ray_cluster: object, project: Path) -> None:
+    """SIGKILL of a worker's process while it runs a task: Ray restarts it and retries the task; every example
+    comes back exactly once with the counts of a single-process run."""
+    classifier = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA, batch_size=500, threads=1, noise_threads=1)
+    split = np.load(project / "test.npz")
+    images = split["images"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    labels, todo, n = split["labels"], np.arange(8, dtype=np.int64), 10_000
+    expected = {r.index: r for r in classifier.certify_many(images[todo], labels[todo], N0, n, ALPHA, SEED, indices=todo)}
+    seen: list[int] = []
+    killed: int | None = None
+    with RayPool(RaySettings(workers=2, examples_per_task=1, retries=2), classifier, threads=1, noise_threads=1) as pool:
+        for task in pool.certify(lambda part: images[part], labels, todo, N0, n, ALPHA, SEED):
+            seen.extend(r.index for r in task.results)
+            for result in task.results:
+                assert {**result.to_dict(), "seconds": 0} == {**expected[result.index].to_dict(), "seconds": 0}
+            assert task.pid != killed
+            if killed is None:  # the worker has its next task already: kill it in the middle of that one
+                killed = task.pid
+                os.kill(killed, signal.SIGKILL)
+        assert pool.restarts == 1
+    assert sorted(seen) == todo.tolist()
+
+
+def test_a_task_that_keeps_failing_stops_the_run_naming_its_examples(ray_cluster: object, project: Path) -> None:
+    classifier = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA, batch_size=500, threads=1, noise_threads=1)
+    images = np.full((6, 3, 8, 8), 0.5, dtype=np.float32)
+    labels, todo, finished = np.zeros(6, dtype=np.int64), np.arange(6, dtype=np.int64), []
+    with pytest.raises(ClusterError) as error:
+        with RayPool(RaySettings(workers=2, examples_per_task=1, retries=0), classifier) as pool:
+            for task in pool.certify(lambda part: images[part], labels, todo, N0, 10_000, ALPHA, SEED):
+                finished.extend(r.index for r in task.results)
+                if len(finished) == 1:
+                    os.kill(task.pid, signal.SIGKILL)
+    message = str(error.value)
+    assert "\n" not in message and "their Ray worker died 1 time(s)" in message and "rerun to resume" in message
+    named = int(message.split()[1])
+    assert message.startswith(f"example {named} failed") and named in todo and named not in finished
+
+
+def test_an_engine_error_in_a_task_names_its_examples(ray_cluster: object, project: Path) -> None:
+    """A refusal by the engine (here pixels outside [0, 1]) is reported with the task's examples, not retried."""
+    classifier = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA, batch_size=500, threads=1, noise_threads=1)
+    images = np.full((4, 3, 8, 8), 0.5, dtype=np.float32)
+    images[3] = 2.0
+    with pytest.raises(InputError, match=r"^example 3: images must lie in \[0, 1\]"):
+        with RayPool(RaySettings(workers=1, examples_per_task=1), classifier) as pool:
+            list(pool.certify(lambda part: images[part], np.zeros(4, dtype=np.int64), np.arange(4), N0, N, ALPHA, SEED))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_address_fails_fast_in_one_line(ray_cluster: object, project: Path) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=rf"^Ray cluster at {address} is unreachable \(Connection refused, 1 s timeout\)"):
+        certify_files(project / "model.onnx", project / "test.npz", project / "unreachable.jsonl", OPTIONS, N0, N,
+                      ray=RaySettings(address=address, connect_timeout_s=1.0), show_progress=False)
+    assert time.monotonic() - started < 10
+    assert not (project / "unreachable.jsonl").exists() and not (project / "unreachable.tsv").exists()
+
+
+def test_bad_settings_are_one_line_errors(ray_cluster: object, project: Path) -> None:
+    with pytest.raises(ParameterError, match="number of Ray workers .* must be a positive integer .*, got 0$"):
+        RaySettings(workers=0)
+    with pytest.raises(ParameterError, match=r"^unknown certification backend 'spark'; use one of local, ray$"):
+        check_backend("spark")
+    with pytest.raises(ParameterError, match="^Ray address 'headnode': expected HOST:PORT"):
+        RaySettings(address="headnode")
+    with pytest.raises(ParameterError, match="^3 Ray workers need at least 3 CPUs, but the cluster has 2; use at most 2"):
+        certify_files(project / "model.onnx", project / "test.npz", project / "three.jsonl", OPTIONS, N0, N,
+                      ray=RaySettings(workers=3), show_progress=False)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--backend", "spark"], "unknown certification backend 'spark'; use one of local, ray"),
+    (["--backend", "ray", "--workers", "0"], "must be a positive integer"),
+    (["--workers", "2"], "--ray-address and --workers apply to --backend ray only; add --backend ray"),
+])
+def test_the_cli_refuses_bad_ray_options_in_one_line(project: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                     expected: str) -> None:
+    from certification.cli import main
+
+    out = project / "cli_bad.jsonl"
+    code = main(["certify", "--model", str(project / "model.onnx"), "--data", str(project / "test.npz"), "--sigma", "0.25",
+                 "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err
+    assert not out.exists()
+
+
+def test_the_cli_starts_a_local_ray_quietly(project: Path) -> None:
+    """Without an address the command starts (and stops) a local Ray of its own; stderr holds no Ray log line."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SMOOTHCERT_PROGRESS": "off"}
+    run = subprocess.run([sys.executable, "-m", "certification.cli", "certify", "--backend", "ray", "--workers", "2",
+                          "--model", "model.onnx", "--data", "test.npz", "--sigma", str(SIGMA), "--n0", str(N0),
+                          "--n", str(N), "--alpha", str(ALPHA), "--seed", str(SEED), "--batch-size", "100",
+                          "--out", "cli.jsonl"], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert run.stdout.startswith("certified 12 examples (0 resumed)")
+    assert _untimed_jsonl(project / "cli.jsonl") == _untimed_jsonl(project / "local.jsonl")
