@@ -61,6 +61,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
 
+    for path in (args.model, args.data):
+        if not path.is_file():
+            raise SystemExit(f"{path}: not found; run `make repro` (or `dvc pull`) first, or pass --model/--data")
     import ray
 
     cores = default_threads()

@@ -115,6 +115,24 @@ def _import_ray() -> Any:
     return ray
 
 
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start a local Ray in this process on ``num_cpus`` logical CPUs (default: the usable cores), quietly: no
+    dashboard, workers' output kept off the driver's terminal, Ray's own logging at WARNING. (A new local cluster
+    turns on Ray's token authentication and announces it at WARNING; that notice is held back.)"""
+    ray = _import_ray()
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = notice.level
+    notice.setLevel(logging.ERROR)
+    try:
+        ray.init(address="local", num_cpus=num_cpus or default_threads(), include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types for a failed start
+        raise ClusterError(f"could not start a local Ray ({_first_line(exc)}); check that /tmp/ray is writable or "
+                           "pass an existing cluster's address") from None
+    finally:
+        notice.setLevel(level)
+
+
 @dataclass(frozen=True)
 class TaskResult:
     """One finished task: its examples' CERTIFY results (in the task's example order), the worker slot and the
@@ -157,10 +175,10 @@ class CertifyWorker:
         with tempfile.TemporaryDirectory(prefix="smoothcert-ray-") as folder:
             path = Path(folder) / Path(self.model_name).name
             path.write_bytes(model)
+            serial = self.noise_threads is None and self.cores == 1  # one core: draw and classify in turn
             classifier = SmoothedClassifier.from_onnx(path, self.sigma, batch_size=self.batch_size, threads=threads,
-                                                      provider=self.provider, noise_threads=noise_threads)
-        if self.noise_threads is None and self.cores == 1:
-            classifier.prefetch = 0  # one core: draw and classify in turn, no second busy thread
+                                                      provider=self.provider, noise_threads=noise_threads,
+                                                      prefetch=0 if serial else 2)
         self.classifier = classifier
         return classifier
 
@@ -260,25 +278,13 @@ class RayPool:
             self._probe()
         if ray.is_initialized():  # the caller's own Ray session (e.g. a driver script): use it as it is
             return
-        quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
         if self.settings.local:
-            # a new local cluster turns on Ray's token authentication and says so at WARNING: keep the one-liner off
-            notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-            level = notice.level
-            notice.setLevel(logging.ERROR)
-            try:
-                ray.init(address="local", num_cpus=default_threads(), **quiet)
-            except Exception as exc:  # noqa: BLE001 - Ray raises many types for a failed start
-                raise ClusterError(f"could not start a local Ray ({_first_line(exc)}); check /tmp/ray is writable "
-                                   "or pass an existing cluster's address") from None
-            finally:
-                notice.setLevel(level)
+            start_local_ray()
             self._started_ray = True
             return
         address = self.settings.address or ""
         try:
-            quiet.pop("include_dashboard")
-            ray.init(address=address, **quiet)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:  # noqa: BLE001
             raise ClusterError(f"could not attach to the Ray cluster at {address} ({_first_line(exc)}); "
                                "check the address and that the cluster runs Ray " + ray.__version__) from None
@@ -377,8 +383,11 @@ class RayPool:
                 yield TaskResult(task=task, results=results, slot=slot, pid=int(pid))
         finally:
             self.seconds += time.perf_counter() - started
-            for ref in inflight:
-                ray.cancel(ref, force=False)
+            for ref in inflight:  # a failed run: the other workers' tasks are dropped (their workers stop after)
+                try:
+                    ray.cancel(ref, force=False)
+                except Exception:  # noqa: BLE001 - a task that already finished or whose worker died
+                    pass
 
     def _task_error(self, exc: BaseException, indices: np.ndarray) -> InputError:
         import ray

@@ -1,28 +1,29 @@
 """The Ray backend on a real local Ray (2 CPUs, started once: ``ray_cluster`` in conftest): 1 and 2 workers write
 the single-process run's files byte for byte (timing fields aside), a worker killed mid-run is restarted and its
 task retried with nothing lost or duplicated, a task that keeps failing and an unreachable address stop with one
-line, bad settings are refused in one line before anything starts, and ``smoothcert certify --backend ray`` starts
-its own local Ray with Ray's logs kept off the terminal."""
+line, bad settings are refused in one line before anything starts, and neither starting Ray nor a run prints
+Ray's logs on the terminal."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from certification.certify_run import RunOptions, certify_files
+from certification.certify_run import RunOptions, _run_header, certify_files
+from certification.dataset_io import load_split
 from certification.errors import InputError, ParameterError
+from certification.records import json_line
 from certification.ray_backend import ClusterError, RayPool, RaySettings, check_backend
 from certification.smoothing import SmoothedClassifier
 from support import REPO
 from support.oracle import conv_onnx, write_split
+from support.ray_cluster import LocalRay
 
 N0, N, ALPHA, SEED, SIGMA = 20, 300, 0.01, 3, 0.25
 OPTIONS = RunOptions(sigma=SIGMA, alpha=ALPHA, seed=SEED, batch_size=100, threads=1, noise_threads=1)
@@ -47,62 +48,94 @@ def _untimed_tsv(path: Path) -> list[list[str]]:
     return [line.split("\t")[:-1] for line in path.read_text().splitlines()]  # the last column is the time
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ray_run_writes_the_local_files(ray_cluster: object, project: Path, workers: int) -> None:
-    out = project / f"ray_{workers}.jsonl"
-    outcome, _, _ = certify_files(project / "model.onnx", project / "test.npz", out, OPTIONS, N0, N, show_progress=False,
-                                  ray=RaySettings(workers=workers, examples_per_task=2))
+def _check_ray_run(out: Path, project: Path, runtime: dict, workers: int) -> None:
     assert _untimed_jsonl(out) == _untimed_jsonl(project / "local.jsonl")
     assert _untimed_tsv(out.with_suffix(".tsv")) == _untimed_tsv(project / "local.tsv")
     assert not out.with_name(out.name + ".partial").exists()
-    runtime = outcome.runtime
-    assert runtime is not None and runtime["backend"] == "ray" and runtime["workers"] == workers
-    assert runtime["cpus_per_worker"] == 2 // workers and runtime["tasks"] == 6 and runtime["worker_restarts"] == 0
-    assert runtime["intra_op_num_threads"] == 1 and runtime["provider"] == "CPUExecutionProvider"
+    assert runtime["backend"] == "ray" and runtime["workers"] == workers and runtime["worker_restarts"] == 0
+    assert runtime["cpus_per_worker"] == 2 // workers and runtime["provider"] == "CPUExecutionProvider"
 
 
-def test_a_killed_worker_is_restarted_and_its_task_retried(ray_cluster: object, project: Path) -> None:
-    """SIGKILL of a worker's process while it runs a task: Ray restarts it and retries the task; every example
-    comes back exactly once with the counts of a single-process run."""
-    classifier = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA, batch_size=500, threads=1, noise_threads=1)
+def test_one_worker_writes_the_local_files(ray_cluster: LocalRay, project: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """One worker writes the local run's files, continuing the partial file of an interrupted local run (its first
+    5 examples): the two backends share the resumable file."""
+    assert ray_cluster.start_stderr == ""  # starting Ray printed nothing
+    out = project / "ray_1.jsonl"
+    classifier, split = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA), load_split(project / "test.npz")
+    header = _run_header(classifier, split, np.arange(12), N0, N, ALPHA, SEED)
+    local = (project / "local.jsonl").read_text().splitlines(keepends=True)
+    out.with_name(out.name + ".partial").write_text(json_line({"header": header}) + "".join(local[:5]))
+    outcome, _, _ = certify_files(project / "model.onnx", project / "test.npz", out, OPTIONS, N0, N, show_progress=False,
+                                  ray=RaySettings(workers=1, examples_per_task=2))
+    assert outcome.resumed == 5 and outcome.runtime is not None and outcome.runtime["tasks"] == 4
+    assert outcome.runtime["intra_op_num_threads"] == 1
+    _check_ray_run(out, project, outcome.runtime, 1)
+    assert capfd.readouterr().err == ""  # nor did the run: Ray's and the workers' logs stay off the terminal
+
+
+def test_two_workers_from_the_command_line_write_the_local_files(ray_cluster: LocalRay, project: Path,
+                                                                capfd: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``smoothcert certify --backend ray --workers 2`` (attached to the running Ray), summary included."""
+    from certification.cli import main
+
+    monkeypatch.setenv("SMOOTHCERT_PROGRESS", "off")
+    out = project / "ray_2.jsonl"
+    code = main(["certify", "--backend", "ray", "--workers", "2", "--model", str(project / "model.onnx"),
+                 "--data", str(project / "test.npz"), "--sigma", str(SIGMA), "--n0", str(N0), "--n", str(N),
+                 "--alpha", str(ALPHA), "--seed", str(SEED), "--batch-size", "100", "--out", str(out),
+                 "--summary", str(project / "ray_2.json")])
+    captured = capfd.readouterr()
+    assert code == 0 and captured.err == "" and captured.out.startswith("certified 12 examples (0 resumed)")
+    summary = json.loads((project / "ray_2.json").read_text())
+    _check_ray_run(out, project, summary["runtime"], 2)
+    assert summary["noise"]["kernels"]["numpy"] == np.__version__
+
+
+def _project_inputs(project: Path) -> tuple[SmoothedClassifier, np.ndarray, np.ndarray]:
+    classifier = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA, batch_size=100, threads=1, noise_threads=1)
     split = np.load(project / "test.npz")
-    images = split["images"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    labels, todo, n = split["labels"], np.arange(8, dtype=np.int64), 10_000
-    expected = {r.index: r for r in classifier.certify_many(images[todo], labels[todo], N0, n, ALPHA, SEED, indices=todo)}
-    seen: list[int] = []
-    killed: int | None = None
-    with RayPool(RaySettings(workers=2, examples_per_task=1, retries=2), classifier, threads=1, noise_threads=1) as pool:
-        for task in pool.certify(lambda part: images[part], labels, todo, N0, n, ALPHA, SEED):
-            seen.extend(r.index for r in task.results)
+    return classifier, split["images"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0, split["labels"]
+
+
+def test_a_killed_worker_is_restarted_and_its_task_retried(ray_cluster: LocalRay, project: Path) -> None:
+    """SIGKILL of a worker's process while it holds a task: Ray restarts it and retries the task; every example
+    comes back exactly once with the counts, prediction and radius of the single-process run."""
+    classifier, images, labels = _project_inputs(project)
+    expected = {row["index"]: row for row in _untimed_jsonl(project / "local.jsonl")}
+    todo, seen, killed = np.arange(12, dtype=np.int64), [], None
+    with RayPool(RaySettings(workers=2, examples_per_task=1, retries=1), classifier) as pool:
+        for task in pool.certify(lambda part: images[part], labels, todo, N0, N, ALPHA, SEED):
             for result in task.results:
-                assert {**result.to_dict(), "seconds": 0} == {**expected[result.index].to_dict(), "seconds": 0}
-            if killed is None:  # the worker has its next task already: kill it in the middle of that one
+                seen.append(result.index)
+                row = expected[result.index]
+                assert (result.prediction, result.radius, result.n_a, result.p_lower, result.counts_selection,
+                        result.counts_estimation) == (row["prediction"], row["radius"], row["n_a"], row["p_lower"],
+                                                      row["counts_selection"], row["counts_estimation"])
+            if killed is None:  # the worker was handed its next task before this result was passed on: kill it now
                 killed = task.pid
                 os.kill(killed, signal.SIGKILL)
         assert pool.restarts == 1
     assert sorted(seen) == todo.tolist()
 
 
-def test_failed_tasks_stop_the_run_naming_their_examples(ray_cluster: object, project: Path) -> None:
+def test_failed_tasks_stop_the_run_naming_their_examples(ray_cluster: LocalRay, project: Path) -> None:
     """A refusal by the engine (pixels outside [0, 1]) is reported with its task's examples and not retried; a task
     whose worker dies more often than ``retries`` allows stops the run in one line naming its examples."""
-    classifier = SmoothedClassifier.from_onnx(project / "model.onnx", SIGMA, batch_size=500, threads=1, noise_threads=1)
-    images = np.full((6, 3, 8, 8), 0.5, dtype=np.float32)
-    labels, todo, finished = np.zeros(6, dtype=np.int64), np.arange(6, dtype=np.int64), []
-    with RayPool(RaySettings(workers=2, examples_per_task=1, retries=0), classifier) as pool:
+    classifier, images, labels = _project_inputs(project)
+    todo, finished = np.arange(12, dtype=np.int64), []
+    with RayPool(RaySettings(workers=1, examples_per_task=1, retries=0), classifier) as pool:
         bad = images.copy()
         bad[3] = 2.0
         with pytest.raises(InputError, match=r"^example 3: images must lie in \[0, 1\]"):
             list(pool.certify(lambda part: bad[part], labels, todo[:4], N0, N, ALPHA, SEED))
         with pytest.raises(ClusterError) as error:
-            for task in pool.certify(lambda part: images[part], labels, todo, N0, 10_000, ALPHA, SEED):
+            for task in pool.certify(lambda part: images[part], labels, todo, N0, N, ALPHA, SEED):
                 finished.extend(r.index for r in task.results)
-                if len(finished) == 1:
-                    os.kill(task.pid, signal.SIGKILL)
+                os.kill(task.pid, signal.SIGKILL)  # holding the next task, which then has no retry left
     message = str(error.value)
     assert "\n" not in message and "their Ray worker died 1 time(s)" in message and "rerun to resume" in message
-    named = int(message.split()[1])
-    assert message.startswith(f"example {named} failed") and named in todo and named not in finished
+    assert message.startswith("example 1 failed") and finished == [0]
 
 
 def _free_port() -> int:
@@ -111,7 +144,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_an_unreachable_address_fails_fast_in_one_line(ray_cluster: object, project: Path) -> None:
+def test_an_unreachable_address_fails_fast_in_one_line(ray_cluster: LocalRay, project: Path) -> None:
     address = f"127.0.0.1:{_free_port()}"
     started = time.monotonic()
     with pytest.raises(ClusterError, match=rf"^Ray cluster at {address} is unreachable \(Connection refused, 1 s timeout\)"):
@@ -121,7 +154,7 @@ def test_an_unreachable_address_fails_fast_in_one_line(ray_cluster: object, proj
     assert not (project / "unreachable.jsonl").exists() and not (project / "unreachable.tsv").exists()
 
 
-def test_bad_settings_are_one_line_errors(ray_cluster: object, project: Path) -> None:
+def test_bad_settings_are_one_line_errors(ray_cluster: LocalRay, project: Path) -> None:
     with pytest.raises(ParameterError, match="number of Ray workers .* must be a positive integer .*, got 0$"):
         RaySettings(workers=0)
     with pytest.raises(ParameterError, match=r"^unknown certification backend 'spark'; use one of local, ray$"):
@@ -148,19 +181,6 @@ def test_the_cli_refuses_bad_ray_options_in_one_line(project: Path, capsys: pyte
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and expected in err
     assert not out.exists()
-
-
-def test_the_cli_starts_a_local_ray_quietly(project: Path) -> None:
-    """Without an address the command starts (and stops) a local Ray of its own; stderr holds no Ray log line."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SMOOTHCERT_PROGRESS": "off"}
-    run = subprocess.run([sys.executable, "-m", "certification.cli", "certify", "--backend", "ray", "--workers", "2",
-                          "--model", "model.onnx", "--data", "test.npz", "--sigma", str(SIGMA), "--n0", str(N0),
-                          "--n", str(N), "--alpha", str(ALPHA), "--seed", str(SEED), "--batch-size", "100",
-                          "--out", "cli.jsonl"], cwd=project, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert run.stderr == ""
-    assert run.stdout.startswith("certified 12 examples (0 resumed)")
-    assert _untimed_jsonl(project / "cli.jsonl") == _untimed_jsonl(project / "local.jsonl")
 
 
 def test_the_ray_extra_is_the_locked_and_installed_ray() -> None:
