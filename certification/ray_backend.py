@@ -404,14 +404,18 @@ class RayPool:
 
     def runtime_record(self) -> dict[str, Any]:
         """The run's ``runtime`` block: backend, workers, CPUs and tasks, restarts, wall seconds, and the workers'
-        onnxruntime/noise/platform record (one when all agree, else ``per_worker``)."""
+        onnxruntime/noise/platform record (the first worker's, with ``per_worker`` listing all when they differ)."""
         runtimes = [info["runtime"] for info in self.worker_info]
-        shared = dict(runtimes[0]) if all(r == runtimes[0] for r in runtimes) else {"per_worker": runtimes}
+        shared = dict(runtimes[0])
+        if any(r != runtimes[0] for r in runtimes):
+            shared["per_worker"] = runtimes
         return {**shared, "backend": "ray", "ray_address": self.settings.address or "local", "workers": len(self.worker_info),
                 "cpus_per_worker": self.cpus_per_worker, "tasks": self.tasks_done, "worker_restarts": self.restarts,
                 "wall_seconds": round(self.seconds, 3)}
 
     def noise_kernels(self) -> dict[str, Any]:
-        """The workers' numpy noise loops (:func:`noise_kernels`); ``per_worker`` when they differ."""
+        """The workers' numpy noise loops (:func:`noise_kernels`): the first worker's, with ``per_worker`` listing
+        every worker's when they differ (a mixed cluster)."""
         kernels = [info["noise_kernels"] for info in self.worker_info]
-        return dict(kernels[0]) if all(k == kernels[0] for k in kernels) else {"per_worker": kernels}
+        first = dict(kernels[0])
+        return first if all(k == kernels[0] for k in kernels) else {**first, "per_worker": kernels}
