@@ -1,5 +1,5 @@
-"""The Ray backend on a real local Ray (2 CPUs, started once: ``ray_cluster`` in conftest): 1 and 2 workers write
-the single-process run's files byte for byte (timing fields aside), a worker killed mid-run is restarted and its
+"""The Ray backend on a real local Ray (2 CPUs, started once: ``ray_cluster`` in conftest): 1 worker writes the
+single-process run's files byte for byte (timing fields aside; 2 workers: tests/pipeline/test_certify_stage.py), a worker killed mid-run is restarted and its
 task retried with nothing lost or duplicated, a task that keeps failing and an unreachable address stop with one
 line, bad settings are refused in one line before anything starts, and neither starting Ray nor a run prints
 Ray's logs on the terminal."""
@@ -73,23 +73,13 @@ def test_one_worker_writes_the_local_files(ray_cluster: LocalRay, project: Path,
     assert capfd.readouterr().err == ""  # nor did the run: Ray's and the workers' logs stay off the terminal
 
 
-def test_two_workers_from_the_command_line_write_the_local_files(ray_cluster: LocalRay, project: Path,
-                                                                capfd: pytest.CaptureFixture[str],
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """``smoothcert certify --backend ray --workers 2`` (attached to the running Ray), summary included."""
-    from certification.cli import main
+def test_the_command_line_builds_the_ray_settings() -> None:
+    """``--backend ray [--ray-address A] [--workers W]`` (runs with 2 workers: the stage test, which uses the default)."""
+    from certification.commands.certify import ray_settings
 
-    monkeypatch.setenv("SMOOTHCERT_PROGRESS", "off")
-    out = project / "ray_2.jsonl"
-    code = main(["certify", "--backend", "ray", "--workers", "2", "--model", str(project / "model.onnx"),
-                 "--data", str(project / "test.npz"), "--sigma", str(SIGMA), "--n0", str(N0), "--n", str(N),
-                 "--alpha", str(ALPHA), "--seed", str(SEED), "--batch-size", "100", "--out", str(out),
-                 "--summary", str(project / "ray_2.json")])
-    captured = capfd.readouterr()
-    assert code == 0 and captured.err == "" and captured.out.startswith("certified 12 examples (0 resumed)")
-    summary = json.loads((project / "ray_2.json").read_text())
-    _check_ray_run(out, project, summary["runtime"], 2)
-    assert summary["noise"]["kernels"]["numpy"] == np.__version__
+    assert ray_settings("local", None, None) is None
+    assert ray_settings("ray", None, None) == RaySettings()
+    assert ray_settings("ray", "10.0.0.5:6379", 4) == RaySettings(address="10.0.0.5:6379", workers=4)
 
 
 def _project_inputs(project: Path) -> tuple[SmoothedClassifier, np.ndarray, np.ndarray]:
@@ -104,7 +94,7 @@ def test_a_killed_worker_is_restarted_and_its_task_retried(ray_cluster: LocalRay
     classifier, images, labels = _project_inputs(project)
     expected = {row["index"]: row for row in _untimed_jsonl(project / "local.jsonl")}
     todo, seen, killed = np.arange(12, dtype=np.int64), [], None
-    with RayPool(RaySettings(workers=2, examples_per_task=1, retries=1), classifier) as pool:
+    with RayPool(RaySettings(workers=1, examples_per_task=1, retries=1), classifier) as pool:
         for task in pool.certify(lambda part: images[part], labels, todo, N0, N, ALPHA, SEED):
             for result in task.results:
                 seen.append(result.index)

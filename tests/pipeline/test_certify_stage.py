@@ -119,8 +119,9 @@ def test_a_rerun_keeps_the_first_opening_of_the_test_split(tmp_path: Path, monke
 
 def test_the_ray_backend_writes_the_local_stage_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         ray_cluster: object) -> None:
-    """runtime.certify_backend: ray (2 workers on the test's local Ray) gives the local stage's certificates, summary
-    and curve, and the gate reaches the same verdict on them; only timings and the runtime block differ."""
+    """runtime.certify_backend: ray (default workers: one per CPU, 2 on the tests' local Ray) gives the local stage's
+    certificates (JSONL and TSV, timing aside), summary and curve, and the gate reaches the same verdict on them;
+    only timings and the runtime block differ."""
     from certification.cli import main as smoothcert
 
     outputs = {}
@@ -129,7 +130,7 @@ def test_the_ray_backend_writes_the_local_stage_outputs(tmp_path: Path, monkeypa
         root.mkdir()
         _workspace(root, CERTIFY)
         params = yaml.safe_load((root / "params.yaml").read_text())
-        params["runtime"].update({"certify_backend": backend, "certify_workers": 2 if backend == "ray" else None})
+        params["runtime"]["certify_backend"] = backend
         (root / "params.yaml").write_text(yaml.safe_dump(params))
         card = json.loads((root / "models" / "model.json").read_text())
         card["sha256"] = sha256_file(root / "models" / "model.onnx")
@@ -142,6 +143,7 @@ def test_the_ray_backend_writes_the_local_stage_outputs(tmp_path: Path, monkeypa
         assert smoothcert(["gate", "--results", "results/certify.jsonl", "--protocol", "params.yaml",
                            "--model-json", "models/model.json", "--out", "metrics/gate.json"]) in (0, 1)
         records = [{**json.loads(line), "seconds": None} for line in Path("results/certify.jsonl").read_text().splitlines()]
+        records.append([line.split("\t")[:-1] for line in Path("results/certify.tsv").read_text().splitlines()])
         metrics = json.loads(Path("metrics/certify.json").read_text())
         gate = json.loads(Path("metrics/gate.json").read_text())
         outputs[backend] = (records, metrics, Path("plots/certify_curve.csv").read_text(), gate)
