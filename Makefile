@@ -49,6 +49,7 @@ test-fast: install
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/certify_throughput.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/sequential_vs_fixed.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/ray_scaling.py --examples 40 --repeats 1
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/training_methods.py --sigmas 0.25,0.5 --epochs 3 --n 2000 --examples 200 --macer-k 2 --threads 1
 
 # Release: upload the DVC-cached outputs of the last `make repro` (model, data splits, results: the files the

@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -30,10 +31,13 @@ from certification.fileio import sha256_file, write_text_atomic
 from certification.progress import progress
 from certification.records import CertifyRecord, certify_jsonl_text, certify_tsv_text, json_line
 from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
-from certification.platform_info import platform_record
+from certification.onnx_model import PROVIDERS
 from certification.shards import select_indices, shard_indices
 from certification.smoothing import CertifyResult, SmoothedClassifier, check_parameters, check_sigma_and_batch
 from certification.summary import certify_metrics, throughput
+
+if TYPE_CHECKING:
+    from certification.ray_backend import RaySettings
 
 FORMAT = "smoothcert-certify-partial/2"
 #: Examples handed to the engine at once (bounds the float32 copy of the data held in memory).
@@ -55,6 +59,9 @@ class RunOutcome:
 
     records: list[CertifyRecord]
     resumed: int  # examples taken from a partial file of an interrupted run
+    #: set by a Ray run: the workers' runtime block and numpy noise loops (a local run's come from its classifier)
+    runtime: dict[str, Any] | None = None
+    noise_kernels: dict[str, Any] | None = None
 
     def throughput(self) -> dict[str, float]:
         return throughput(self.records)
@@ -162,9 +169,16 @@ def certify_split(
     max_examples: int = 0,
     indices: Sequence[int] | np.ndarray | None = None,
     show_progress: bool = True,
+    ray: "RaySettings | None" = None,
+    threads: int | None = None,
+    noise_threads: int | None = None,
 ) -> RunOutcome:
     """CERTIFY the examples of ``split`` (a seeded subset when ``max_examples`` > 0, or exactly ``indices``)
-    and write ``out`` (JSONL) and its TSV; resumes an interrupted run of the same parameters."""
+    and write ``out`` (JSONL) and its TSV; resumes an interrupted run of the same parameters.
+
+    ``ray``: certify on Ray workers (:mod:`certification.ray_backend`; ``threads``/``noise_threads`` per worker,
+    default from its CPUs) instead of in this process. Results arrive in any order and are written in example order:
+    the files are those of a local run (the timing field ``seconds`` aside)."""
     out = Path(out)
     classifier.base_classifier.check_input_shape(split.image_shape_chw, split.path or "data")
     if int(split.labels.max()) >= classifier.num_classes:
@@ -175,7 +189,13 @@ def certify_split(
     check_parameters(alpha, seed, n0=n0, n=n)
     header = _run_header(classifier, split, chosen, n0, n, alpha, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
+    with run_lock(out), contextlib.ExitStack() as stack:
+        pool = None
+        if ray is not None:  # connected and started before any file is written: a cluster that fails leaves none
+            from certification.ray_backend import RayPool
+
+            pool = stack.enter_context(RayPool(ray, classifier, threads=threads, noise_threads=noise_threads,
+                                               provider=_provider_name(classifier)))
         partial = partial_path_for(out)
         records = _read_partial(partial, header, chosen)
         resumed = len(records)
@@ -184,30 +204,56 @@ def certify_split(
             os.truncate(partial, len(kept.encode("utf-8")))
         else:
             write_text_atomic(partial, json_line({"header": header}))
-        with open(partial, "a", encoding="utf-8") as handle:
-            todo = chosen[resumed:]
-            bar = progress(total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))
-            try:
-                samples_per_example = int(n0) + int(n)
-                for start in range(0, len(todo), CHUNK_EXAMPLES):
-                    part = todo[start : start + CHUNK_EXAMPLES]
-                    images = split.model_input(part)
-                    labels = split.labels[part]
-                    for result in classifier.iter_certify(images, labels, n0, n, alpha, seed, indices=part):
-                        record = record_from_result(result, float(alpha), classifier.sigma, int(seed),
-                                                    model_sha256=header["model_sha256"], data_sha256=header["data_sha256"])
-                        handle.write(json_line(record.to_dict()))
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                        records.append(record)
-                        bar.update(1)
-                        if result.seconds > 0:
-                            bar.set_postfix(ex_s=f"{1 / result.seconds:.2f}", samples_s=f"{samples_per_example / result.seconds:,.0f}")
-            finally:
-                bar.close()
+        todo = chosen[resumed:]
+        handle = stack.enter_context(open(partial, "a", encoding="utf-8"))
+        if pool is None:
+            results: Iterator[CertifyResult] = _local_results(classifier, split, todo, n0, n, alpha, seed)
+        else:
+            results = (result for task in pool.certify(split.model_input, split.labels, todo, n0, n, alpha, seed)
+                       for result in task.results)
+        bar = stack.enter_context(contextlib.closing(progress(
+            total=len(chosen), initial=resumed, unit="ex", desc="certify", **({} if show_progress else {"disable": True}))))
+        waiting: dict[int, CertifyResult] = {}  # finished out of order, written when their turn comes
+        samples_per_example, started = int(n0) + int(n), time.perf_counter()
+        for result in results:
+            if result.index in waiting or len(records) - resumed + len(waiting) >= len(todo):
+                raise RuntimeError(f"example {result.index} was certified twice")
+            waiting[result.index] = result
+            while waiting and len(records) < len(chosen) and int(chosen[len(records)]) in waiting:
+                ready = waiting.pop(int(chosen[len(records)]))
+                record = record_from_result(ready, float(alpha), classifier.sigma, int(seed),
+                                            model_sha256=header["model_sha256"], data_sha256=header["data_sha256"])
+                handle.write(json_line(record.to_dict()))
+                handle.flush()
+                os.fsync(handle.fileno())
+                records.append(record)
+            bar.update(1)
+            elapsed = time.perf_counter() - started if pool is not None else result.seconds
+            done = len(records) - resumed + len(waiting) if pool is not None else 1
+            if elapsed > 0:
+                bar.set_postfix(ex_s=f"{done / elapsed:.2f}", samples_s=f"{done * samples_per_example / elapsed:,.0f}")
+        if len(records) != len(chosen) or waiting:
+            raise RuntimeError(f"{len(chosen) - len(records)} example(s) of the run were never certified")
+        runtime = pool.runtime_record() if pool is not None else None
+        kernels = pool.noise_kernels() if pool is not None else None
+        handle.close()
         write_run_files(out, records)
         partial.unlink()
-    return RunOutcome(records=records, resumed=resumed)
+    return RunOutcome(records=records, resumed=resumed, runtime=runtime, noise_kernels=kernels)
+
+
+def _local_results(classifier: SmoothedClassifier, split: Split, todo: np.ndarray, n0: int, n: int, alpha: float,
+                   seed: int) -> Iterator[CertifyResult]:
+    """The single-process engine over ``todo``, in example order, :data:`CHUNK_EXAMPLES` images at a time."""
+    for start in range(0, len(todo), CHUNK_EXAMPLES):
+        part = todo[start : start + CHUNK_EXAMPLES]
+        yield from classifier.iter_certify(split.model_input(part), split.labels[part], n0, n, alpha, seed, indices=part)
+
+
+def _provider_name(classifier: SmoothedClassifier) -> str:
+    """The CLI's provider name (cpu, cuda) of the classifier's onnxruntime provider, for the Ray workers."""
+    chosen = classifier.base_classifier.session_config.get("provider")
+    return next((name for name, full in PROVIDERS.items() if full == chosen), "auto")
 
 
 def parameter_checks(sigma: float, n0: int, n: int, alpha: float, batch_size: int, seed: int, max_examples: int) -> None:
@@ -256,32 +302,35 @@ def open_run(model_path: str | os.PathLike[str], data_path: str | os.PathLike[st
 
 def certify_files(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], out: str | os.PathLike[str],
                   options: RunOptions, n0: int, n: int, *, shard: tuple[int, int] | None = None,
-                  num_classes: int | None = None, show_progress: bool = True) -> tuple[RunOutcome, SmoothedClassifier, Split]:
+                  num_classes: int | None = None, show_progress: bool = True,
+                  ray: "RaySettings | None" = None) -> tuple[RunOutcome, SmoothedClassifier, Split]:
     """Load the ONNX model and the data split, certify (resumably) and write ``out`` and its TSV.
 
     ``shard`` (K, N) certifies only every N-th example of the run, starting at K (see :mod:`certification.shards`).
     ``num_classes``, when given (the model card's class count), must equal the model's output count; it is
-    checked before any example is certified.
+    checked before any example is certified. ``ray``: run on Ray workers (see :func:`certify_split`), the
+    options' threads and noise threads then being per worker.
     """
     options.check(n0, n)
     classifier, split, chosen = open_run(model_path, data_path, options, num_classes)
     indices = chosen if shard is None else shard_indices(chosen, shard)
     outcome = certify_split(classifier, split, out, n0, n, options.alpha, options.seed, indices=indices,
-                            show_progress=show_progress)
+                            show_progress=show_progress, ray=ray, threads=options.threads,
+                            noise_threads=options.noise_threads)
     return outcome, classifier, split
 
 
-def noise_record(samples_per_example: int, image_shape_chw: tuple[int, int, int]) -> dict[str, Any]:
-    """What drew the noise: the exact recipe, numpy's float32 loops, and the tail bound per certificate."""
-    return {"spec": NOISE_SPEC, "kernels": noise_kernels(),
+def noise_record(samples_per_example: int, image_shape_chw: tuple[int, int, int],
+                 kernels: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What drew the noise: the exact recipe, numpy's float32 loops (``kernels``: those of the processes that drew
+    it, default this one's), and the tail bound per certificate."""
+    return {"spec": NOISE_SPEC, "kernels": noise_kernels() if kernels is None else kernels,
             "tail_bound_per_certificate": tail_bound(int(samples_per_example), image_shape_chw)}
 
 
 def runtime_record(classifier: SmoothedClassifier) -> dict[str, Any]:
-    """The onnxruntime session configuration, the number of noise threads of ``classifier`` and the platform
-    (:func:`certification.platform_info.platform_record`: CPU, numpy SIMD levels, versions, ISA overrides)."""
-    return {**classifier.base_classifier.session_config, "noise_threads": classifier.noise_threads,
-            "platform": platform_record()}
+    """The runtime block of a single-process run: :meth:`SmoothedClassifier.runtime_record`."""
+    return classifier.runtime_record()
 
 
 def run_metrics(
@@ -308,6 +357,7 @@ def run_metrics(
         model={"path": Path(model_path).as_posix(), "sha256": classifier.base_classifier.sha256},
         data={"path": Path(data_path).as_posix(), "sha256": first.data_sha256, "n_examples_total": len(split)},
         max_examples=max_examples, radii=radii, confidence=confidence, class_names=class_names,
-        runtime=runtime_record(classifier), noise=noise_record(first.n0 + first.n, split.image_shape_chw),
+        runtime=outcome.runtime if outcome.runtime is not None else runtime_record(classifier),
+        noise=noise_record(first.n0 + first.n, split.image_shape_chw, outcome.noise_kernels),
         batch_size=batch_size,
     )

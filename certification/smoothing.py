@@ -33,6 +33,7 @@ from certification.noise_sampling import (
     NoisyCounter,
 )
 from certification.onnx_model import PROVIDERS, OnnxClassifier, default_threads
+from certification.platform_info import platform_record
 
 
 
@@ -144,20 +145,26 @@ class SmoothedClassifier:
     @classmethod
     def from_onnx(
         cls, path: str | os.PathLike[str], sigma: float, batch_size: int = 1000, threads: int | None = None, provider: str = "auto",
-        noise_threads: int | None = None,
+        noise_threads: int | None = None, prefetch: int = 2,
     ) -> "SmoothedClassifier":
         """Smooth the ONNX model at ``path`` (float32 NCHW input in [0, 1], output (N, K) class scores).
 
         ``threads``: onnxruntime intra-op threads (default: :func:`default_inference_threads`, half the cores);
-        ``noise_threads``: see the constructor. Neither changes any count."""
+        ``noise_threads``, ``prefetch``: see the constructor. None of them changes any count."""
         check_sigma_and_batch(sigma, batch_size)
         if threads is None:
             threads = default_inference_threads()
-        return cls(OnnxClassifier(path, threads=threads, provider=provider), sigma, batch_size, noise_threads=noise_threads)
+        return cls(OnnxClassifier(path, threads=threads, provider=provider), sigma, batch_size, prefetch=prefetch,
+                   noise_threads=noise_threads)
 
     @property
     def num_classes(self) -> int:
         return self.base_classifier.num_classes
+
+    def runtime_record(self) -> dict[str, Any]:
+        """The onnxruntime session configuration, the number of noise threads and the platform
+        (:func:`certification.platform_info.platform_record`: CPU, numpy SIMD levels, versions, ISA overrides)."""
+        return {**self.base_classifier.session_config, "noise_threads": self.noise_threads, "platform": platform_record()}
 
     # ---------------------------------------------------------------- CERTIFY
     def certify(self, x: np.ndarray, n0: int, n: int, alpha: float, seed: int, index: int = 0) -> CertifyResult:

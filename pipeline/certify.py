@@ -5,6 +5,8 @@ models/model.json), models/model.onnx,
 models/model.json (class names), results/protocol.json (the frozen protocol) and data/test.npz. Before the test
 split is opened it writes results/test_access.json (:mod:`certification.prespecification`). Writes results/certify.jsonl (+ results/certify.tsv),
 metrics/certify.json and plots/certify_curve.csv. An interrupted run resumes from results/certify.jsonl.partial.
+``runtime.certify_backend: ray`` certifies on Ray workers (``runtime.certify_workers``, ``runtime.ray_address``): the
+same files, the same certificates.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from certification.certify_run import certify_files, run_metrics
 from certification.fileio import sha256_file, write_text_atomic
 from certification.prespecification import first_test_access, read_protocol_record, record_test_access, utc_now
 from certification.model_card import load_model_description
+from certification.ray_backend import RaySettings
 from certification.summary import check_summary_options, curve_csv, write_certify_metrics
 from pipeline import layout
 from pipeline.params import certify_params, run_options
@@ -34,8 +37,9 @@ def main() -> int:
     params = certify_params(card)
     check_summary_options(params["radii"], params["confidence"])
     record_first_test_read()
+    ray = RaySettings(address=params["ray_address"], workers=params["workers"]) if params["backend"] == "ray" else None
     outcome, classifier, split = certify_files(layout.MODEL, layout.TEST_SPLIT, layout.CERTIFY_RESULTS, run_options(params),
-                                               params["n0"], params["n"], num_classes=len(card["class_names"]))
+                                               params["n0"], params["n"], num_classes=len(card["class_names"]), ray=ray)
     metrics = run_metrics(outcome, classifier, split, model_path=layout.MODEL, data_path=layout.TEST_SPLIT,
                           max_examples=params["max_examples"], radii=params["radii"], confidence=params["confidence"],
                           class_names=card["class_names"], batch_size=params["batch_size"])

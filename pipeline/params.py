@@ -1,7 +1,7 @@
 """Params sections read by more than one stage, validated in one place (the stages never import each other).
 
-``certify`` holds what decides a certificate; ``runtime`` holds the knobs that only change how fast it is computed
-(batch size, onnxruntime and noise threads). No stage lists ``runtime`` among its params in dvc.yaml, so changing
+``certify`` holds what decides a certificate; ``runtime`` holds the knobs that only change how fast or where it is
+computed (batch size, onnxruntime and noise threads, the local or Ray backend, its workers and cluster address). No stage lists ``runtime`` among its params in dvc.yaml, so changing
 it reruns nothing; the section is optional (defaults below).
 """
 from __future__ import annotations
@@ -24,9 +24,14 @@ KEYS: dict[str, Any] = {
     "radii": list,
 }
 
-#: ``runtime:`` keys and their defaults (null threads: the library's defaults, half the cores each).
-RUNTIME_DEFAULTS: dict[str, Any] = {"certify_batch_size": 250, "onnx_threads": None, "noise_threads": None}
-MOVED_TO_RUNTIME = {"batch_size": "certify_batch_size"}
+#: ``runtime:`` keys and their defaults (null threads: the library's defaults, half the cores each; backend local:
+#: this process; ray: Ray workers, on a local Ray started for the run when ``ray_address`` is null or "").
+RUNTIME_DEFAULTS: dict[str, Any] = {"certify_batch_size": 250, "onnx_threads": None, "noise_threads": None,
+                                    "certify_backend": "local", "certify_workers": None, "ray_address": None}
+#: Keys that are not positive integers (or null): their allowed values.
+TEXT_KEYS = {"certify_backend": ("local", "ray")}
+MOVED_TO_RUNTIME = {"batch_size": "certify_batch_size", "backend": "certify_backend", "workers": "certify_workers",
+                    "ray_address": "ray_address"}
 
 
 def resolve_sigma(params: Mapping[str, Any], card: Mapping[str, Any]) -> float:
@@ -49,7 +54,15 @@ def runtime_params() -> dict[str, Any]:
     if unknown:
         raise ParameterError(f"{PARAMS_FILE}: unknown key 'runtime.{unknown[0]}'; allowed keys: {', '.join(RUNTIME_DEFAULTS)}")
     values = {**RUNTIME_DEFAULTS, **section}
+    for key, allowed in TEXT_KEYS.items():
+        if values[key] not in allowed:
+            raise ParameterError(f"{PARAMS_FILE}: 'runtime.{key}' must be one of {', '.join(allowed)}, got {values[key]!r}")
+    if values["ray_address"] is not None and not isinstance(values["ray_address"], str):
+        raise ParameterError(f"{PARAMS_FILE}: 'runtime.ray_address' must be HOST:PORT, ray://HOST:PORT, auto, or null "
+                             f"(start a local Ray), got {values['ray_address']!r}")
     for key, value in values.items():
+        if key in TEXT_KEYS or key == "ray_address":
+            continue
         nullable = key != "certify_batch_size"
         if (value is None and nullable) or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             continue
@@ -72,6 +85,8 @@ def certify_params(card: Mapping[str, Any]) -> dict[str, Any]:
     runtime = runtime_params()
     params["batch_size"] = runtime["certify_batch_size"]
     params["threads"], params["noise_threads"] = runtime["onnx_threads"], runtime["noise_threads"]
+    params["backend"], params["workers"] = runtime["certify_backend"], runtime["certify_workers"]
+    params["ray_address"] = runtime["ray_address"] or None
     run_options(params).check(params["n0"], params["n"])
     return params
 

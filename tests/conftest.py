@@ -25,6 +25,15 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():  # type: ignore[no-untyped-def]
+    """One real local Ray (2 CPUs) for every test that asks for it (library and stage tests alike), started on
+    first use and shut down when the session ends: starting Ray costs seconds, so it starts once."""
+    from support.ray_cluster import local_ray
+
+    yield from local_ray()
+
+
 # Property-based tests run the same examples on every machine (no example database, no random seed), so the suite
 # is reproducible in CI; HYPOTHESIS_PROFILE=explore draws fresh examples for a longer local search.
 try:

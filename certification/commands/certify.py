@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certification import defaults
 from certification.commands._options import add_run_options, add_summary_options, check_out, run_options
-from certification.errors import InputError
+from certification.errors import InputError, ParameterError
+
+if TYPE_CHECKING:
+    from certification.ray_backend import RaySettings
 
 
 def add_certify_options(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +24,12 @@ def add_certify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n0", type=int, default=defaults.N0, help=f"selection samples per example (default {defaults.N0})")
     parser.add_argument("--n", type=int, default=defaults.N, help=f"estimation samples per example (default {defaults.N})")
     parser.add_argument("--shard", default=None, metavar="K/N", help="certify only shard K of N (every N-th example from K); merge with `smoothcert merge`")
+    parser.add_argument("--backend", default="local", metavar="{local,ray}",
+                        help="local: this process (default); ray: Ray workers, byte-identical certificates (needs the ray extra)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="with --backend ray: HOST:PORT (ray://HOST:10001, auto) of an existing cluster; default: start a local Ray on this machine's cores")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --backend ray: worker actors (default: one per CPU of the cluster); --threads/--noise-threads are then per worker")
     parser.add_argument("--summary", type=Path, default=None, help="also write the dataset-level summary JSON here (the metrics/certify.json format)")
     parser.add_argument("--model-card", type=Path, default=None,
                         help="JSON naming the classes ('class_names'), for the summary's per-class figures (default: MODEL with .json, when it exists)")
@@ -67,6 +76,17 @@ def _class_names(args: argparse.Namespace) -> list[str] | None:
     return names
 
 
+def ray_settings(backend: str, address: str | None, workers: int | None) -> "RaySettings | None":
+    """The Ray settings of ``--backend ray`` (None for local); --ray-address and --workers need --backend ray."""
+    from certification.ray_backend import RaySettings, check_backend
+
+    if check_backend(backend) == "local":
+        if address is not None or workers is not None:
+            raise ParameterError("--ray-address and --workers apply to --backend ray only; add --backend ray")
+        return None
+    return RaySettings(address=address or None, workers=workers)
+
+
 def run_certify(args: argparse.Namespace) -> int:
     from certification.certify_run import certify_files, run_metrics, tsv_path_for
     from certification.shards import parse_shard
@@ -74,6 +94,7 @@ def run_certify(args: argparse.Namespace) -> int:
 
     check_out(args.out, ".jsonl")
     shard = None if args.shard is None else parse_shard(args.shard)
+    ray = ray_settings(args.backend, args.ray_address, args.workers)
     options = run_options(args)
     options.check(args.n0, args.n)
     class_names = None
@@ -82,7 +103,7 @@ def run_certify(args: argparse.Namespace) -> int:
         check_summary_options(args.radii, args.confidence)
         class_names = _class_names(args)
     outcome, classifier, split = certify_files(args.model, args.data, args.out, options, args.n0, args.n, shard=shard,
-                                               num_classes=len(class_names) if class_names else None)
+                                               num_classes=len(class_names) if class_names else None, ray=ray)
     if args.summary is not None:
         write_certify_metrics(args.summary, run_metrics(
             outcome, classifier, split, model_path=args.model, data_path=args.data, max_examples=args.max_examples,

@@ -17,6 +17,9 @@ FORBIDDEN = {
     "certification.data": ("certification.smoothing", "certification.dossier", "certification.gate", "certification.failure_modes"),
     "certification.failure_modes": ("certification.dossier", "certification.gate", "certification.commands"),
     "certification.dossier": ("certification.commands",),
+    # the Ray backend schedules the engine; the file-level run (certify_run) calls it, never the other way round
+    "certification.ray_backend": ("certification.certify_run", "certification.summary", "certification.gate",
+                                  "certification.dossier", "certification.commands"),
 }
 
 

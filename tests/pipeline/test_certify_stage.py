@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from certification.errors import InputError
+from certification.fileio import sha256_file
 from support.prespec import FROZEN_UTC, freeze_project_protocol
 from support.dossier_outputs import PROTOCOL
 from support.oracle import conv_onnx, write_split
@@ -114,3 +115,55 @@ def test_a_rerun_keeps_the_first_opening_of_the_test_split(tmp_path: Path, monke
     assert main() == 0 and Path("results/test_access.json").read_bytes() == first
     write_split(Path("data/test.npz"), np.zeros((12, 8, 8, 3), np.uint8), np.zeros(12, np.int64))  # another split
     assert main() == 0 and Path("results/test_access.json").read_bytes() != first
+
+
+def test_the_ray_backend_writes_the_local_stage_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        ray_cluster: object) -> None:
+    """runtime.certify_backend: ray (default workers: one per CPU, 2 on the tests' local Ray) gives the local stage's
+    certificates (JSONL and TSV, timing aside), summary and curve, and the gate reaches the same verdict on them;
+    only timings and the runtime block differ."""
+    from certification.cli import main as smoothcert
+
+    outputs = {}
+    for backend in ("local", "ray"):
+        root = tmp_path / backend
+        root.mkdir()
+        _workspace(root, CERTIFY)
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["runtime"]["certify_backend"] = backend
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        card = json.loads((root / "models" / "model.json").read_text())
+        card["sha256"] = sha256_file(root / "models" / "model.onnx")
+        (root / "models" / "model.json").write_text(json.dumps(card))
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("SMOOTHCERT_TRACKING", "off")
+        from pipeline.certify import main
+
+        assert main() == 0
+        assert smoothcert(["gate", "--results", "results/certify.jsonl", "--protocol", "params.yaml",
+                           "--model-json", "models/model.json", "--out", "metrics/gate.json"]) in (0, 1)
+        records = [{**json.loads(line), "seconds": None} for line in Path("results/certify.jsonl").read_text().splitlines()]
+        records.append([line.split("\t")[:-1] for line in Path("results/certify.tsv").read_text().splitlines()])
+        metrics = json.loads(Path("metrics/certify.json").read_text())
+        gate = json.loads(Path("metrics/gate.json").read_text())
+        outputs[backend] = (records, metrics, Path("plots/certify_curve.csv").read_text(), gate)
+    (local_records, local_metrics, local_curve, local_gate), (ray_records, ray_metrics, ray_curve, ray_gate) = outputs.values()
+    assert ray_records == local_records and ray_curve == local_curve and ray_gate == local_gate
+    assert ray_metrics["runtime"]["backend"] == "ray" and ray_metrics["runtime"]["workers"] == 2
+    untimed = lambda m: {k: v for k, v in m.items() if k not in ("runtime", "throughput")}  # noqa: E731
+    assert untimed(ray_metrics) == untimed(local_metrics)
+
+
+def test_backend_settings_in_certify_name_their_place_in_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _workspace(tmp_path, {**CERTIFY, "backend": "ray"})
+    monkeypatch.chdir(tmp_path)
+    from pipeline.params import certify_params
+
+    with pytest.raises(InputError, match=r"certify.backend' moved to 'runtime.certify_backend'"):
+        certify_params({"train_sigma": 0.25})
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    del params["certify"]["backend"]
+    params["runtime"]["certify_backend"] = "spark"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(InputError, match=r"'runtime.certify_backend' must be one of local, ray, got 'spark'$"):
+        certify_params({"train_sigma": 0.25})
