@@ -26,6 +26,14 @@ MODEL_FP32 = Path("models/model_fp32.onnx")
 MODEL_CARD = Path("models/model.json")
 EXPORT_METRICS = Path("metrics/export.json")
 
+# device stage: what runs on the device, and the detached signatures of what ships
+SMOOTHED_MODEL = Path("models/smoothed.onnx")  # the smoothed predictor: counts over k noisy copies
+MODEL_SIGNATURE = Path("models/model.onnx.p7s")
+SMOOTHED_SIGNATURE = Path("models/smoothed.onnx.p7s")
+DEVICE_CARD = Path("models/smoothed.json")
+#: single-core latency of the smoothed predictor (benchmarks/device_latency.py; committed, read by the dossier)
+DEVICE_LATENCY = Path("benchmarks/device_latency.json")
+
 # protocol stage (runs before the test split is opened)
 PROTOCOL_RECORD = Path("results/protocol.json")
 
@@ -65,6 +73,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "data": (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT, DATASHEET),
     "train": (CHECKPOINT, TRAIN_METRICS, TRAIN_HISTORY),
     "export": (MODEL, MODEL_FP32, MODEL_CARD, EXPORT_METRICS),
+    "device": (SMOOTHED_MODEL, MODEL_SIGNATURE, SMOOTHED_SIGNATURE, DEVICE_CARD),
     "protocol": (PROTOCOL_RECORD,),
     "certify": (TEST_ACCESS, CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
@@ -78,11 +87,13 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "data": (),
     "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
     "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
+    "device": (MODEL, MODEL_CARD),
     "protocol": (),
     "certify": (PROTOCOL_RECORD, MODEL, MODEL_CARD, TEST_SPLIT),
     "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),
     "gate": (PROTOCOL_RECORD, CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),
     "dossier": (PROTOCOL_RECORD, TEST_ACCESS, MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
-                CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
+                CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES, DEVICE_CARD, MODEL_SIGNATURE,
+                SMOOTHED_MODEL, DEVICE_LATENCY),
     "verdict": (GATE_METRICS, CERTIFY_METRICS, MODEL_CARD, EVIDENCE),
 }

@@ -129,6 +129,12 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
             ("Output", f"{m.get('output_name', 'logits')} (logits)"),
             ("Normalisation (inside the graph)", f"mean {m['normalization'].get('mean')}, std {m['normalization'].get('std')}"),
             ("Classes", ", ".join(m.get("class_names", ev["data"]["classes"])))]
+    sig = (ev.get("device") or {}).get("model_signature")
+    if sig:
+        kind = "DEVELOPMENT key, not for submission" if sig["development"] else "production key"
+        rows += [("Detached model signature", f"{sig['path']} (CMS/PKCS#7 over the file's SHA-256), SHA-256 {sig['sha256']}"),
+                 ("Model signed by", f"{sig['signer']} ({kind}), {sig['signing_time_utc'] or 'time not recorded'}; "
+                                     f"certificate SHA-256 {sig['signer_cert_sha256']}")]
     return [para("4  Model identity and runtime", st["h1"]), key_values(rows, st),
             *_record_table(ev["export"], "Export checks (metrics/export.json)", st)]
 

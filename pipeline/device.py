@@ -1,0 +1,46 @@
+"""Stage ``device``: the smoothed predictor for the device and the signatures of what ships.
+
+Reads models/model.onnx (the shipped, certified artifact) and models/model.json, params ``deploy`` (n: the k noisy
+copies per image of the device's PREDICT, alpha), the certified sigma (``certify.sigma``, or the model's training
+sigma) and the dossier's key rules (``dossier.signing_key``/$SMOOTHCERT_SIGNING_KEY, ``dossier.passphrase_env``;
+empty: the development key). Writes models/smoothed.onnx, models/model.onnx.p7s, models/smoothed.onnx.p7s and the
+device card models/smoothed.json through :func:`certification.device_run.device_files`.
+"""
+from __future__ import annotations
+
+import sys
+
+from certification.device_run import device_files, write_device_card
+from certification.fileio import read_json
+from certification.signing.keys import choose_signer
+from pipeline import layout
+from pipeline.params import KEYS as CERTIFY_KEYS, resolve_sigma
+from pipeline.stage import load_section, run_stage
+from pipeline.tracking import log_stage
+
+DEPLOY_KEYS = {"n": int, "alpha": float, "latency_repeats": int}
+DOSSIER_KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "trust_root": str,
+                "require_approvals": bool}
+
+
+def main() -> int:
+    deploy = load_section("deploy", DEPLOY_KEYS)
+    sigma = resolve_sigma(load_section("certify", CERTIFY_KEYS), read_json(layout.MODEL_CARD))
+    keys = load_section("dossier", DOSSIER_KEYS)
+    chosen = choose_signer(keys["signing_key"], keys["passphrase_env"])
+    if chosen.development:
+        print("device: signing with the DEVELOPMENT KEY; not for submission", file=sys.stderr)
+    card = device_files(layout.MODEL, layout.SMOOTHED_MODEL, deploy["n"], sigma, deploy["alpha"], chosen)
+    write_device_card(layout.DEVICE_CARD, card)
+    smoothed = card["smoothed"]
+    print(f"device: {layout.SMOOTHED_MODEL} (k {smoothed['k']}, sigma {smoothed['sigma']}, alpha {smoothed['alpha']}, "
+          f"sha256 {smoothed['sha256'][:12]}...); signed {layout.MODEL} and {layout.SMOOTHED_MODEL} "
+          f"({card['signing_key']} key)")
+    log_stage("device", {"deploy.n": deploy["n"], "deploy.alpha": deploy["alpha"], "device.sigma": sigma,
+                         "device.signing_key": card["signing_key"]}, {},
+              artifacts=[layout.DEVICE_CARD], tags={"smoothcert.smoothed_sha256": smoothed["sha256"]})
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage("device", main)
