@@ -20,7 +20,7 @@ from certification.onnx_layout import load_onnx_artifact
 from certification.signing.detached import (DetachedSignature, DetachedVerification, read_signature, sign_detached,
                                             signature_path, verify_detached)
 from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, dev_pki_paths
-from certification.signing.keys import ChosenSigner
+from certification.signing.choice import ChosenSigner
 from certification.signing.verify import (DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED,
                                           VERIFIED, certificate_sha256, load_certificate)
 

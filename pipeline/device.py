@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from certification.device_run import device_files, write_device_card
+from certification.device_card import write_device_card
+from certification.device_run import device_files
 from certification.fileio import read_json
-from certification.signing.keys import choose_signer
+from certification.signing.choice import choose_signer
 from pipeline import layout
 from pipeline.params import KEYS as CERTIFY_KEYS, resolve_sigma
 from pipeline.stage import load_section, run_stage

@@ -24,7 +24,7 @@ from certification.dossier.build import SignerIdentity, build_dossier
 from certification.dossier.evidence import EvidenceInputs
 from certification.errors import InputError
 from certification.fileio import sha256_bytes, write_bytes_atomic
-from certification.signing.keys import choose_signer
+from certification.signing.choice import choose_signer
 from certification.signing.sign import Manifestation, sign_as_author, timestamper_for
 from certification.dossier.verify import verify_dossier
 from pipeline import layout

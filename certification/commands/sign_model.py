@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from certification.errors import silence_library_warnings
     from certification.model_signing import sign_model
     from certification.onnx_layout import load_onnx_artifact
-    from certification.signing.keys import choose_signer
+    from certification.signing.choice import choose_signer
 
     silence_library_warnings()
     load_onnx_artifact(args.model)  # refuse a bad model before a development PKI is created

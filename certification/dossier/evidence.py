@@ -341,7 +341,7 @@ def _device(inputs: EvidenceInputs, model_file: Path, model_sha: str, model_path
     SHA-256, signer, time; it must sign the certified model), the smoothed predictor's card and the single-core
     latency record. Absent files give None; a signature or card of another model is a StaleArtifactError."""
     from certification.device_latency import read_device_latency
-    from certification.device_run import read_device_card
+    from certification.device_card import read_device_card
     from certification.signing.detached import read_signature, signature_path
 
     out: dict[str, Any] = {"model_signature": None, "smoothed": None, "latency": None}
