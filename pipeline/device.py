@@ -8,12 +8,11 @@ device card models/smoothed.json through :func:`certification.device_run.device_
 """
 from __future__ import annotations
 
-import sys
-
 from certification.device_card import write_device_card
 from certification.device_run import device_files
 from certification.fileio import read_json
 from certification.signing.choice import choose_signer
+from certification.smoothed_graph import check_k
 from pipeline import layout
 from pipeline.params import KEYS as CERTIFY_KEYS, resolve_sigma
 from pipeline.stage import load_section, run_stage
@@ -28,15 +27,14 @@ def main() -> int:
     deploy = load_section("deploy", DEPLOY_KEYS)
     sigma = resolve_sigma(load_section("certify", CERTIFY_KEYS), read_json(layout.MODEL_CARD))
     keys = load_section("dossier", DOSSIER_KEYS)
+    k = check_k(deploy["n"])  # before a development PKI is created
     chosen = choose_signer(keys["signing_key"], keys["passphrase_env"])
-    if chosen.development:
-        print("device: signing with the DEVELOPMENT KEY; not for submission", file=sys.stderr)
-    card = device_files(layout.MODEL, layout.SMOOTHED_MODEL, deploy["n"], sigma, deploy["alpha"], chosen)
+    card = device_files(layout.MODEL, layout.SMOOTHED_MODEL, k, sigma, deploy["alpha"], chosen)
     write_device_card(layout.DEVICE_CARD, card)
     smoothed = card["smoothed"]
     print(f"device: {layout.SMOOTHED_MODEL} (k {smoothed['k']}, sigma {smoothed['sigma']}, alpha {smoothed['alpha']}, "
           f"sha256 {smoothed['sha256'][:12]}...); signed {layout.MODEL} and {layout.SMOOTHED_MODEL} "
-          f"({card['signing_key']} key)")
+          f"({'DEVELOPMENT key, not for submission' if chosen.development else 'production key'})")
     log_stage("device", {"deploy.n": deploy["n"], "deploy.alpha": deploy["alpha"], "device.sigma": sigma,
                          "device.signing_key": card["signing_key"]}, {},
               artifacts=[layout.DEVICE_CARD], tags={"smoothcert.smoothed_sha256": smoothed["sha256"]})
