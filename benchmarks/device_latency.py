@@ -97,6 +97,28 @@ def calibration_images(image_size: int) -> np.ndarray:
     return np.random.default_rng(1).random((256, 3, image_size, image_size), dtype=np.float32)
 
 
+def agreement(base: Path, graph: Path, k: int, sigma: float, alpha: float, examples: int) -> dict | None:
+    """Graph + rule vs the library's PREDICT at the same k on the first ``examples`` test images (None without
+    data/test.npz): the fraction of equal answers and each side's abstentions."""
+    from certification.dataset_io import load_split
+    from certification.smoothing import SmoothedClassifier, predict_from_counts
+    from certification.onnx_model import session_options
+    import onnxruntime as ort
+
+    test = ROOT / "data" / "test.npz"
+    if examples <= 0 or not test.is_file():
+        return None
+    with np.load(test) as npz:
+        count = min(examples, len(npz["labels"]))
+        images = np.ascontiguousarray(npz["images"][:count].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+    session = ort.InferenceSession(str(graph), sess_options=session_options(1), providers=["CPUExecutionProvider"])
+    device = np.array([predict_from_counts(session.run(None, {"image": x[None]})[0], alpha) for x in images])
+    library = np.array(SmoothedClassifier.from_onnx(base, sigma, batch_size=min(k, 1000), threads=1, provider="cpu")
+                       .predict_many(images, k, alpha, seed=0))
+    return {"k": k, "examples": int(count), "agreement": float(np.mean(device == library)),
+            "graph_abstentions": int(np.sum(device == -1)), "library_abstentions": int(np.sum(library == -1))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "model_fp32.onnx")
@@ -107,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--agreement-examples", type=int, default=200,
+                        help="test images for the graph-vs-library PREDICT agreement at --agreement-k (0: skip)")
+    parser.add_argument("--agreement-k", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "device_latency.json")
     args = parser.parse_args(argv)
 
@@ -133,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{precision} k={k:4d}: median {r['median_ms']:7.2f} ms, p99 {r['p99_ms']:7.2f} ms, peak RSS "
                       f"{r['peak_rss_mib']:6.1f} MiB; library PREDICT median {r['baseline_median_ms']:7.2f} ms, "
                       f"graph/library {r['median_ms'] / r['baseline_median_ms']:.2f}", flush=True)
+        agreements = []
+        for k in args.agreement_k if args.model.is_file() else []:
+            graph = build_smoothed_graph(fp32, work / f"agreement-{k}.onnx", k, args.sigma, args.alpha)
+            row = agreement(fp32, graph.path, k, args.sigma, args.alpha, args.agreement_examples)
+            if row is not None:
+                agreements.append(row)
+                print(f"agreement fp32 k={k}: graph + rule vs library PREDICT {row['agreement']:.3f} on {row['examples']} "
+                      f"test images (abstentions {row['graph_abstentions']} vs {row['library_abstentions']})", flush=True)
         target_row = next((r for r in rows if r.precision == "fp32" and r.k == TARGET["k"]), None)
         met = target_row is not None and target_row.p99_ms <= TARGET["p99_ms"] and args.image_size == TARGET["image_size"]
         command = "PYTHONPATH=$PWD python benchmarks/device_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out, rows, image_chw=(3, args.image_size, args.image_size),
             model_sha256={p: sha256_file(path) for p, path in bases.items()}, platform=platform_record(),
             command=command.strip(), date_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            target={**TARGET, "met": bool(met), "model": source})
+            target={**TARGET, "met": bool(met), "model": source}, agreement=agreements)
     print(f"target k={TARGET['k']} p99 <= {TARGET['p99_ms']} ms at {TARGET['image_size']}x{TARGET['image_size']} (fp32): "
           f"{'MET' if met else 'NOT MET'}; wrote {args.out}")
     return 0

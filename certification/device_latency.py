@@ -37,11 +37,13 @@ class LatencyRow:
 
 def write_device_latency(path: str | os.PathLike[str], rows: Sequence[LatencyRow], *, image_chw: Sequence[int],
                          model_sha256: Mapping[str, str], platform: Mapping[str, Any], command: str, date_utc: str,
-                         target: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the record (atomically) and return it; ``model_sha256`` names the base models timed (fp32, int8)."""
+                         target: Mapping[str, Any], agreement: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Write the record (atomically) and return it; ``model_sha256`` names the base models timed (fp32, int8);
+    ``agreement``: rows (k, examples, agreement, abstentions) comparing the graph + rule with the library's PREDICT."""
     document = {"schema": SCHEMA, "date_utc": date_utc, "command": command, "image_chw": [int(d) for d in image_chw],
                 "threads": {"intra_op_num_threads": 1, "inter_op_num_threads": 1}, "model_sha256": dict(model_sha256),
-                "platform": dict(platform), "target": dict(target), "rows": [row.to_dict() for row in rows]}
+                "platform": dict(platform), "target": dict(target), "rows": [row.to_dict() for row in rows],
+                "agreement": [dict(a) for a in agreement]}
     write_json_atomic(path, document)
     return document
 

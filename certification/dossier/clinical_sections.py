@@ -118,6 +118,11 @@ def deployed_procedure_section(ev: Mapping[str, Any], texts: Texts, st: Mapping[
             rows.append((f"Single-core latency, smoothed graph, {row['precision']}, k = {row['k']}",
                          f"median {num(row['median_ms'], 1)} ms, p99 {num(row['p99_ms'], 1)} ms ({row['calls']} calls), "
                          f"peak resident memory {num(row['peak_rss_mib'], 0)} MiB"))
+        for row in latency.get("agreement", []):
+            rows.append((f"Smoothed graph + rule vs the library's PREDICT, k = {row['k']}",
+                         f"same answer on {pct(row['agreement'])} of {row['examples']} test images (abstentions "
+                         f"{row['graph_abstentions']} vs {row['library_abstentions']}; independent noise, so equal only "
+                         "in distribution)"))
         plat = latency["platform"]
         rows.append(("Latency measured on", f"{plat.get('cpu_model')}, one core (onnxruntime 1 intra-op, 1 inter-op thread), "
                                             f"{latency['date_utc']}, {'this model' if shipped else 'a model of the same architecture, not this file'}; "

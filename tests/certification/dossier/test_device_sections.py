@@ -52,7 +52,9 @@ def test_device_files_are_listed_from_their_producers(outputs: Path, tmp_path: P
                          [LatencyRow("fp32", 100, 8.25, 12.5, 200, 61.0, card["smoothed"]["sha256"], 7.5)],
                          image_chw=(3, 8, 8), model_sha256={"fp32": sha256_file(root / "models/model.onnx")},
                          platform={"cpu_model": "Test CPU"}, command="benchmarks/device_latency.py", date_utc="2026-12-02T00:00:00Z",
-                         target={"k": 100, "p99_ms": 30.0, "met": True})
+                         target={"k": 100, "p99_ms": 30.0, "met": True},
+                         agreement=[{"k": 100, "examples": 200, "agreement": 0.97, "graph_abstentions": 16,
+                                     "library_abstentions": 15}])
     evidence, text = _text(root)
     sig = evidence["device"]["model_signature"]
     assert sig["path"] == "models/model.onnx.p7s" and sig["signed_sha256"] == evidence["hashes"]["model_sha256"]
@@ -60,6 +62,7 @@ def test_device_files_are_listed_from_their_producers(outputs: Path, tmp_path: P
     assert f"SHA-256{sig['sha256']}" in text and "DEVELOPMENTkey" in text  # model identity
     assert f"models/smoothed.onnx(SHA-256{card['smoothed']['sha256']}):k=50noisycopies" in text
     assert "fp32,k=100" in text and "median8.2ms,p9912.5ms(200calls)" in text and "thismodel" in text
+    assert "sameansweron97.0%of200testimages(abstentions16vs15" in text
     write_onnx(root / "models/other.onnx", seed=3)
     sign_model(root / "models/other.onnx", chosen, out=root / "models/model.onnx.p7s")  # a signature of another file
     with pytest.raises(StaleArtifactError, match="model.onnx.p7s: signs"):
