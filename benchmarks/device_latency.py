@@ -100,7 +100,6 @@ def calibration_images(image_size: int) -> np.ndarray:
 def agreement(base: Path, graph: Path, k: int, sigma: float, alpha: float, examples: int) -> dict | None:
     """Graph + rule vs the library's PREDICT at the same k on the first ``examples`` test images (None without
     data/test.npz): the fraction of equal answers and each side's abstentions."""
-    from certification.dataset_io import load_split
     from certification.smoothing import SmoothedClassifier, predict_from_counts
     from certification.onnx_model import session_options
     import onnxruntime as ort
