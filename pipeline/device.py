@@ -35,8 +35,7 @@ def main() -> int:
     print(f"device: {layout.SMOOTHED_MODEL} (k {smoothed['k']}, sigma {smoothed['sigma']}, alpha {smoothed['alpha']}, "
           f"sha256 {smoothed['sha256'][:12]}...); signed {layout.MODEL} and {layout.SMOOTHED_MODEL} "
           f"({'DEVELOPMENT key, not for submission' if chosen.development else 'production key'})")
-    log_stage("device", {"deploy.n": deploy["n"], "deploy.alpha": deploy["alpha"], "device.sigma": sigma,
-                         "device.signing_key": card["signing_key"]}, {},
+    log_stage("device", {**deploy, "sigma": sigma, "signing_key": card["signing_key"]}, {},
               artifacts=[layout.DEVICE_CARD], tags={"smoothcert.smoothed_sha256": smoothed["sha256"]})
     return 0
 

@@ -63,6 +63,8 @@ def test_counts_are_binomial_with_fresh_noise_every_call(oracle) -> None:
     dispersion = float(((ones - K * p) ** 2).sum() / (K * p * (1 - p)))  # chi2(calls) for independent copies
     assert chi2.ppf(TEST_LEVEL / 2, calls) < dispersion < chi2.ppf(1 - TEST_LEVEL / 2, calls)
     assert len(set(ones.tolist())) > 1  # every call draws fresh noise
+    # the hazard the README names: without a seed, every session of one process starts the same sequence
+    assert _session(graph.path).run(None, {"image": x})[0].tolist() == counts[0].tolist()
 
 
 def test_graph_and_rule_agree_with_library_predict(oracle) -> None:
