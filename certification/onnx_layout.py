@@ -115,3 +115,27 @@ def symbolic_batch(model: Any) -> None:
             dims[0].dim_param = "batch"
     # stale inferred shapes of intermediate values would pin the batch again
     del model.graph.value_info[:]
+
+
+def load_onnx_artifact(path: Any) -> Any:
+    """The ONNX file at ``path`` as an onnx.ModelProto, checked to be a loadable model with one (non-initializer)
+    input and one output; a one-line InputError otherwise (missing file, not ONNX, two inputs, ...)."""
+    from pathlib import Path
+
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found; run the export stage or pass an existing .onnx file")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for a file that is not ONNX
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not an ONNX model ({first[:160]}); pass the exported .onnx file") from None
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise InputError(f"{path}: expected one image input and one output, found {len(inputs)} inputs and "
+                         f"{len(model.graph.output)} outputs; export the classifier alone")
+    return model

@@ -122,6 +122,18 @@ def default_noise_threads(base_classifier: OnnxClassifier) -> int:
     return max(1, cores - 1)
 
 
+def predict_from_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> int:
+    """PREDICT's rule on label counts (K,) of n noisy samples: the top class (lowest index among equal counts), or
+    -1 (abstain) when the two-sided binomial test (p = 1/2) of the top two counts has a p-value above alpha. The
+    device applies the same rule to the counts of models/smoothed.onnx (README: the device PREDICT rule)."""
+    counts = np.asarray(counts)
+    order = np.argsort(-counts, kind="stable")
+    count1, count2 = int(counts[order[0]]), int(counts[order[1]])
+    if binomtest(count1, count1 + count2, p=0.5).pvalue > alpha:
+        return ABSTAIN
+    return int(order[0])
+
+
 class SmoothedClassifier:
     """A smoothed classifier g built from an ONNX base classifier f and a noise level sigma."""
 
@@ -267,15 +279,7 @@ class SmoothedClassifier:
 
     def _predict_many(self, images: np.ndarray, n: int, alpha: float, seed: int, indices: list[int]) -> list[int]:
         check_parameters(alpha, seed, n=n)
-        answers = []
-        for counts in self.predict_counts(images, n, seed, indices):
-            order = np.argsort(-counts, kind="stable")
-            count1, count2 = int(counts[order[0]]), int(counts[order[1]])
-            if binomtest(count1, count1 + count2, p=0.5).pvalue > alpha:
-                answers.append(ABSTAIN)
-            else:
-                answers.append(int(order[0]))
-        return answers
+        return [predict_from_counts(counts, alpha) for counts in self.predict_counts(images, n, seed, indices)]
 
     # ---------------------------------------------------------------- SAMPLE-UNDER-NOISE
     def _sample_noise(self, jobs: Iterable[NoiseJob], chw: tuple[int, ...]) -> Iterator[np.ndarray]:

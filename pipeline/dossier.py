@@ -17,7 +17,6 @@ Outputs: dossier/evidence.json, dossier/dossier_unsigned.pdf, dossier/dossier.pd
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -27,18 +26,13 @@ from certification.dossier.build import SignerIdentity, build_dossier
 from certification.dossier.evidence import EvidenceInputs
 from certification.errors import InputError
 from certification.fileio import sha256_bytes, write_bytes_atomic
-from certification.signing.devpki import ensure_dev_pki, is_dev_certificate
-from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
+from certification.signing.choice import choose_signer
 from certification.signing.sign import LongTerm, Manifestation, sign_as_author, timestamper_for
 from certification.signing.verify import load_certificate
 from certification.dossier.verify import verify_dossier
 from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage
 from pipeline.tracking import log_stage
-
-#: Environment variable naming the production PKCS#12 (CI decodes it from a secret); it wins over dossier.signing_key,
-#: so no key path has to be written into params.yaml.
-SIGNING_KEY_ENV = "SMOOTHCERT_SIGNING_KEY"
 
 KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "validation_data": str,
         "trust_root": str, "require_approvals": bool}
@@ -61,7 +55,8 @@ def evidence_inputs(root: Path = Path(".")) -> EvidenceInputs:
         certify_metrics=root / layout.CERTIFY_METRICS, certify_records=root / layout.CERTIFY_RESULTS,
         evaluate_metrics=root / layout.EVALUATE_METRICS, gate_metrics=root / layout.GATE_METRICS,
         test_split=root / layout.TEST_SPLIT, protocol_record=root / layout.PROTOCOL_RECORD,
-        test_access=root / layout.TEST_ACCESS,
+        test_access=root / layout.TEST_ACCESS, device_card=root / layout.DEVICE_CARD,
+        device_latency=root / layout.DEVICE_LATENCY,
     )
 
 
@@ -71,18 +66,16 @@ def main() -> int:
     if not all(isinstance(f, str) for f in fields):
         raise InputError("params.yaml: 'dossier.approval_fields' must be a list of field names")
     trust_root = Path(cfg["trust_root"]) if cfg["trust_root"] else None
-    signing_key = os.environ.get(SIGNING_KEY_ENV) or cfg["signing_key"]
-    if signing_key:
-        signer = load_signer(signing_key, passphrase_from_env(cfg["passphrase_env"]), cfg["passphrase_env"])
-        cert = signer_certificate(signer)
+    chosen = choose_signer(cfg["signing_key"], cfg["passphrase_env"])
+    signer = chosen.signer
+    if chosen.dev_pki is None:
         # a development certificate named as the production key is still a development key, and says so
-        identity = SignerIdentity(is_dev_certificate(cert), common_name(cert), _trust_anchor(signer))
+        identity = SignerIdentity(chosen.development, chosen.name, _trust_anchor(signer))
     else:
-        pki = ensure_dev_pki(passphrase_env=cfg["passphrase_env"])
-        signer = pki.signer()
+        pki = chosen.dev_pki
         trust_root = trust_root or pki.ca_cert
         anchor = sha256_bytes(pki.ca_certificate().public_bytes(serialization.Encoding.DER))
-        identity = SignerIdentity(True, common_name(signer_certificate(signer)), anchor)
+        identity = SignerIdentity(True, chosen.name, anchor)
         print(f"dossier: signing with the DEVELOPMENT KEY ({pki.folder}); not for submission", file=sys.stderr)
     built = build_dossier(evidence_inputs(), load_document(), layout.TEMPLATES, fields, identity)
     author = built.roles["author"]

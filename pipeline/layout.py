@@ -29,6 +29,13 @@ EXPORT_METRICS = Path("metrics/export.json")
 
 # validate stage (sigma selection on the validation split; the test split stays sealed)
 VALIDATION_METRICS = Path("metrics/validation.json")
+# device stage: what runs on the device, and the detached signatures of what ships
+SMOOTHED_MODEL = Path("models/smoothed.onnx")  # the smoothed predictor: counts over k noisy copies
+MODEL_SIGNATURE = Path("models/model.onnx.p7s")
+SMOOTHED_SIGNATURE = Path("models/smoothed.onnx.p7s")
+DEVICE_CARD = Path("models/smoothed.json")
+#: single-core latency of the smoothed predictor (benchmarks/device_latency.py; committed, read by the dossier)
+DEVICE_LATENCY = Path("benchmarks/device_latency.json")
 
 # protocol stage (runs before the test split is opened)
 PROTOCOL_RECORD = Path("results/protocol.json")
@@ -73,6 +80,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "train": (CHECKPOINT, TRAIN_METRICS, TRAIN_HISTORY),
     "export": (MODEL, MODEL_FP32, MODEL_CARD, EXPORT_METRICS),
     "validate": (VALIDATION_METRICS,),
+    "device": (SMOOTHED_MODEL, MODEL_SIGNATURE, SMOOTHED_SIGNATURE, DEVICE_CARD),
     "protocol": (PROTOCOL_RECORD,),
     "certify": (TEST_ACCESS, CERTIFY_RESULTS, CERTIFY_TSV, CERTIFY_METRICS, CERTIFY_CURVE),
     "evaluate": (EVALUATE_DIR, EVALUATE_METRICS, EVALUATE_ATTACK_CURVE),
@@ -87,12 +95,14 @@ STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
     "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
     "validate": (MODEL, MODEL_CARD, VAL_SPLIT),
+    "device": (MODEL, MODEL_CARD),
     "protocol": (),
     "certify": (PROTOCOL_RECORD, MODEL, MODEL_CARD, TEST_SPLIT),
     "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),
     "gate": (PROTOCOL_RECORD, CERTIFY_RESULTS, CERTIFY_METRICS, MODEL_CARD, MODEL, TEST_SPLIT),
     "dossier": (PROTOCOL_RECORD, TEST_ACCESS, MODEL, MODEL_CARD, DATASHEET, TEST_SPLIT, TRAIN_METRICS, EXPORT_METRICS, CERTIFY_METRICS,
-                CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES),
+                CERTIFY_RESULTS, EVALUATE_METRICS, EVALUATE_DIR, GATE_METRICS, TEMPLATES, DEVICE_CARD, MODEL_SIGNATURE,
+                SMOOTHED_MODEL, DEVICE_LATENCY),
     "verdict": (GATE_METRICS, CERTIFY_METRICS, MODEL_CARD, EVIDENCE),
 }
 

@@ -331,6 +331,7 @@ _RESTORE: dict[str, tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]]] 
     "train": (("train",), (layout.TRAIN_METRICS,), (layout.TRAIN_HISTORY,)),
     "export": (("export",), (layout.EXPORT_METRICS,), (layout.MODEL_CARD,)),
     "validate": (("validate",), (), (layout.VALIDATION_METRICS,)),
+    "device": (("deploy",), (), (layout.DEVICE_CARD,)),
     "protocol": (("gate",), (), (layout.PROTOCOL_RECORD,)),
     "certify": (("certify",), (), (layout.CERTIFY_METRICS, layout.CERTIFY_CURVE, layout.CERTIFY_TSV, layout.TEST_ACCESS)),
     "evaluate": (("evaluate",), (), (layout.EVALUATE_METRICS, layout.EVALUATE_ATTACK_CURVE)),  # + the figures

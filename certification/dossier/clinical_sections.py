@@ -106,6 +106,27 @@ def deployed_procedure_section(ev: Mapping[str, Any], texts: Texts, st: Mapping[
                                              "per onnxruntime call)"),
             ("Measured on", f"{plat.get('cpu_model')} ({plat.get('machine')}, {plat.get('system')}), onnxruntime "
                             f"{plat.get('versions', {}).get('onnxruntime')}, numpy SIMD {plat.get('numpy_simd', {}).get('highest')}")]
+    device = ev.get("device") or {}
+    smoothed, latency = device.get("smoothed"), device.get("latency")
+    if smoothed:
+        rows.append(("Smoothed predictor for the device", f"{smoothed['path']} (SHA-256 {smoothed['sha256']}): k = "
+                                                          f"{smoothed['k']} noisy copies in one graph, sigma {num(smoothed['sigma'])}, "
+                                                          f"alpha {num(smoothed['alpha'])}; noise: {smoothed['metadata'].get('noise', '')}"))
+    if latency:
+        shipped = latency["model_sha256"].get("fp32") == ev["hashes"].get("model_fp32_sha256")
+        for row in latency["rows"]:
+            rows.append((f"Single-core latency, smoothed graph, {row['precision']}, k = {row['k']}",
+                         f"median {num(row['median_ms'], 1)} ms, p99 {num(row['p99_ms'], 1)} ms ({row['calls']} calls), "
+                         f"peak resident memory {num(row['peak_rss_mib'], 0)} MiB"))
+        for row in latency.get("agreement", []):
+            rows.append((f"Smoothed graph + rule vs the library's PREDICT, k = {row['k']}",
+                         f"same answer on {pct(row['agreement'])} of {row['examples']} test images (abstentions "
+                         f"{row['graph_abstentions']} vs {row['library_abstentions']}; independent noise, so equal only "
+                         "in distribution)"))
+        plat = latency["platform"]
+        rows.append(("Latency measured on", f"{plat.get('cpu_model')}, one core (onnxruntime 1 intra-op, 1 inter-op thread), "
+                                            f"{latency['date_utc']}, {'this model' if shipped else 'a model of the same architecture, not this file'}; "
+                                            f"{latency['command']}"))
     out += [key_values(rows, st), para("The gate's abstention criterion and this procedure", st["h2"]),
             *paragraphs(t["gate_abstention"], st["body"]), para("Hardware", st["h2"]), *paragraphs(t["device_hardware"], st["body"])]
     return out

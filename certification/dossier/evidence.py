@@ -47,6 +47,8 @@ class EvidenceInputs:
     test_split: Path
     protocol_record: Path | None = None  # the pipeline's results/protocol.json (None: built outside the pipeline)
     test_access: Path | None = None  # results/test_access.json, written when certify first opened the test split
+    device_card: Path | None = None  # models/smoothed.json, the device stage's card (None or absent: not listed)
+    device_latency: Path | None = None  # benchmarks/device_latency.json (None or absent: not listed)
 
 
 VERDICT_WORDS = {"ACCEPT": "ACCEPTED", "REJECT": "REJECTED"}
@@ -334,6 +336,29 @@ def _noise_loops(kernels: Mapping[str, Any]) -> str:
     return "; ".join(f"{loop} ({', '.join(fns)})" for loop, fns in by_loop.items())
 
 
+def _device(inputs: EvidenceInputs, model_file: Path, model_sha: str, model_path: str) -> dict[str, Any]:
+    """What ships to the device, where the files exist: the model's detached signature (``MODEL.p7s``: its own
+    SHA-256, signer, time; it must sign the certified model), the smoothed predictor's card and the single-core
+    latency record. Absent files give None; a signature or card of another model is a StaleArtifactError."""
+    from certification.device_latency import read_device_latency
+    from certification.device_card import read_device_card
+    from certification.signing.detached import read_signature, signature_path
+
+    out: dict[str, Any] = {"model_signature": None, "smoothed": None, "latency": None}
+    sig_file = signature_path(model_file)
+    if sig_file.is_file():
+        sig = read_signature(sig_file)
+        if sig.signed_sha256 != model_sha:
+            raise StaleArtifactError(f"{sig_file}: signs {sig.signed_sha256[:12]}..., not the certified model "
+                                     f"{model_sha[:12]}...; sign the model again (dvc repro, or smoothcert sign-model)")
+        out["model_signature"] = {**sig.to_dict(), "path": signature_path(Path(model_path)).as_posix()}
+    if inputs.device_card is not None and inputs.device_card.is_file():
+        out["smoothed"] = read_device_card(inputs.device_card, model_sha, root=inputs.root)["smoothed"]
+    if inputs.device_latency is not None and inputs.device_latency.is_file():
+        out["latency"] = read_device_latency(inputs.device_latency)
+    return out
+
+
 def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], documents: Mapping[str, Any],
                      signing: Mapping[str, Any]) -> dict[str, Any]:
     """Build the evidence dict from the pipeline outputs named by ``inputs``.
@@ -424,6 +449,7 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
         "prespecification": _prespecification(inputs, gate, test_sha),
         "evaluate": evaluate,
         "clinical": _clinical(evaluate, model, certify, float(gate["radius"]), class_names, src["evaluate"]),
+        "device": _device(inputs, model_file, model_sha, model.get("path", "")),
         "signing": dict(signing),
         "params": json.loads(params_canonical),
     }

@@ -134,6 +134,12 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
         rows.insert(1, ("Origin", f"SUPPLIED by the user, not trained or exported by this pipeline: {supplied['source']}, "
                                   f"SHA-256 {supplied['sha256']} (copied byte for byte to {m.get('path', '')})"))
         rows.insert(2, ("Input adaptation (in memory)", "; ".join(supplied.get("input_adaptation") or []) or "none"))
+    sig = (ev.get("device") or {}).get("model_signature")
+    if sig:
+        kind = "DEVELOPMENT key, not for submission" if sig["development"] else "production key"
+        rows += [("Detached model signature", f"{sig['path']} (CMS/PKCS#7 over the file's SHA-256), SHA-256 {sig['sha256']}"),
+                 ("Model signed by", f"{sig['signer']} ({kind}), {sig['signing_time_utc'] or 'time not recorded'}; "
+                                     f"certificate SHA-256 {sig['signer_cert_sha256']}")]
     title = "Import checks (metrics/export.json)" if supplied else "Export checks (metrics/export.json)"
     return [para("4  Model identity and runtime", st["h1"]), key_values(rows, st), *_record_table(ev["export"], title, st)]
 

@@ -31,11 +31,9 @@ from certification.errors import InputError, MissingInputError
 from certification.fileio import sha256_bytes, sha256_file
 from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, DEV_ORGANIZATION, dev_pki_paths
 from certification.signing.layout import AUTHOR_FIELD
-from certification.signing.verify import (VerificationReport, certificate_sha256, check_signatures, guarded,
+from certification.signing.verify import (DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED,
+                                          VERIFIED, VerificationReport, certificate_sha256, check_signatures, guarded,
                                           load_certificate, open_signed_pdf, signed_revision)
-
-EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_DEVELOPMENT = 0, 1, 3
-VERIFIED, DEVELOPMENT, NOT_VERIFIED = "VERIFIED", "DEVELOPMENT", "NOT VERIFIED"
 
 
 @dataclass

@@ -73,3 +73,4 @@ def signer_certificate(signer: SimpleSigner) -> x509.Certificate:
 def common_name(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     return str(names[0].value) if names else cert.subject.rfc4514_string()
+

@@ -33,6 +33,9 @@ from certification.errors import InputError, MissingInputError
 from certification.signing.layout import AUTHOR_FIELD
 
 PADES_SUBFILTER = "/ETSI.CAdES.detached"
+#: The states of a verification and their exit codes, shared by ``smoothcert verify`` and ``verify-model``.
+EXIT_VERIFIED, EXIT_NOT_VERIFIED, EXIT_DEVELOPMENT = 0, 1, 3
+VERIFIED, DEVELOPMENT, NOT_VERIFIED = "VERIFIED", "DEVELOPMENT", "NOT VERIFIED"
 
 
 @dataclass(frozen=True)

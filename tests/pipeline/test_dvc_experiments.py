@@ -93,8 +93,8 @@ def test_a_rejecting_experiment_is_recorded_with_its_verdict(project: tuple[Path
     experiment = client.get_experiment_by_name("smoothcert")
     (mlrun,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'strict-gate'")
     stages = {k.split(".")[-1]: v for k, v in mlrun.data.tags.items() if k.startswith("smoothcert.stage.")}
-    assert set(stages) == {"data", "train", "export", "validate", "protocol", "certify", "evaluate", "gate", "dossier",
-                           "verdict"}
+    assert set(stages) == {"data", "train", "export", "validate", "device", "protocol", "certify", "evaluate", "gate",
+                           "dossier", "verdict"}
     assert stages["train"] == "cached" and stages["gate"] == "done"  # evaluate reruns: certify metrics carry timings
     assert mlrun.data.tags["smoothcert.verdict"] == "REJECT"
     version = client.get_model_version("smoothcert-base-classifier", mlrun.data.tags["smoothcert.registered_version"])

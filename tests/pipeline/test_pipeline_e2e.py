@@ -79,7 +79,8 @@ def test_every_stage_wrote_its_outputs(project: tuple[Path, dict[str, str]]) -> 
     for rel in ["data/train.npz", "data/val.npz", "data/test.npz", "data/datasheet.json", "models/model.pt",
                 "metrics/train.json", "plots/train_history.csv", "models/model.onnx", "models/model.json",
                 "results/certify.jsonl", "results/certify.tsv", "metrics/certify.json", "metrics/evaluate.json",
-                "metrics/gate.json", "dossier/evidence.json", "dossier/dossier.pdf"]:
+                "metrics/gate.json", "dossier/evidence.json", "dossier/dossier.pdf", "models/smoothed.onnx",
+                "models/model.onnx.p7s", "models/smoothed.onnx.p7s", "models/smoothed.json"]:
         assert (root / rel).is_file(), rel
     model = json.loads((root / "models/model.json").read_text())
     rows = [json.loads(line) for line in (root / "results/certify.jsonl").read_text().splitlines()]
