@@ -8,7 +8,8 @@
   inputs; fails with :class:`ParityError` when argmax agreement is below 99.9% or any logit differs by more
   than 1e-4.
 * :func:`quantize_int8`: static QDQ int8, per-channel weights, calibrated on noisy inputs x + N(0, sigma^2)
-  because randomized smoothing only ever evaluates the model on noisy inputs.
+  because randomized smoothing only ever evaluates the model on noisy inputs (:func:`noisy_copy`, the same
+  draw :mod:`certification.qat` calibrates its fake quantization on).
 * :func:`model_card`: the ``models/model.json`` record of the shipped artifact.
 """
 from __future__ import annotations
@@ -160,11 +161,16 @@ def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike[str], x: n
     return report
 
 
+def noisy_copy(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """``x`` + N(0, sigma^2) in float32, one draw of ``default_rng(seed)`` (the calibration inputs)."""
+    return (x + np.float32(sigma) * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)).astype(np.float32)
+
+
 class _NoisyCalibrationReader:
     """Feeds calibration batches x + N(0, sigma^2) to onnxruntime's static quantizer."""
 
     def __init__(self, x: np.ndarray, sigma: float, seed: int, batch_size: int = 64) -> None:
-        noisy = x + np.float32(sigma) * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+        noisy = noisy_copy(x, sigma, seed)
         self._batches = iter([{INPUT_NAME: noisy[i:i + batch_size].astype(np.float32)} for i in range(0, len(noisy), batch_size)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -207,9 +213,11 @@ def prediction_agreement(path_a: str | os.PathLike[str], path_b: str | os.PathLi
 
 def model_card(onnx_path: str | os.PathLike[str], fp32_path: str | os.PathLike[str], relative_path: str, config: dict[str, Any],
                opset: int, quantization: str, parameters: int, flops: int, class_names: list[str],
-               malignant_classes: list[str], platform: dict[str, Any]) -> dict[str, Any]:
+               malignant_classes: list[str], platform: dict[str, Any], method: str = "none") -> dict[str, Any]:
     """The ``model.json`` record: identity (SHA-256), I/O contract, normalisation and provenance (``platform``:
-    where the weights were trained and where they were exported, see :mod:`certification.platform_info`)."""
+    where the weights were trained and where they were exported, see :mod:`certification.platform_info`);
+    ``quantization`` is the artifact's number format (none | int8), ``quantization_method`` how it was made
+    (none | ptq: post-training static QDQ | qat: quantization-aware fine-tuning, then QDQ)."""
     import onnxruntime as ort
 
     size, channels = int(config["image_size"]), int(config.get("in_channels", 3))
@@ -230,6 +238,7 @@ def model_card(onnx_path: str | os.PathLike[str], fp32_path: str | os.PathLike[s
         "parameters": int(parameters),
         "flops": int(flops),
         "quantization": quantization,
+        "quantization_method": method,
         "architecture": str(config.get("architecture")),
         "train_sigma": float(config.get("train_sigma", 0.0)),
         "platform": dict(platform),

@@ -77,7 +77,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
 STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "data": (),
     "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
-    "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
+    "export": (CHECKPOINT, TRAIN_METRICS, TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
     "protocol": (),
     "certify": (PROTOCOL_RECORD, MODEL, MODEL_CARD, TEST_SPLIT),
     "evaluate": (MODEL, MODEL_FP32, CHECKPOINT, MODEL_CARD, TEST_SPLIT, CERTIFY_RESULTS, CERTIFY_METRICS),

@@ -214,8 +214,20 @@ def test_train_and_export_stages_end_to_end(workdir):
     write_params(workdir / "params.yaml", {**TINY_PARAMS, "export": {**TINY_PARAMS["export"], "quantize": True}})
     assert export.main() == 0
     card = json.loads((workdir / "models/model.json").read_text())
-    assert card["quantization"] == "int8" and card["sha256"] != card["fp32_sha256"]
+    assert card["quantization"] == "int8" and card["quantization_method"] == "ptq" and card["sha256"] != card["fp32_sha256"]
     assert json.loads((workdir / "metrics/export.json").read_text())["quantized_agreement"]["agreement_noisy"] > 0.5
+
+    # QAT: fine-tuned with fake quantization, shipped as int8 QDQ that follows the fake-quant model; fp32 unchanged.
+    fp32_bytes = (workdir / "models/model_fp32.onnx").read_bytes()
+    write_params(workdir / "params.yaml", {**TINY_PARAMS, "export": {**TINY_PARAMS["export"], "quantize": "qat",
+                                                                      "qat": {"epochs": 1, "lr": 0.001, "batch_size": 64, "seed": 5}}})
+    assert export.main() == 0
+    card = json.loads((workdir / "models/model.json").read_text())
+    assert card["quantization"] == "int8" and card["quantization_method"] == "qat" and card["qat"]["epochs"] == 1
+    assert card["sha256"] == sha256_file(workdir / "models/model.onnx") and (workdir / "models/model_fp32.onnx").read_bytes() == fp32_bytes
+    quantized = json.loads((workdir / "metrics/export.json").read_text())["quantized_agreement"]
+    assert quantized["method"] == "qat" and quantized["qat"]["int8_vs_fake_quant_agreement_noisy"] >= 0.95
+    assert quantized["size_ratio"] > 1.2 and len(quantized["qat"]["train_loss"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -233,6 +245,8 @@ def test_train_and_export_stages_end_to_end(workdir):
         ("train", {"method": "macer", "sigma": 0.0}, "method macer needs noise"),
         ("export", {"opset": 7}, "opset"),
         ("export", {"quantize": None}, "missing key 'export.quantize'"),
+        ("export", {"quantize": "int4"}, "export.quantize must be one of none, ptq, qat"),
+        ("export", {"quantize": "qat", "qat": {"epochs": 1, "lr": 0.001, "batch_size": 64}}, "missing key 'export.qat.seed'"),
     ],
 )
 def test_train_and_export_reject_bad_params_without_outputs(workdir, section, change, message):
