@@ -147,6 +147,9 @@ def export_files(checkpoint: Path, val: Split, classes: Sequence[str], malignant
                 assert train is not None
                 fake_quant, qat_record = _qat_float_graph(model, train, noisy_copy(calibration, parity_sigma, settings.seed + 3),
                                                           parity_sigma, settings.qat, source, shape, settings.opset)
+                # the fine-tuned float graph handed to the quantizer is the torch model's (same checks as the fp32 export)
+                qat_record["float_parity"] = check_parity(fake_quant.float_graph(), source, parity_x, parity_sigma,
+                                                          settings.seed + 1, ORT_THREADS).to_dict()
             quantize_int8(source, shipped_tmp, calibration, parity_sigma, settings.seed + 3)
             quantized = {"method": method,
                          "agreement_clean": prediction_agreement(fp32_tmp, shipped_tmp, x_val, ORT_THREADS),

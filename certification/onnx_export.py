@@ -30,7 +30,7 @@ import torch
 from certification.errors import InputError
 from certification.fileio import atomic_output, sha256_file
 from certification.onnx_model import open_session, session_logits
-from certification.onnx_rewrites import simplify
+from certification.onnx_rewrites import compact_qdq, simplify
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -184,7 +184,8 @@ def quantize_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLik
                   sigma: float, seed: int) -> None:
     """Static int8 QDQ quantization (per-channel int8 weights, uint8 activations, MinMax calibration).
 
-    Calibrated on ``calibration`` + N(0, sigma^2) noise: the ranges then match what certification feeds.
+    Calibrated on ``calibration`` + N(0, sigma^2) noise: the ranges then match what certification feeds. The file
+    is :func:`~certification.onnx_rewrites.compact_qdq`'d (short names; same kernels, identical outputs).
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -202,6 +203,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLik
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
+            onnx.save(compact_qdq(onnx.load(str(tmp))), str(tmp))
 
 
 def prediction_agreement(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str], x: np.ndarray, threads: int = 2) -> float:
