@@ -107,7 +107,11 @@ def read_evidence(data: bytes) -> AuditedEvidence:
 def parse_records(data: bytes) -> dict[int, dict[str, Any]]:
     """Records of certify.jsonl bytes by test index, read by the one certify-record reader
     (:func:`certification.records.parse_certify_records`: every row validated, no index twice)."""
-    return {r.index: r.to_dict() for r in parse_certify_records(data, "attached certify.jsonl")}
+    records = parse_certify_records(data, "attached certify.jsonl")
+    if any(r.is_incremental for r in records):
+        raise InputError("attached certify.jsonl holds incremental certificates; audit re-runs full CERTIFY only: audit the "
+                         "original model's dossier and re-run the incremental certification from its file")
+    return {r.index: r.to_dict() for r in records}
 
 # ----------------------------------------------------------------------------------------------------------
 

@@ -16,3 +16,5 @@ BATCH_SIZE = 250
 CONFIDENCE = 0.95
 #: Radii of the certified-accuracy curve.
 RADII = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
+#: Disagreement samples per example of an incremental certification (``certify --incremental-from``).
+INCREMENTAL_N_P = 1000

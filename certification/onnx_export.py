@@ -8,7 +8,8 @@
   inputs; fails with :class:`ParityError` when argmax agreement is below 99.9% or any logit differs by more
   than 1e-4.
 * :func:`quantize_int8`: static QDQ int8, per-channel weights, calibrated on noisy inputs x + N(0, sigma^2)
-  because randomized smoothing only ever evaluates the model on noisy inputs.
+  because randomized smoothing only ever evaluates the model on noisy inputs (:func:`noisy_copy`, the same
+  draw :mod:`certification.qat` calibrates its fake quantization on).
 * :func:`model_card`: the ``models/model.json`` record of the shipped artifact.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from certification.errors import InputError
 from certification.fileio import atomic_output, sha256_file
 from certification.onnx_model import open_session, session_logits
-from certification.onnx_rewrites import simplify
+from certification.onnx_rewrites import compact_qdq, simplify
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -160,11 +161,16 @@ def check_parity(model: torch.nn.Module, onnx_path: str | os.PathLike[str], x: n
     return report
 
 
+def noisy_copy(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """``x`` + N(0, sigma^2) in float32, one draw of ``default_rng(seed)`` (the calibration inputs)."""
+    return (x + np.float32(sigma) * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)).astype(np.float32)
+
+
 class _NoisyCalibrationReader:
     """Feeds calibration batches x + N(0, sigma^2) to onnxruntime's static quantizer."""
 
     def __init__(self, x: np.ndarray, sigma: float, seed: int, batch_size: int = 64) -> None:
-        noisy = x + np.float32(sigma) * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+        noisy = noisy_copy(x, sigma, seed)
         self._batches = iter([{INPUT_NAME: noisy[i:i + batch_size].astype(np.float32)} for i in range(0, len(noisy), batch_size)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -178,7 +184,8 @@ def quantize_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLik
                   sigma: float, seed: int) -> None:
     """Static int8 QDQ quantization (per-channel int8 weights, uint8 activations, MinMax calibration).
 
-    Calibrated on ``calibration`` + N(0, sigma^2) noise: the ranges then match what certification feeds.
+    Calibrated on ``calibration`` + N(0, sigma^2) noise: the ranges then match what certification feeds. The file
+    is :func:`~certification.onnx_rewrites.compact_qdq`'d (short names; same kernels, identical outputs).
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -196,6 +203,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLik
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
+            onnx.save(compact_qdq(onnx.load(str(tmp))), str(tmp))
 
 
 def prediction_agreement(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str], x: np.ndarray, threads: int = 2) -> float:
@@ -207,9 +215,11 @@ def prediction_agreement(path_a: str | os.PathLike[str], path_b: str | os.PathLi
 
 def model_card(onnx_path: str | os.PathLike[str], fp32_path: str | os.PathLike[str], relative_path: str, config: dict[str, Any],
                opset: int, quantization: str, parameters: int, flops: int, class_names: list[str],
-               malignant_classes: list[str], platform: dict[str, Any]) -> dict[str, Any]:
+               malignant_classes: list[str], platform: dict[str, Any], method: str = "none") -> dict[str, Any]:
     """The ``model.json`` record: identity (SHA-256), I/O contract, normalisation and provenance (``platform``:
-    where the weights were trained and where they were exported, see :mod:`certification.platform_info`)."""
+    where the weights were trained and where they were exported, see :mod:`certification.platform_info`);
+    ``quantization`` is the artifact's number format (none | int8), ``quantization_method`` how it was made
+    (none | ptq: post-training static QDQ | qat: quantization-aware fine-tuning, then QDQ)."""
     import onnxruntime as ort
 
     size, channels = int(config["image_size"]), int(config.get("in_channels", 3))
@@ -230,6 +240,7 @@ def model_card(onnx_path: str | os.PathLike[str], fp32_path: str | os.PathLike[s
         "parameters": int(parameters),
         "flops": int(flops),
         "quantization": quantization,
+        "quantization_method": method,
         "architecture": str(config.get("architecture")),
         "train_sigma": float(config.get("train_sigma", 0.0)),
         "platform": dict(platform),

@@ -7,7 +7,10 @@ Two kinds of rows, one JSON object per line:
   on by SHA-256 (so a shard, a gate or a dossier can refuse rows of another run). ``prediction`` is the class or
   :data:`ABSTAIN`;
   ``radius`` is an L2 norm in [0,1]-pixel units, 0.0 when abstaining; ``correct`` means a non-abstaining
-  prediction equal to the label.
+  prediction equal to the label. A row of an incremental certification (:mod:`certification.incremental`)
+  carries one more key, ``incremental`` (:data:`INCREMENTAL_KEYS`): the original certificates' file by SHA-256,
+  the original model, bound and alpha, and the disagreement samples; its ``p_lower`` and ``radius`` are the
+  approximate model's and its ``alpha`` the total of both bounds. Rows without it are byte for byte as before.
 * :class:`DecisionRecord` (``results/gate.jsonl``, ``smoothcert decide``): "is the example certified at radius
   r*?", by the sequential test (mode ``sequential``) or read off a certify row (mode ``fixed``).
 
@@ -36,6 +39,9 @@ CERTIFY_KEYS = (
     "index", "label", "prediction", "correct", "radius", "n0", "n", "n_a", "p_lower",
     "alpha", "sigma", "seed", "seconds", "counts_selection", "counts_estimation", "model_sha256", "data_sha256",
 )
+#: The ``incremental`` object of an incremental certificate row (see :mod:`certification.incremental`).
+INCREMENTAL_KEYS = ("from_sha256", "original_model_sha256", "original_p_lower", "original_alpha", "alpha_zeta",
+                    "noise_phase", "n_p", "disagreements", "zeta_upper")
 TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
 DECISION_MODES = ("fixed", "sequential")
 
@@ -74,6 +80,26 @@ def _digest(value: Any, key: str, where: str) -> str:
     return value
 
 
+def _incremental(value: Any, where: str) -> dict[str, Any]:
+    """The ``incremental`` object of a certify row, every key of :data:`INCREMENTAL_KEYS` checked."""
+    if not isinstance(value, Mapping) or set(value) != set(INCREMENTAL_KEYS):
+        raise InputError(f"{where}: 'incremental' must be an object with the keys {', '.join(INCREMENTAL_KEYS)}")
+    checked = {
+        "from_sha256": _digest(value["from_sha256"], "incremental.from_sha256", where),
+        "original_model_sha256": _digest(value["original_model_sha256"], "incremental.original_model_sha256", where),
+        "original_p_lower": _real(value["original_p_lower"], "incremental.original_p_lower", where, 0.0, 1.0),
+        "original_alpha": _real(value["original_alpha"], "incremental.original_alpha", where, 0.0, 1.0),
+        "alpha_zeta": _real(value["alpha_zeta"], "incremental.alpha_zeta", where, 0.0, 1.0),
+        "noise_phase": _integer(value["noise_phase"], "incremental.noise_phase", where, 0),
+        "n_p": _integer(value["n_p"], "incremental.n_p", where, 0),
+        "disagreements": _integer(value["disagreements"], "incremental.disagreements", where, 0),
+        "zeta_upper": _real(value["zeta_upper"], "incremental.zeta_upper", where, 0.0, 1.0),
+    }
+    if checked["disagreements"] > checked["n_p"]:
+        raise InputError(f"{where}: incremental.disagreements {checked['disagreements']} exceeds n_p {checked['n_p']}")
+    return checked
+
+
 def _check_prediction(index: int, label: int, prediction: int, correct: bool, where: str) -> None:
     if prediction < ABSTAIN:
         raise InputError(f"{where}: prediction {prediction} is not {ABSTAIN} (abstain) or a class index")
@@ -103,17 +129,25 @@ class CertifyRecord:
     counts_estimation: list[int]
     model_sha256: str
     data_sha256: str
+    incremental: dict[str, Any] | None = None
 
     @property
     def abstained(self) -> bool:
         return self.prediction == ABSTAIN
+
+    @property
+    def is_incremental(self) -> bool:
+        return self.incremental is not None
 
     def certified_at(self, radius: float) -> bool:
         """The claim "correct with certified radius >= ``radius``" (inclusive, as in Cohen et al.)."""
         return self.correct and self.radius >= radius
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in CERTIFY_KEYS}
+        row = {key: getattr(self, key) for key in CERTIFY_KEYS}
+        if self.incremental is not None:
+            row["incremental"] = {key: self.incremental[key] for key in INCREMENTAL_KEYS}
+        return row
 
     @classmethod
     def from_dict(cls, row: Any, where: str = "certify row") -> CertifyRecord:
@@ -123,7 +157,7 @@ class CertifyRecord:
         missing = [key for key in CERTIFY_KEYS if key not in row]
         if missing:
             raise InputError(f"{where}: missing key '{missing[0]}'; regenerate the rows with the certify stage")
-        unknown = sorted(set(row) - set(CERTIFY_KEYS))
+        unknown = sorted(set(row) - set(CERTIFY_KEYS) - {"incremental"})
         if unknown:
             raise InputError(f"{where}: unknown key '{unknown[0]}'; this is not a certify row")
         record = cls(
@@ -138,12 +172,19 @@ class CertifyRecord:
             counts_estimation=_counts(row["counts_estimation"], "counts_estimation", where),
             model_sha256=_digest(row["model_sha256"], "model_sha256", where),
             data_sha256=_digest(row["data_sha256"], "data_sha256", where),
+            incremental=_incremental(row["incremental"], where) if "incremental" in row else None,
         )
         _check_prediction(record.index, record.label, record.prediction, record.correct, where)
         if record.abstained and record.radius != 0.0:
             raise InputError(f"{where}: example {record.index} abstains but carries radius {record.radius}; regenerate the certificates")
         if record.n_a > record.n:
             raise InputError(f"{where}: n_a = {record.n_a} exceeds n = {record.n}")
+        inc = record.incremental
+        if inc is not None:
+            if not math.isclose(record.alpha, inc["original_alpha"] + inc["alpha_zeta"], rel_tol=1e-12, abs_tol=1e-15):
+                raise InputError(f"{where}: alpha {record.alpha} is not original_alpha + alpha_zeta of the incremental certificate")
+            if not math.isclose(record.p_lower, max(0.0, inc["original_p_lower"] - inc["zeta_upper"]), rel_tol=1e-12, abs_tol=1e-15):
+                raise InputError(f"{where}: p_lower {record.p_lower} is not original_p_lower - zeta_upper of the incremental certificate")
         return record
 
 

@@ -93,7 +93,7 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
 STAGE_INPUTS: dict[str, tuple[Path, ...]] = {
     "data": (),
     "train": (TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
-    "export": (CHECKPOINT, TRAIN_METRICS, VAL_SPLIT, DATASHEET),
+    "export": (CHECKPOINT, TRAIN_METRICS, TRAIN_SPLIT, VAL_SPLIT, DATASHEET),
     "validate": (MODEL, MODEL_CARD, VAL_SPLIT),
     "device": (MODEL, MODEL_CARD),
     "protocol": (),

@@ -33,6 +33,13 @@ def add_certify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", type=Path, default=None, help="also write the dataset-level summary JSON here (the metrics/certify.json format)")
     parser.add_argument("--model-card", type=Path, default=None,
                         help="JSON naming the classes ('class_names'), for the summary's per-class figures (default: MODEL with .json, when it exists)")
+    parser.add_argument("--incremental-from", type=Path, default=None, metavar="CERTIFY_JSONL",
+                        help="incremental randomized smoothing (Ugare et al. 2024): certify MODEL (an approximation, e.g. int8) from these "
+                        "full certificates of --original-model, sampling only the disagreement of the two; --alpha is then the "
+                        "disagreement bound's level and each row's alpha the original's plus it")
+    parser.add_argument("--original-model", type=Path, default=None, help="with --incremental-from: the ONNX model the certificates were computed on")
+    parser.add_argument("--n-p", type=int, default=defaults.INCREMENTAL_N_P,
+                        help=f"with --incremental-from: disagreement samples per example (default {defaults.INCREMENTAL_N_P})")
     add_summary_options(parser)
 
 
@@ -93,8 +100,14 @@ def run_certify(args: argparse.Namespace) -> int:
     from certification.summary import check_summary_options, write_certify_metrics
 
     check_out(args.out, ".jsonl")
+    if args.incremental_from is None and args.original_model is not None:
+        raise ParameterError("--original-model is used only with --incremental-from")
+    if args.incremental_from is not None and (args.original_model is None or args.shard is not None):
+        raise ParameterError("--incremental-from needs --original-model (the model of the certificates) and takes no --shard")
     shard = None if args.shard is None else parse_shard(args.shard)
     ray = ray_settings(args.backend, args.ray_address, args.workers)
+    if ray is not None and args.incremental_from is not None:
+        raise ParameterError("--incremental-from runs in this process; drop --backend ray")
     options = run_options(args)
     options.check(args.n0, args.n)
     class_names = None
@@ -102,8 +115,14 @@ def run_certify(args: argparse.Namespace) -> int:
         check_out(args.summary, ".json")
         check_summary_options(args.radii, args.confidence)
         class_names = _class_names(args)
-    outcome, classifier, split = certify_files(args.model, args.data, args.out, options, args.n0, args.n, shard=shard,
-                                               num_classes=len(class_names) if class_names else None, ray=ray)
+    if args.incremental_from is not None:
+        from certification.incremental_run import incremental_files
+
+        outcome, classifier, split = incremental_files(args.incremental_from, args.original_model, args.model, args.data,
+                                                       args.out, options, args.n_p)
+    else:
+        outcome, classifier, split = certify_files(args.model, args.data, args.out, options, args.n0, args.n, shard=shard,
+                                                   num_classes=len(class_names) if class_names else None, ray=ray)
     if args.summary is not None:
         write_certify_metrics(args.summary, run_metrics(
             outcome, classifier, split, model_path=args.model, data_path=args.data, max_examples=args.max_examples,

@@ -118,11 +118,24 @@ def _threat(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     return out + [table(rows, [0.3, 0.7], st)]
 
 
+#: How the shipped int8 file was made, by model card ``quantization_method`` (cards before it: ptq).
+QUANTIZATION_METHODS = {"none": "none", "ptq": "post-training static QDQ, calibrated on noisy inputs",
+                        "qat": "quantization-aware fine-tuning under noise, then static QDQ"}
+
+
+def _quantization_label(m: Mapping[str, Any]) -> str:
+    """``int8 (qat: ...)``: the number format and the method of the certified file."""
+    if m["quantization"] == "none":
+        return "none (the certified file is the float export)"
+    method = str(m.get("quantization_method", "ptq"))
+    return f"{m['quantization']} ({method}: {QUANTIZATION_METHODS.get(method, method)}); the certified file is this int8 artifact"
+
+
 def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     m = ev["model"]
     rows = [("Architecture", m["architecture"]), ("File", m.get("path", "")), ("SHA-256", ev["hashes"]["model_sha256"]),
             ("ONNX opset", m["opset"]), ("onnxruntime version", m["onnxruntime_version"]),
-            ("torch version (export)", m.get("torch_version")), ("Quantization", m["quantization"]),
+            ("torch version (export)", m.get("torch_version")), ("Quantization", _quantization_label(m)),
             ("Parameters", m["parameters"]), ("FLOPs per image", m["flops"]),
             ("Input", f"{m.get('input_name', 'input')} [{', '.join('batch' if d is None else str(d) for d in m['input_shape'])}] "
                       f"float32 in [{', '.join(num(v) for v in m.get('input_range', [0, 1]))}]"),
@@ -140,6 +153,8 @@ def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
         rows += [("Detached model signature", f"{sig['path']} (CMS/PKCS#7 over the file's SHA-256), SHA-256 {sig['sha256']}"),
                  ("Model signed by", f"{sig['signer']} ({kind}), {sig['signing_time_utc'] or 'time not recorded'}; "
                                      f"certificate SHA-256 {sig['signer_cert_sha256']}")]
+    if m["quantization"] != "none" and m.get("fp32_sha256"):
+        rows.insert(3, ("Float export SHA-256 (not the certified file)", m["fp32_sha256"]))
     title = "Import checks (metrics/export.json)" if supplied else "Export checks (metrics/export.json)"
     return [para("4  Model identity and runtime", st["h1"]), key_values(rows, st), *_record_table(ev["export"], title, st)]
 

@@ -176,6 +176,33 @@ def test_int8_quantization_calibrated_on_noise(tmp_path, exported, tiny_data):
     assert prediction_agreement(fp32, int8, x, threads=1) > 0.5
 
 
+def test_compacted_int8_file_computes_the_same_with_the_same_kernels(tmp_path, exported, tiny_data):
+    """compact_qdq renames and drops zero points only: same logits bit for bit, same fused int8 kernels, smaller."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from certification.onnx_export import _NoisyCalibrationReader
+    from certification.onnx_rewrites import compact_qdq
+
+    x = to_tensor(tiny_data[1].images).numpy()
+    reader = type("Reader", (_NoisyCalibrationReader, CalibrationDataReader), {})(x[:64], 0.25, 0)
+    raw, small = tmp_path / "raw.onnx", tmp_path / "small.onnx"
+    quantize_static(str(exported), str(raw), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    onnx.save(compact_qdq(onnx.load(str(raw))), str(small))
+    assert small.stat().st_size < 0.9 * raw.stat().st_size
+    np.testing.assert_array_equal(session_logits(open_session(raw, 1, "cpu"), x), session_logits(open_session(small, 1, "cpu"), x))
+    fused = []
+    for path in (raw, small):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        fused.append(sorted({n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}))
+    assert fused[0] == fused[1] and {"QLinearConv", "QGemm"} <= set(fused[1])
+
+
 def write_params(path: Path, params: dict) -> None:
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
 
@@ -214,8 +241,20 @@ def test_train_and_export_stages_end_to_end(workdir):
     write_params(workdir / "params.yaml", {**TINY_PARAMS, "export": {**TINY_PARAMS["export"], "quantize": True}})
     assert export.main() == 0
     card = json.loads((workdir / "models/model.json").read_text())
-    assert card["quantization"] == "int8" and card["sha256"] != card["fp32_sha256"]
+    assert card["quantization"] == "int8" and card["quantization_method"] == "ptq" and card["sha256"] != card["fp32_sha256"]
     assert json.loads((workdir / "metrics/export.json").read_text())["quantized_agreement"]["agreement_noisy"] > 0.5
+
+    # QAT: fine-tuned with fake quantization, shipped as int8 QDQ that follows the fake-quant model; fp32 unchanged.
+    fp32_bytes = (workdir / "models/model_fp32.onnx").read_bytes()
+    write_params(workdir / "params.yaml", {**TINY_PARAMS, "export": {**TINY_PARAMS["export"], "quantize": "qat",
+                                                                      "qat": {"epochs": 1, "lr": 0.001, "batch_size": 64, "seed": 5}}})
+    assert export.main() == 0
+    card = json.loads((workdir / "models/model.json").read_text())
+    assert card["quantization"] == "int8" and card["quantization_method"] == "qat" and card["qat"]["epochs"] == 1
+    assert card["sha256"] == sha256_file(workdir / "models/model.onnx") and (workdir / "models/model_fp32.onnx").read_bytes() == fp32_bytes
+    quantized = json.loads((workdir / "metrics/export.json").read_text())["quantized_agreement"]
+    assert quantized["method"] == "qat" and quantized["qat"]["int8_vs_fake_quant_agreement_noisy"] >= 0.95
+    assert quantized["size_ratio"] > 1.2 and len(quantized["qat"]["train_loss"]) == 1 and quantized["qat"]["float_parity"]["passed"]
 
 
 @pytest.mark.parametrize(
@@ -233,6 +272,8 @@ def test_train_and_export_stages_end_to_end(workdir):
         ("train", {"method": "macer", "sigma": 0.0}, "method macer needs noise"),
         ("export", {"opset": 7}, "opset"),
         ("export", {"quantize": None}, "missing key 'export.quantize'"),
+        ("export", {"quantize": "int4"}, "export.quantize must be one of none, ptq, qat"),
+        ("export", {"quantize": "qat", "qat": {"epochs": 1, "lr": 0.001, "batch_size": 64}}, "missing key 'export.qat.seed'"),
     ],
 )
 def test_train_and_export_reject_bad_params_without_outputs(workdir, section, change, message):
