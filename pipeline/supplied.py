@@ -32,7 +32,8 @@ MODEL_CODE = ("pipeline/__init__.py", "pipeline/layout.py", "pipeline/model.py",
               "certification/errors.py", "certification/export_run.py", "certification/fileio.py",
               "certification/model_card.py", "certification/model_import.py", "certification/onnx_export.py", "certification/onnx_layout.py",
               "certification/onnx_model.py", "certification/onnx_rewrites.py", "certification/platform_info.py",
-              "certification/yaml_io.py")
+              "certification/progress.py", "certification/qat.py", "certification/training.py",
+              "certification/training_losses.py", "certification/yaml_io.py")
 HEADER = """# The supplied-model pipeline, written by `python -m pipeline.supplied` from dvc.yaml (do not edit: rerun it).
 # Certifies, evaluates, gates and signs a dossier for the ONNX file named by params.yaml `model.path`, without the
 # train and export stages. From the repository root: dvc repro supplied_model/dvc.yaml
