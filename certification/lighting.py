@@ -152,7 +152,7 @@ class LightingCovariance:
         """sqrt(delta^T Sigma^-1 delta) of one perturbation (shape ``chw`` or (D,)) or of each of a batch (N, ...),
         exactly (Woodbury, no cancellation; float64)."""
         delta = np.asarray(delta, dtype=np.float64)
-        single = delta.size == self.d
+        single = delta.ndim in (1, 3)  # (D,) or (C, H, W); a batch is (N, D) or (N, C, H, W)
         flat = delta.reshape(1 if single else len(delta), self.d)
         total = np.einsum("nd,nd->n", flat, flat)
         if self.k:
