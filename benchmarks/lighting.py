@@ -3,6 +3,7 @@
 Run from the repository root after the data stage has produced data/{train,val,test}.npz and data/datasheet.json:
 
     python benchmarks/lighting.py [--taus 0.05,0.1] [--epochs 4] [--n 2000] [--n0 100] [--examples 200]
+    python benchmarks/lighting.py --onnx models/model.onnx [...]   # certification only, no training
 
 Every configuration trains the edge CNN from params.yaml's ``train`` section with the same seed, sigma and data,
 with its own noise (training and certification use the same covariance), for ``--epochs`` epochs (the default run
@@ -12,7 +13,9 @@ difference to isotropic in points, the average certified radius (ACR), the smoot
 brightness, illumination gradient and colour temperature at each severity the share of certified (non-abstaining)
 test images whose actual change (varied - clean, :mod:`certification.failure_modes.camera_variations`) passes the
 exact ellipsoid test delta^T Sigma^-1 delta < R^2 (isotropic: ||delta|| < sigma R, the L2 certificate). Also writes a
-JSON report. The issue's target: brightness and illumination gradient covered for >= 50% of certified images at
+JSON report. With ``--onnx`` nothing is trained: every configuration certifies that one model (e.g. the shipped,
+isotropically trained models/model.onnx), which shows what the lighting noise costs a model not trained for it (a
+lower bound on what training with the same noise gives). The issue's target: brightness and illumination gradient covered for >= 50% of certified images at
 their two lowest severities, certified L2 accuracy at r* at most 3 points below isotropic.
 """
 from __future__ import annotations
@@ -53,6 +56,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--taus", default="0.05,0.1", help="tau values for each direction set (RMS per-pixel std)")
     parser.add_argument("--directions", default="dc,dc+ramps")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of every configuration (default run: 12)")
+    parser.add_argument("--onnx", type=Path, default=None, help="certify this model in every configuration (no training)")
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--examples", type=int, default=200, help="seeded test subset (certify's selection)")
@@ -83,24 +87,30 @@ def run_one(args: argparse.Namespace, document: dict[str, Any], classes: list[st
             work: Path) -> dict[str, Any]:
     """Train with the configuration's noise, export, certify the test subset, put each lighting change to the test."""
     certify, gate_radius, sigma = document["certify"], float(document["gate"]["radius"]), float(document["train"]["sigma"])
-    lighting = None if directions == "none" else {"directions": directions, "tau": tau}
-    config = TrainConfig.from_params({**{k: v for k, v in document["train"].items() if k != "lighting"},
-                                      "epochs": args.epochs, "lighting": lighting})
-    train, val = (load_split(args.data / f"{name}.npz", len(classes)) for name in ("train", "val"))
     label = f"{directions} tau {tau:g}"
-    print(f"{label}: training", file=sys.stderr, flush=True)
-    result = train_model(train.images, train.labels, val.images, val.labels, len(classes), config,
-                         threads=args.threads, extra_config={"class_names": classes})
-    path = work / f"{directions}-{tau:g}.onnx"
-    shape = (int(result.config["in_channels"]), int(result.config["image_size"]), int(result.config["image_size"]))
-    export_onnx(result.model, path, shape, int(document["export"]["opset"]))
+    trained: dict[str, Any] = {"epochs": 0, "best_epoch": None, "train_seconds": 0.0, "val_accuracy_noisy": None}
+    if args.onnx is not None:
+        path = args.onnx
+    else:
+        lighting = None if directions == "none" else {"directions": directions, "tau": tau}
+        config = TrainConfig.from_params({**{k: v for k, v in document["train"].items() if k != "lighting"},
+                                          "epochs": args.epochs, "lighting": lighting})
+        train, val = (load_split(args.data / f"{name}.npz", len(classes)) for name in ("train", "val"))
+        print(f"{label}: training", file=sys.stderr, flush=True)
+        result = train_model(train.images, train.labels, val.images, val.labels, len(classes), config,
+                             threads=args.threads, extra_config={"class_names": classes})
+        path = work / f"{directions}-{tau:g}.onnx"
+        shape = (int(result.config["in_channels"]), int(result.config["image_size"]), int(result.config["image_size"]))
+        export_onnx(result.model, path, shape, int(document["export"]["opset"]))
+        trained = {"epochs": config.epochs, "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1),
+                   "val_accuracy_noisy": result.best.val_accuracy_noisy}
     options = RunOptions(sigma=sigma, alpha=float(certify["alpha"]), seed=int(certify["seed"]),
                          batch_size=int((document.get("runtime") or {}).get("certify_batch_size", 250)),
                          max_examples=args.examples, threads=args.threads, lighting_directions=directions,
                          lighting_tau=tau)
     options.check(args.n0, args.n)
     test_path = args.data / "test.npz"
-    print(f"{label}: trained in {result.seconds:.0f} s; certifying", file=sys.stderr, flush=True)
+    print(f"{label}: trained in {trained['train_seconds']:.0f} s; certifying", file=sys.stderr, flush=True)
     smoothed, split, indices = open_run(path, test_path, options, num_classes=len(classes))
     images = split.model_input(indices)
     start = time.perf_counter()
@@ -116,9 +126,8 @@ def run_one(args: argparse.Namespace, document: dict[str, Any], classes: list[st
     certified = np.array([r.prediction != -1 for r in results])
     extents = [covariance.covered_extents(x, m).brightness_offset for x, m, c in zip(images, mahalanobis, certified) if c]
     return {
-        "directions": directions, "tau": tau, "sigma": sigma, "epochs": config.epochs, "best_epoch": result.best_epoch,
-        "train_seconds": round(result.seconds, 1), "certify_seconds": round(certify_seconds, 1),
-        "val_accuracy_noisy": result.best.val_accuracy_noisy, "n_examples": summary["n_examples"],
+        "directions": directions, "tau": tau, "sigma": sigma, **trained, "model_sha256": smoothed.base_classifier.sha256,
+        "certify_seconds": round(certify_seconds, 1), "n_examples": summary["n_examples"],
         "n_certified": int(certified.sum()), "certified_at_r_star": _point(summary, gate_radius),
         "acr": summary["average_certified_radius"], "clean_accuracy": summary["clean_accuracy"],
         "median_brightness_offset_covered": float(np.median(extents)) if extents else 0.0,
@@ -171,10 +180,13 @@ def main() -> int:
             rows.append(run_one(args, document, classes, directions, tau, Path(work)))
             write_json_atomic(args.out, {"command": " ".join(sys.argv), "partial": True, "rows": rows})
     gate_radius = float(document["gate"]["radius"])
-    report = {"command": " ".join(sys.argv), "epochs": args.epochs, "n0": args.n0, "n": args.n, "examples": args.examples,
+    report = {"command": " ".join(sys.argv), "epochs": 0 if args.onnx else args.epochs,
+              "model": None if args.onnx is None else {"path": str(args.onnx), "sha256": rows[0]["model_sha256"]}, "n0": args.n0, "n": args.n, "examples": args.examples,
               "alpha": float(document["certify"]["alpha"]), "sigma": sigma, "rows": rows, "verdict": verdict_lines(rows)}
     write_json_atomic(args.out, report)
-    print(f"reduced settings: {args.epochs} training epochs (default run 12), {rows[0]['n_examples']} test images, "
+    trained = (f"no training: every configuration certifies {args.onnx} (sha256 {rows[0]['model_sha256'][:12]}...)"
+               if args.onnx else f"{args.epochs} training epochs each (default run 12)")
+    print(f"reduced settings: {trained}, {rows[0]['n_examples']} test images, "
           f"n0 {args.n0}, n {args.n}, alpha {report['alpha']:g}, sigma {sigma:g}; coverage = share of certified images "
           "whose actual change passes the exact ellipsoid test, per severity")
     print(table(rows, gate_radius))
