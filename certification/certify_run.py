@@ -220,7 +220,7 @@ def parameter_checks(sigma: float, n0: int, n: int, alpha: float, batch_size: in
                      lighting: tuple[str, float] = ("none", 0.0)) -> None:
     """Every numeric parameter of a certification run, checked before any file is read or written (``lighting``:
     (directions, tau) of :mod:`certification.lighting`)."""
-    check_lighting(*lighting, sigma=sigma, where="certify.lighting")
+    check_lighting(*lighting, sigma=sigma)
     check_sigma_and_batch(sigma, batch_size)
     check_parameters(alpha, seed, n0=n0, n=n)
     if not isinstance(max_examples, (int, np.integer)) or max_examples < 0:

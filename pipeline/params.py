@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from certification.certify_run import RunOptions
 from certification.errors import ParameterError
+from certification.lighting import check_lighting
 from pipeline import layout
 from pipeline.stage import PARAMS_FILE, load_document, load_section
 
@@ -72,7 +73,7 @@ def certify_params(card: Mapping[str, Any]) -> dict[str, Any]:
                                      "certificate, so changing it must not rerun the pipeline); move the line there")
     params = load_section("certify", KEYS, optional=OPTIONAL_KEYS)
     params["sigma"] = resolve_sigma(params, card)
-    params["lighting"] = lighting_params(params.get("lighting"), "certify.lighting")
+    params["lighting"] = lighting_params(params.get("lighting"), "certify.lighting", params["sigma"])
     runtime = runtime_params()
     params["batch_size"] = runtime["certify_batch_size"]
     params["threads"], params["noise_threads"] = runtime["onnx_threads"], runtime["noise_threads"]
@@ -80,9 +81,9 @@ def certify_params(card: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def lighting_params(section: Any, where: str) -> dict[str, Any]:
-    """A ``lighting:`` mapping {directions, tau} (absent or null: ``none``, tau 0), keys and types checked here,
-    values by :func:`certification.lighting.check_lighting` (with the run's sigma)."""
+def lighting_params(section: Any, where: str, sigma: float | None) -> dict[str, Any]:
+    """A ``lighting:`` mapping {directions, tau} (absent or null: ``none``, tau 0), its keys and values checked
+    (:func:`certification.lighting.check_lighting`, with the run's ``sigma``; errors name ``where``)."""
     if section is None:
         return {"directions": "none", "tau": 0.0}
     if not isinstance(section, dict):
@@ -92,6 +93,7 @@ def lighting_params(section: Any, where: str) -> dict[str, Any]:
     if unknown or missing:
         raise ParameterError(f"{PARAMS_FILE}: '{where}' needs exactly the keys directions and tau "
                              f"({'unknown ' + unknown[0] if unknown else 'missing ' + missing[0]})")
+    check_lighting(section["directions"], section["tau"], sigma, where)
     return {"directions": section["directions"], "tau": section["tau"]}
 
 

@@ -135,9 +135,9 @@ def evaluate_corruptions(
         raise InputError("the ellipsoid test needs both the lighting covariance and the rows' mahalanobis_radius")
     predict_seed = seed
     clean_smoothed = smoothed_predictions(classifier, images, rows.index, predict_n, alpha, predict_seed)
-    zero = np.zeros(len(rows), dtype=bool) if lighting is None else ~rows.abstained
+    unchanged = None if lighting is None else ~rows.abstained  # delta = 0 lies in every certified ellipsoid
     clean = score("none", 0, "", 0.0, rows, np.zeros(len(rows)), clean_smoothed, base_predict(session, images), confidence,
-                  None if lighting is None else zero)
+                  unchanged)
     results = []
     for spec in (VARIATIONS if names is None else [variation(name) for name in names]):
         for severity in (severities or range(1, len(spec.levels) + 1)):
