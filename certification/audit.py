@@ -82,6 +82,8 @@ class AuditedEvidence:
     batch_size: int
     platform: dict[str, Any]
     development_key: bool
+    #: a lighting run's (directions, tau) from certify.noise.covariance; ("none", 0.0) for isotropic runs
+    lighting: tuple[str, float] = ("none", 0.0)
 
 
 def read_evidence(data: bytes) -> AuditedEvidence:
@@ -97,11 +99,19 @@ def read_evidence(data: bytes) -> AuditedEvidence:
             alpha=float(params["alpha"]), sigma=float(params["sigma"]), seed=int(params["seed"]),
             batch_size=int(params.get("batch_size") or 250),
             platform=platform_of(certify.get("runtime"), (certify.get("noise") or {}).get("kernels")),
-            development_key=bool((ev.get("signing") or {}).get("development_key")))
+            development_key=bool((ev.get("signing") or {}).get("development_key")),
+            lighting=_lighting_of((certify.get("noise") or {}).get("covariance")))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"attached evidence.json is not valid JSON ({exc})") from None
     except (KeyError, TypeError) as exc:
         raise InputError(f"attached evidence.json lacks {exc} (hashes or certify.params); not a smoothcert dossier") from None
+
+
+def _lighting_of(covariance: Any) -> tuple[str, float]:
+    """(directions, tau) of a recorded lighting covariance; isotropic when none is recorded."""
+    if covariance is None:
+        return ("none", 0.0)
+    return (str(covariance["directions"]), float(covariance["tau"]))
 
 
 def parse_records(data: bytes) -> dict[int, dict[str, Any]]:
@@ -338,7 +348,8 @@ def _recertify(model: Path, data: Path, chosen: np.ndarray, records: dict[int, d
     from certification.certify_run import CHUNK_EXAMPLES, RunOptions, open_run
     from certification.noise_sampling import noise_kernels
 
-    options = RunOptions(sigma=ev.sigma, alpha=ev.alpha, seed=ev.seed, batch_size=max(1, ev.batch_size), threads=threads)
+    options = RunOptions(sigma=ev.sigma, alpha=ev.alpha, seed=ev.seed, batch_size=max(1, ev.batch_size), threads=threads,
+                         lighting_directions=ev.lighting[0], lighting_tau=ev.lighting[1])
     classifier, split, _ = open_run(model, data, options)
     outside = [int(i) for i in chosen if not 0 <= int(i) < len(split)]
     if outside:

@@ -29,6 +29,7 @@ from certification.dataset_io import Split, load_split
 from certification.errors import InputError, ParameterError, StaleArtifactError
 from certification.fileio import sha256_file, write_text_atomic
 from certification.progress import progress
+from certification.lighting import LIGHTING_NOISE_SPEC, LightingCovariance, check_lighting
 from certification.records import CertifyRecord, certify_jsonl_text, certify_tsv_text, json_line
 from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
 from certification.onnx_model import PROVIDERS
@@ -68,14 +69,16 @@ class RunOutcome:
 
 
 def record_from_result(result: CertifyResult, alpha: float, sigma: float, seed: int, *, model_sha256: str,
-                       data_sha256: str) -> CertifyRecord:
-    """The record of one example's CERTIFY result, naming the model and data split it was computed on."""
+                       data_sha256: str, mahalanobis: bool = False) -> CertifyRecord:
+    """The record of one example's CERTIFY result, naming the model and data split it was computed on
+    (``mahalanobis``: a lighting run, whose rows carry ``mahalanobis_radius``)."""
     return CertifyRecord(
         index=result.index, label=int(result.label) if result.label is not None else 0, prediction=result.prediction,
         correct=bool(result.correct), radius=result.radius, n0=result.n0, n=result.n, n_a=result.n_a,
         p_lower=result.p_lower, alpha=alpha, sigma=sigma, seed=seed, seconds=result.seconds,
         counts_selection=result.counts_selection, counts_estimation=result.counts_estimation,
         model_sha256=model_sha256, data_sha256=data_sha256,
+        mahalanobis_radius=result.mahalanobis_radius if mahalanobis else None,
     )
 
 
@@ -87,7 +90,9 @@ def write_run_files(out: str | os.PathLike[str], records: Sequence[CertifyRecord
 
 
 def _run_header(classifier: SmoothedClassifier, split: Split, indices: np.ndarray, n0: int, n: int, alpha: float, seed: int) -> dict[str, Any]:
+    lighting = {} if classifier.lighting is None else {"lighting": classifier.lighting.to_record()}
     return {
+        **lighting,
         "format": FORMAT,
         "model_sha256": classifier.base_classifier.sha256,
         "data_sha256": sha256_file(split.path) if split.path else split_digest(split),
@@ -191,6 +196,8 @@ def certify_split(
     out.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(out), contextlib.ExitStack() as stack:
         pool = None
+        if ray is not None and classifier.lighting is not None:
+            raise ParameterError("lighting certificates run on the local backend only; set runtime.certify_backend: local")
         if ray is not None:  # connected and started before any file is written: a cluster that fails leaves none
             from certification.ray_backend import RayPool
 
@@ -222,7 +229,8 @@ def certify_split(
             while waiting and len(records) < len(chosen) and int(chosen[len(records)]) in waiting:
                 ready = waiting.pop(int(chosen[len(records)]))
                 record = record_from_result(ready, float(alpha), classifier.sigma, int(seed),
-                                            model_sha256=header["model_sha256"], data_sha256=header["data_sha256"])
+                                            model_sha256=header["model_sha256"], data_sha256=header["data_sha256"],
+                                            mahalanobis=classifier.lighting is not None)
                 handle.write(json_line(record.to_dict()))
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -256,8 +264,11 @@ def _provider_name(classifier: SmoothedClassifier) -> str:
     return next((name for name, full in PROVIDERS.items() if full == chosen), "auto")
 
 
-def parameter_checks(sigma: float, n0: int, n: int, alpha: float, batch_size: int, seed: int, max_examples: int) -> None:
-    """Every numeric parameter of a certification run, checked before any file is read or written."""
+def parameter_checks(sigma: float, n0: int, n: int, alpha: float, batch_size: int, seed: int, max_examples: int,
+                     lighting: tuple[str, float] = ("none", 0.0)) -> None:
+    """Every numeric parameter of a certification run, checked before any file is read or written (``lighting``:
+    (directions, tau) of :mod:`certification.lighting`)."""
+    check_lighting(*lighting, sigma=sigma)
     check_sigma_and_batch(sigma, batch_size)
     check_parameters(alpha, seed, n0=n0, n=n)
     if not isinstance(max_examples, (int, np.integer)) or max_examples < 0:
@@ -278,10 +289,19 @@ class RunOptions:
     threads: int | None = None
     noise_threads: int | None = None
     provider: str = "auto"
+    lighting_directions: str = "none"  # certification.lighting.DIRECTION_SETS
+    lighting_tau: float = 0.0  # RMS per-pixel std each lighting direction adds, [0,1]-pixel units
 
     def check(self, n0: int, n: int) -> None:
         """Every number checked before any file is read or written (``n0``/``n``: the run's sample sizes)."""
-        parameter_checks(self.sigma, n0, n, self.alpha, self.batch_size, self.seed, self.max_examples)
+        parameter_checks(self.sigma, n0, n, self.alpha, self.batch_size, self.seed, self.max_examples,
+                         (self.lighting_directions, self.lighting_tau))
+
+    def covariance(self, chw: tuple[int, ...]) -> LightingCovariance | None:
+        """The smoothing covariance for images of shape ``chw``; None for isotropic noise (lighting ``none``)."""
+        if self.lighting_directions == "none":
+            return None
+        return LightingCovariance.build(self.lighting_directions, self.lighting_tau, self.sigma, chw)
 
 
 def open_run(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], options: RunOptions,
@@ -297,6 +317,10 @@ def open_run(model_path: str | os.PathLike[str], data_path: str | os.PathLike[st
                                  f"{num_classes} classes; re-run export (or pass the matching model card)")
     split = load_split(data_path, num_classes=classifier.num_classes)
     classifier.base_classifier.check_input_shape(split.image_shape_chw, str(data_path))
+    covariance = options.covariance(split.image_shape_chw)
+    if covariance is not None:
+        classifier = SmoothedClassifier(classifier.base_classifier, classifier.sigma, classifier.batch_size,
+                                        classifier.prefetch, classifier.noise_threads, lighting=covariance)
     return classifier, split, select_indices(len(split), options.max_examples, options.seed)
 
 
@@ -321,11 +345,16 @@ def certify_files(model_path: str | os.PathLike[str], data_path: str | os.PathLi
 
 
 def noise_record(samples_per_example: int, image_shape_chw: tuple[int, int, int],
-                 kernels: dict[str, Any] | None = None) -> dict[str, Any]:
+                 kernels: dict[str, Any] | None = None, lighting: LightingCovariance | None = None) -> dict[str, Any]:
     """What drew the noise: the exact recipe, numpy's float32 loops (``kernels``: those of the processes that drew
-    it, default this one's), and the tail bound per certificate."""
-    return {"spec": NOISE_SPEC, "kernels": noise_kernels() if kernels is None else kernels,
-            "tail_bound_per_certificate": tail_bound(int(samples_per_example), image_shape_chw)}
+    it, default this one's), and the tail bound per certificate; for a lighting run also ``covariance``
+    (:meth:`LightingCovariance.to_record`) and the lighting part of the recipe."""
+    record: dict[str, Any] = {"spec": NOISE_SPEC, "kernels": noise_kernels() if kernels is None else kernels,
+                              "tail_bound_per_certificate": tail_bound(int(samples_per_example), image_shape_chw)}
+    if lighting is not None:
+        record["spec"] = f"{NOISE_SPEC}; {LIGHTING_NOISE_SPEC}"
+        record["covariance"] = lighting.to_record()
+    return record
 
 
 def runtime_record(classifier: SmoothedClassifier) -> dict[str, Any]:
@@ -358,6 +387,6 @@ def run_metrics(
         data={"path": Path(data_path).as_posix(), "sha256": first.data_sha256, "n_examples_total": len(split)},
         max_examples=max_examples, radii=radii, confidence=confidence, class_names=class_names,
         runtime=outcome.runtime if outcome.runtime is not None else runtime_record(classifier),
-        noise=noise_record(first.n0 + first.n, split.image_shape_chw, outcome.noise_kernels),
+        noise=noise_record(first.n0 + first.n, split.image_shape_chw, outcome.noise_kernels, classifier.lighting),
         batch_size=batch_size,
     )

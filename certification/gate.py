@@ -10,6 +10,11 @@ A :class:`Protocol` is fixed before testing (the ``gate:`` section of params.yam
 3. ``abstention_rate``: UPPER one-sided Clopper-Pearson bound on the abstention rate <= threshold.
 4. ``clean_accuracy``: lower bound (``certified_rate_bound``) on the rate of correct, non-abstaining
    predictions of the smoothed classifier (certified at radius 0) >= threshold.
+5. ``lighting_brightness`` (optional; lighting runs of mode fixed only, :mod:`certification.lighting`): with
+   ``lighting_brightness_offset`` b* and ``min_lighting_covered_lower`` q, the lower bound (``certified_rate_bound``)
+   on the rate of examples certified correct for every brightness offset |b| <= b* (the offset b* on every pixel lies
+   in the certified ellipsoid: R > b* ||1||_Sigma^-1; the ellipsoid is convex and symmetric, so all smaller offsets
+   too) >= q. Both keys null (the default) leave the protocol, and its SHA-256, as before.
 
 Pass/fail is always decided on the bound, never on the point estimate. Every bound holds at the protocol's
 ``confidence`` on its own (no correction across the criteria is applied: each criterion is a separate claim,
@@ -28,8 +33,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from certification.dataset_bounds import certified_rate_bound, proportion_bound
+import numpy as np
+
 from certification.errors import InputError, StaleArtifactError
 from certification.fileio import sha256_bytes
+from certification.lighting import LightingCovariance
 from certification.records import DecisionRecord
 
 MODES = ("fixed", "sequential")
@@ -44,6 +52,12 @@ PROTOCOL_KEYS: dict[str, tuple[str, float, float | None]] = {
     "min_clean_accuracy": ("minimum lower bound on clean accuracy of the smoothed classifier", 0.0, 1.0),
     "confidence": ("confidence level of every bound", 0.0, 1.0),
 }
+#: Optional protocol keys (null or absent: no such criterion; left out of the canonical JSON, so the SHA-256 of a
+#: protocol without them is unchanged). Both or neither.
+OPTIONAL_PROTOCOL_KEYS: dict[str, tuple[str, float, float | None]] = {
+    "lighting_brightness_offset": ("brightness offset b* certified on every pixel (lighting runs; [0,1]-pixel units)", 0.0, 1.0),
+    "min_lighting_covered_lower": ("minimum lower bound on the rate certified correct under brightness offsets up to b*", 0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ class Protocol:
     min_clean_accuracy: float
     confidence: float
     mode: str = "fixed"
+    lighting_brightness_offset: float | None = None
+    min_lighting_covered_lower: float | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "protocol") -> Protocol:
@@ -64,9 +80,10 @@ class Protocol:
         if not isinstance(values, Mapping):
             raise InputError(f"{source}: the protocol must be a mapping of {', '.join(sorted(cls.keys()))}")
         allowed = cls.keys()
-        unknown = sorted(set(values) - set(allowed))
+        unknown = sorted(set(values) - set(allowed) - set(OPTIONAL_PROTOCOL_KEYS))
         if unknown:
-            raise InputError(f"{source}: unknown protocol key '{unknown[0]}'; allowed keys: {', '.join(sorted(allowed))}")
+            raise InputError(f"{source}: unknown protocol key '{unknown[0]}'; allowed keys: "
+                             f"{', '.join(sorted({*allowed, *OPTIONAL_PROTOCOL_KEYS}))}")
         missing = [key for key in allowed if key not in values]
         if missing:
             raise InputError(f"{source}: missing protocol key '{missing[0]}'")
@@ -86,14 +103,35 @@ class Protocol:
         mode = values["mode"]
         if mode not in MODES:
             raise InputError(f"{source}: protocol key 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
-        return cls(mode=str(mode), **numbers)
+        optional: dict[str, float] = {}
+        for key, (meaning, low, high) in OPTIONAL_PROTOCOL_KEYS.items():
+            value = values.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{source}: protocol key '{key}' ({meaning}) must be a number or null, got {value!r}")
+            if not (low < float(value) <= float(high if high is not None else math.inf)):
+                raise InputError(f"{source}: protocol key '{key}' must lie in ({low}, {high}], got {value}")
+            optional[key] = float(value)
+        if len(optional) == 1:
+            given, absent = (list(optional)[0], next(k for k in OPTIONAL_PROTOCOL_KEYS if k not in optional))
+            raise InputError(f"{source}: protocol key '{given}' is set but '{absent}' is null; set both (or neither)")
+        if optional and mode != "fixed":
+            raise InputError(f"{source}: the lighting criterion needs mode fixed (its rows carry the Mahalanobis radius); "
+                             "set mode: fixed or the lighting keys to null")
+        return cls(mode=str(mode), **numbers, **optional)
 
     @staticmethod
     def keys() -> tuple[str, ...]:
         return (*PROTOCOL_KEYS, "mode")
 
+    @property
+    def has_lighting_criterion(self) -> bool:
+        return self.lighting_brightness_offset is not None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The protocol; optional keys only when set (so adding them as null changes no SHA-256)."""
+        return {key: value for key, value in asdict(self).items() if key not in OPTIONAL_PROTOCOL_KEYS or value is not None}
 
 
 def protocol_sha256(protocol: Protocol) -> str:
@@ -232,8 +270,12 @@ def evaluate(
     malignant_classes: Sequence[str],
     alpha: float,
     model_sha256: str,
+    lighting: LightingCovariance | None = None,
 ) -> Verdict:
     """Judge per-example results against the protocol; see the module docstring for the criteria.
+
+    ``lighting``: the covariance the certificates were made with (metrics/certify.json ``noise.covariance``), needed
+    by the lighting criterion only.
 
     ``alpha`` is the per-example failure probability of the certificates (every row must carry it);
     ``model_sha256`` names the artifact the rows were computed on (every row must name it). Raises InputError
@@ -270,8 +312,28 @@ def evaluate(
     criteria.append(_lower_criterion(
         "clean_accuracy", "clean accuracy of the smoothed classifier (certified at radius 0)", sum(outcomes.correct), n,
         alpha, protocol.min_clean_accuracy, conf))
+    if protocol.has_lighting_criterion:
+        criteria.append(_lighting_criterion(rows, protocol, lighting, alpha))
     verdict = ACCEPT if all(c.passed for c in criteria) else REJECT
     return Verdict(verdict, protocol.mode, r, protocol.to_dict(), protocol_sha256(protocol), model_sha256, n, float(alpha), criteria)
+
+
+def _lighting_criterion(rows: Sequence[DecisionRecord], protocol: Protocol, lighting: LightingCovariance | None,
+                        alpha: float) -> Criterion:
+    """Criterion 5 of the module docstring."""
+    if lighting is None or lighting.isotropic:
+        raise InputError("the protocol sets gate.lighting_brightness_offset but the certificates are isotropic "
+                         "(certify.lighting directions none); certify with lighting directions or set the lighting keys to null")
+    missing = next((r for r in rows if "mahalanobis_radius" not in r.details), None)
+    if missing is not None:
+        raise StaleArtifactError(f"example {missing.index} carries no mahalanobis_radius; re-run certify with certify.lighting")
+    offset = float(protocol.lighting_brightness_offset or 0.0)
+    size = float(lighting.mahalanobis_norm(np.full(lighting.chw, offset)))
+    covered = sum(r.correct and not r.abstained and float(r.details["mahalanobis_radius"]) > size for r in rows)
+    return _lower_criterion(
+        "lighting_brightness", f"certified correct under every brightness offset up to +-{offset:g} "
+        f"(lighting {lighting.directions}, tau {lighting.tau:g})", covered, len(rows), alpha,
+        float(protocol.min_lighting_covered_lower or 0.0), protocol.confidence)
 
 
 def _number(value: float | None) -> str:

@@ -18,6 +18,7 @@ from certification.dataset_io import load_split
 from certification.errors import InputError, StaleArtifactError
 from certification.fileio import read_json
 from certification.gate import Protocol, Verdict, evaluate, protocol_sha256
+from certification.lighting import LightingCovariance, covariance_from_record
 from certification.prespecification import GitState, ProtocolRecord, utc_now
 from certification.model_card import load_model_description
 from certification.records import CertifyRecord, DecisionRecord, read_result_rows
@@ -149,6 +150,16 @@ def load_decisions(results: str | os.PathLike[str], protocol: Protocol, model_sh
     return decisions_from_certify(rows, protocol.radius, model_sha256)  # type: ignore[arg-type]
 
 
+def certify_lighting(certify_json: str | os.PathLike[str] | None) -> LightingCovariance | None:
+    """The lighting covariance a certify run recorded (metrics/certify.json ``noise.covariance``); None when the run
+    was isotropic or no summary is given."""
+    if certify_json is None:
+        return None
+    summary = read_certify_metrics(certify_json)
+    return covariance_from_record(summary["noise"].get("covariance"), float(summary["params"]["sigma"]),
+                                  where=f"{certify_json} noise.covariance")
+
+
 def evaluate_files(results: str | os.PathLike[str], protocol: Protocol, model_json: str | os.PathLike[str],
                    certify_json: str | os.PathLike[str] | None = None,
                    data: str | os.PathLike[str] | None = None) -> tuple[Verdict, list[DecisionRecord]]:
@@ -158,7 +169,7 @@ def evaluate_files(results: str | os.PathLike[str], protocol: Protocol, model_js
     labels = load_split(data).labels if data is not None else None
     rows = load_decisions(results, protocol, model["sha256"], certify_json, labels)
     verdict = evaluate(rows, protocol, model["class_names"], model["malignant_classes"], results_alpha(rows, str(results)),
-                       model["sha256"])
+                       model["sha256"], certify_lighting(certify_json))
     return verdict, rows
 
 

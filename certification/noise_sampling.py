@@ -67,6 +67,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from certification.lighting import LightingCovariance, LightingNoise
+
 PHASE_SELECTION = 0
 PHASE_ESTIMATION = 1
 PHASE_PREDICT = 2
@@ -116,10 +118,15 @@ def tail_bound(num: int, chw: tuple[int, ...]) -> float:
 class NoiseStream:
     """The noise e ~ N(0, sigma^2 I) of the stream (seed, index, phase) for images of shape ``chw``, image after
     image (module docstring). Successive calls continue the stream, so any split of it into calls gives the
-    same images."""
+    same images. With a non-isotropic ``lighting`` covariance (:mod:`certification.lighting`) each image also
+    gets sum_k tau' z_k v_k, drawn from the stream's third SeedSequence child: the isotropic part is unchanged."""
 
-    def __init__(self, seed: int, index: int, phase: int, chw: tuple[int, ...], sigma: float) -> None:
-        radii, angles = np.random.SeedSequence([int(seed), int(index), int(phase)]).spawn(2)
+    def __init__(self, seed: int, index: int, phase: int, chw: tuple[int, ...], sigma: float,
+                 lighting: LightingCovariance | None = None) -> None:
+        anisotropic = lighting is not None and not lighting.isotropic
+        children = np.random.SeedSequence([int(seed), int(index), int(phase)]).spawn(3 if anisotropic else 2)
+        radii, angles = children[0], children[1]
+        self._lighting = LightingNoise(children[2], lighting) if anisotropic and lighting is not None else None
         self._radius_uniforms = np.random.Generator(np.random.PCG64(radii))
         self._angle_bits = np.random.PCG64(angles)  # read raw: see _angle_fractions
         self.chw = tuple(int(d) for d in chw)
@@ -134,6 +141,8 @@ class NoiseStream:
         batch deep in a stream can be drawn on its own, e.g. by another thread. Returns ``self``."""
         self._radius_uniforms.bit_generator.advance(int(images) * self.pairs)
         self._angle_bits.advance(int(images) * self._angle_words)
+        if self._lighting is not None:
+            self._lighting.skip(images)
         return self
 
     def add_to(self, x: np.ndarray, out: np.ndarray) -> None:
@@ -145,6 +154,8 @@ class NoiseStream:
         x_flat = np.ascontiguousarray(x, dtype=np.float32).reshape(self.dim)
         for start in range(0, len(flat), self._chunk):
             self._fill(x_flat, flat[start : start + self._chunk])
+            if self._lighting is not None:
+                self._lighting.add(flat[start : start + self._chunk])
 
     def sample(self, num: int) -> np.ndarray:
         """The next ``num`` noise images e alone, float32 (num, C, H, W) (equal to ``add_to`` with x = 0)."""
@@ -230,8 +241,10 @@ class NoisyCounter:
         chw: tuple[int, int, int],
         prefetch: int = 2,
         workers: int = 1,
+        lighting: LightingCovariance | None = None,
     ) -> None:
         self.classify = classify
+        self.lighting = lighting
         self.num_classes = int(num_classes)
         self.sigma = float(sigma)  # as given: the stream rounds -2 sigma^2 to float32 itself (NOISE_SPEC)
         self.batch_size = int(batch_size)
@@ -269,7 +282,7 @@ class NoisyCounter:
         if cached is not None and cached[0] is job and cached[1] == start:
             stream = cached[2]
         else:
-            stream = NoiseStream(job.seed, job.index, job.phase, self.chw, self.sigma).skip(start)
+            stream = NoiseStream(job.seed, job.index, job.phase, self.chw, self.sigma, self.lighting).skip(start)
         self._local.stream = None  # a fill that fails half-way leaves no stream at a wrong place
         stream.add_to(job.x, batch)
         self._local.stream = (job, start + len(batch), stream)

@@ -42,6 +42,10 @@ CERTIFY_KEYS = (
 #: The ``incremental`` object of an incremental certificate row (see :mod:`certification.incremental`).
 INCREMENTAL_KEYS = ("from_sha256", "original_model_sha256", "original_p_lower", "original_alpha", "alpha_zeta",
                     "noise_phase", "n_p", "disagreements", "zeta_upper")
+
+#: Optional key of a lighting run (anisotropic smoothing, :mod:`certification.lighting`), written after ``radius``:
+#: the Mahalanobis radius R (``radius`` = sigma * R). Isotropic runs do not write it, so their bytes are unchanged.
+OPTIONAL_CERTIFY_KEYS = ("mahalanobis_radius",)
 TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
 DECISION_MODES = ("fixed", "sequential")
 
@@ -130,6 +134,8 @@ class CertifyRecord:
     model_sha256: str
     data_sha256: str
     incremental: dict[str, Any] | None = None
+    #: lighting runs only: R with delta^T Sigma^-1 delta < R^2 certified (0.0 when abstaining); None: isotropic run
+    mahalanobis_radius: float | None = None
 
     @property
     def abstained(self) -> bool:
@@ -147,7 +153,11 @@ class CertifyRecord:
         row = {key: getattr(self, key) for key in CERTIFY_KEYS}
         if self.incremental is not None:
             row["incremental"] = {key: self.incremental[key] for key in INCREMENTAL_KEYS}
-        return row
+        if self.mahalanobis_radius is None:
+            return row
+        keys = list(row)
+        keys.insert(keys.index("radius") + 1, "mahalanobis_radius")
+        return {key: row[key] if key in row else self.mahalanobis_radius for key in keys}
 
     @classmethod
     def from_dict(cls, row: Any, where: str = "certify row") -> CertifyRecord:
@@ -157,7 +167,7 @@ class CertifyRecord:
         missing = [key for key in CERTIFY_KEYS if key not in row]
         if missing:
             raise InputError(f"{where}: missing key '{missing[0]}'; regenerate the rows with the certify stage")
-        unknown = sorted(set(row) - set(CERTIFY_KEYS) - {"incremental"})
+        unknown = sorted(set(row) - set(CERTIFY_KEYS) - set(OPTIONAL_CERTIFY_KEYS) - {"incremental"})
         if unknown:
             raise InputError(f"{where}: unknown key '{unknown[0]}'; this is not a certify row")
         record = cls(
@@ -173,8 +183,14 @@ class CertifyRecord:
             model_sha256=_digest(row["model_sha256"], "model_sha256", where),
             data_sha256=_digest(row["data_sha256"], "data_sha256", where),
             incremental=_incremental(row["incremental"], where) if "incremental" in row else None,
+            mahalanobis_radius=(_real(row["mahalanobis_radius"], "mahalanobis_radius", where, 0.0)
+                                if "mahalanobis_radius" in row else None),
         )
         _check_prediction(record.index, record.label, record.prediction, record.correct, where)
+        if record.mahalanobis_radius is not None and not math.isclose(
+                record.radius, record.sigma * record.mahalanobis_radius, rel_tol=1e-9, abs_tol=1e-12):
+            raise InputError(f"{where}: radius {record.radius} is not sigma {record.sigma} x mahalanobis_radius "
+                             f"{record.mahalanobis_radius}; regenerate the certificates")
         if record.abstained and record.radius != 0.0:
             raise InputError(f"{where}: example {record.index} abstains but carries radius {record.radius}; regenerate the certificates")
         if record.n_a > record.n:
@@ -252,12 +268,15 @@ class DecisionRecord:
     def from_certify(cls, record: CertifyRecord, radius: float) -> DecisionRecord:
         """The decision at ``radius`` read off a fixed-n CERTIFY row: certified iff not abstaining and
         radius >= r*; evaluations = n0 + n; the model is the one the row names."""
+        details: dict[str, Any] = {"certified_radius": record.radius}
+        if record.mahalanobis_radius is not None:
+            details["mahalanobis_radius"] = record.mahalanobis_radius
         return cls(
             index=record.index, label=record.label, prediction=record.prediction,
             certified=not record.abstained and record.radius >= radius, correct=record.correct,
             evaluations=record.n0 + record.n, radius_threshold=float(radius), alpha=record.alpha, sigma=record.sigma,
             n0=record.n0, n=record.n, n_a=record.n_a, seed=record.seed, mode="fixed", model_sha256=record.model_sha256,
-            details={"certified_radius": record.radius},
+            details=details,
         )
 
 

@@ -23,6 +23,7 @@ from scipy.stats import binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 
 from certification.errors import InputError
+from certification.lighting import LightingCovariance
 from certification.records import ABSTAIN
 from certification.noise_sampling import (
     PHASE_ESTIMATION,
@@ -56,6 +57,9 @@ class CertifyResult:
     counts_estimation: list[int]
     seconds: float
     label: int | None = None
+    #: R = Phi^-1(p_lower) (0.0 when abstaining): g returns cA on the ellipsoid delta^T Sigma^-1 delta < R^2 of the
+    #: smoothing covariance (:mod:`certification.lighting`); ``radius`` = sigma * R.
+    mahalanobis_radius: float = 0.0
 
     @property
     def abstained(self) -> bool:
@@ -140,12 +144,16 @@ class SmoothedClassifier:
     ABSTAIN = ABSTAIN
 
     def __init__(self, base_classifier: OnnxClassifier, sigma: float, batch_size: int = 1000, prefetch: int = 2,
-                 noise_threads: int | None = None) -> None:
+                 noise_threads: int | None = None, lighting: LightingCovariance | None = None) -> None:
         """``sigma``: noise standard deviation in [0, 1]-pixel units; ``batch_size``: noisy copies per inference call;
         ``prefetch``: noisy batches drawn ahead of the model (0: none, noise and inference take turns on the calling
         thread); ``noise_threads``: threads drawing noise (default: the usable cores onnxruntime's threads leave,
-        at least one). None of them changes any count."""
+        at least one). None of them changes any count. ``lighting``: the anisotropic covariance
+        sigma^2 I + tau'^2 V^T V (:mod:`certification.lighting`, its sigma must be ``sigma``); None: N(0, sigma^2 I)."""
         check_sigma_and_batch(sigma, batch_size)
+        if lighting is not None and lighting.sigma != float(sigma):
+            raise InputError(f"the lighting covariance was built for sigma {lighting.sigma}, not {sigma}; build it with the run's sigma")
+        self.lighting = None if lighting is None or lighting.isotropic else lighting
         if noise_threads is not None and (isinstance(noise_threads, bool) or not isinstance(noise_threads, (int, np.integer)) or noise_threads < 1):
             raise InputError(f"the number of noise threads (--noise-threads) must be a positive integer, got {noise_threads!r}")
         self.base_classifier = base_classifier
@@ -157,7 +165,7 @@ class SmoothedClassifier:
     @classmethod
     def from_onnx(
         cls, path: str | os.PathLike[str], sigma: float, batch_size: int = 1000, threads: int | None = None, provider: str = "auto",
-        noise_threads: int | None = None, prefetch: int = 2,
+        noise_threads: int | None = None, prefetch: int = 2, lighting: LightingCovariance | None = None,
     ) -> "SmoothedClassifier":
         """Smooth the ONNX model at ``path`` (float32 NCHW input in [0, 1], output (N, K) class scores).
 
@@ -167,7 +175,7 @@ class SmoothedClassifier:
         if threads is None:
             threads = default_inference_threads()
         return cls(OnnxClassifier(path, threads=threads, provider=provider), sigma, batch_size, prefetch=prefetch,
-                   noise_threads=noise_threads)
+                   noise_threads=noise_threads, lighting=lighting)
 
     @property
     def num_classes(self) -> int:
@@ -186,6 +194,8 @@ class SmoothedClassifier:
         n0 noisy samples select the top class; a fresh, independent set of n samples estimates its probability;
         the one-sided Clopper-Pearson lower bound pA at level alpha gives R = sigma * Phi^-1(pA); abstain when
         pA < 1/2. ``x`` is one float32 (C, H, W) image in [0, 1]; noise comes from (seed, index).
+        With a lighting covariance Sigma the same bound also gives ``mahalanobis_radius`` Phi^-1(pA): g returns cA
+        on the whole ellipsoid delta^T Sigma^-1 delta < R^2, which contains the L2 ball of radius sigma * R.
         """
         check_parameters(alpha, seed, n0=n0, n=n)
         images = self._check_images(np.asarray(x)[None], "image")
@@ -232,9 +242,10 @@ class SmoothedClassifier:
             n_a = int(counts_estimation[c_hat_a])
             p_lower = self.lower_confidence_bound(n_a, int(n), float(alpha))
             if p_lower < 0.5:
-                prediction, radius = ABSTAIN, 0.0
+                prediction, mahalanobis = ABSTAIN, 0.0
             else:
-                prediction, radius = c_hat_a, self.sigma * float(norm.ppf(p_lower))
+                prediction, mahalanobis = c_hat_a, float(norm.ppf(p_lower))
+            radius = self.sigma * mahalanobis if prediction != ABSTAIN else 0.0
             now = time.perf_counter()
             yield CertifyResult(
                 index=index,
@@ -248,6 +259,7 @@ class SmoothedClassifier:
                 counts_estimation=[int(c) for c in counts_estimation],
                 seconds=now - start,
                 label=None if labels is None else labels[position],
+                mahalanobis_radius=mahalanobis,
             )
             start = now
 
@@ -287,7 +299,7 @@ class SmoothedClassifier:
         (unclipped), drawn from the job's own stream (seed, index, phase); streamed in batches."""
         counter = NoisyCounter(
             self.base_classifier.predict_labels, self.num_classes, self.sigma, self.batch_size, tuple(chw),
-            prefetch=self.prefetch, workers=self.noise_threads,
+            prefetch=self.prefetch, workers=self.noise_threads, lighting=self.lighting,
         )
         return counter.count(jobs)
 
@@ -302,7 +314,7 @@ class SmoothedClassifier:
         if int(phase) not in (PHASE_SELECTION, PHASE_ESTIMATION, PHASE_PREDICT) or int(index) < 0:
             raise InputError(f"noise stream needs a phase in 0..2 and a non-negative index, got phase {phase}, index {index}")
         return NoiseCountStream(self.base_classifier.predict_labels, self.num_classes, self.batch_size, images[0],
-                                NoiseStream(int(seed), int(index), int(phase), images.shape[1:], self.sigma))
+                                NoiseStream(int(seed), int(index), int(phase), images.shape[1:], self.sigma, self.lighting))
 
     # ---------------------------------------------------------------- LOWER-CONF-BOUND
     @staticmethod
@@ -317,6 +329,9 @@ class SmoothedClassifier:
         if not np.issubdtype(images.dtype, np.floating):
             raise InputError(f"{where} must be float32 in [0, 1], got dtype {images.dtype}; divide 8-bit pixels by 255")
         self.base_classifier.check_input_shape(images.shape[1:], where)
+        if self.lighting is not None and tuple(images.shape[1:]) != self.lighting.chw:
+            raise InputError(f"{where} have shape {tuple(images.shape[1:])} but the lighting covariance was built for "
+                             f"{self.lighting.chw}; build it for the data's image shape")
         images = np.ascontiguousarray(images, dtype=np.float32)
         _check_pixels(images, where)
         return images

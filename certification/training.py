@@ -28,6 +28,7 @@ from torch import nn
 
 from certification.edge_cnn import ARCHITECTURE, EdgeCNN, build_model, count_flops, count_parameters
 from certification.errors import InputError
+from certification.lighting import LightingCovariance, check_lighting
 from certification.progress import progress
 from certification.training_losses import (ConsistencyParams, MacerParams, check_class_weights, check_method,
                                            class_weight_vector, consistency_loss, gaussian_loss, hyperparameters,
@@ -56,11 +57,20 @@ class TrainConfig:
     class_weights: Mapping[str, float] = field(default_factory=dict)
     consistency: ConsistencyParams = field(default_factory=ConsistencyParams)
     macer: MacerParams = field(default_factory=MacerParams)
+    #: Lighting noise (:mod:`certification.lighting`): every noisy copy also gets sum_k tau' z_k v_k, the same
+    #: covariance certification smooths with; ``none`` draws exactly the isotropic noise (same generator calls).
+    lighting_directions: str = "none"
+    lighting_tau: float = 0.0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
         """A config from params.yaml's ``train`` section (``consistency`` and ``macer`` as mappings, keys checked)."""
         values = dict(params)
+        lighting = values.pop("lighting", None)
+        if lighting is not None:
+            if not isinstance(lighting, Mapping) or set(lighting) != {"directions", "tau"}:
+                raise InputError(f"train.lighting must be null or a mapping {{directions: none | dc | dc+ramps, tau: T}}, got {lighting!r}")
+            values["lighting_directions"], values["lighting_tau"] = lighting["directions"], lighting["tau"]
         if "consistency" in values:
             values["consistency"] = ConsistencyParams.from_mapping(values["consistency"])
         if "macer" in values:
@@ -81,6 +91,7 @@ class TrainConfig:
         return hyperparameters(self.method, self.consistency, self.macer)
 
     def validate(self) -> None:
+        check_lighting(self.lighting_directions, self.lighting_tau, self.sigma, where="train.lighting")
         check_method(self.method)
         check_class_weights(self.class_weights)
         self.consistency.validate()
@@ -151,16 +162,36 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.flip(batch, dims=(3,)) if flip else batch
 
 
+def lighting_basis(config: TrainConfig, chw: tuple[int, ...]) -> torch.Tensor | None:
+    """tau' V (K, D) as float32 for the config's lighting noise on images of shape ``chw``; None when off."""
+    if config.lighting_directions == "none":
+        return None
+    covariance = LightingCovariance.build(config.lighting_directions, config.lighting_tau, config.sigma, chw)
+    return torch.tensor(covariance.basis * covariance.tau_norm, dtype=torch.float32)
+
+
+def add_noise(batch: torch.Tensor, sigma: float, generator: torch.Generator, basis: torch.Tensor | None = None) -> torch.Tensor:
+    """batch + N(0, sigma^2 I) and, with a lighting ``basis`` tau' V, + z tau' V, z ~ N(0, I_K) (drawn after the
+    isotropic noise from the same generator, so the isotropic draws are those of a run without lighting)."""
+    batch = batch + sigma * torch.randn(batch.shape, generator=generator)
+    if basis is not None:
+        z = torch.randn((batch.shape[0], basis.shape[0]), generator=generator)
+        batch = batch + (z @ basis).view(batch.shape)
+    return batch
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.0, seed: int = 0, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on ``x`` (+ seeded Gaussian noise of std ``sigma`` when > 0)."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.0, seed: int = 0, batch_size: int = 1000,
+             basis: torch.Tensor | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``x`` (+ seeded Gaussian noise of std ``sigma`` when > 0, with the lighting
+    part of ``basis`` when given)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     correct = 0
     for start in range(0, x.shape[0], batch_size):
         batch = x[start:start + batch_size]
         if sigma > 0:
-            batch = batch + sigma * torch.randn(batch.shape, generator=generator)
+            batch = add_noise(batch, sigma, generator, basis)
         correct += int((model(batch).argmax(1) == y[start:start + batch_size]).sum())
     return correct / max(1, x.shape[0])
 
@@ -214,11 +245,11 @@ def train_model(
 
 
 def _multi_copy_loss(model: nn.Module, batch: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-                     weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+                     weights: torch.Tensor | None, generator: torch.Generator, basis: torch.Tensor | None = None) -> torch.Tensor:
     """The consistency or MACER loss of one batch: ``config.copies`` noisy copies of each image in one forward pass."""
     copies = config.copies
     repeated = batch.unsqueeze(0).expand(copies, *batch.shape).reshape(copies * batch.shape[0], *batch.shape[1:])
-    noisy = repeated + config.sigma * torch.randn(repeated.shape, generator=generator)
+    noisy = add_noise(repeated, config.sigma, generator, basis)
     logits = model(noisy).view(copies, batch.shape[0], -1)
     if config.method == "consistency":
         return consistency_loss(logits, labels, config.consistency.lam, config.consistency.eta, weights)
@@ -238,6 +269,8 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
         "mean": mean,
         "std": std,
         "train_sigma": float(config.sigma),
+        **({} if config.lighting_directions == "none" else
+           {"train_lighting": {"directions": config.lighting_directions, "tau": float(config.lighting_tau)}}),
         **extra,
     }
     with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global RNG is left untouched
@@ -245,6 +278,7 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
         model = build_model(model_config)
     x_train, y_train = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
     x_val, y_val = to_tensor(val_images), torch.from_numpy(val_labels.astype(np.int64))
+    basis = lighting_basis(config, tuple(x_train.shape[1:])) if config.sigma > 0 else None
 
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -266,12 +300,12 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
             batch = _augment(x_train[index], generator)
             if config.method == "gaussian":
                 if config.sigma > 0:
-                    batch = batch + config.sigma * torch.randn(batch.shape, generator=generator)
+                    batch = add_noise(batch, config.sigma, generator, basis)
                 logits = model(batch)
                 # the unweighted loss is torch's own CrossEntropyLoss, so the baseline's bits do not change
                 loss = loss_fn(logits, y_train[index]) if weights is None else gaussian_loss(logits, y_train[index], weights)
             else:
-                loss = _multi_copy_loss(model, batch, y_train[index], config, weights, generator)
+                loss = _multi_copy_loss(model, batch, y_train[index], config, weights, generator, basis)
             if not torch.isfinite(loss):
                 raise InputError(f"training diverged at epoch {epoch}, batch {step + 1}: the loss is {float(loss.detach())}; "
                                  f"lower train.lr (now {config.lr}) or train.sigma (now {config.sigma})")
@@ -286,7 +320,7 @@ def _train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nd
             epoch=epoch,
             train_loss=total_loss / seen,
             val_accuracy_clean=accuracy(model, x_val, y_val),
-            val_accuracy_noisy=accuracy(model, x_val, y_val, config.sigma, noisy_seed) if config.sigma > 0 else accuracy(model, x_val, y_val),
+            val_accuracy_noisy=accuracy(model, x_val, y_val, config.sigma, noisy_seed, basis=basis) if config.sigma > 0 else accuracy(model, x_val, y_val),
         )
         history.append(record)
         score = record.val_accuracy_noisy if config.sigma > 0 else record.val_accuracy_clean

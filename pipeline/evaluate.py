@@ -107,6 +107,7 @@ def settings_from_params(document: dict[str, Any], certify: dict[str, Any]) -> E
         gate_radius=_number(gate, "gate", "radius"),
         gate_threshold=_number(gate, "gate", "min_certified_accuracy_lower"),
         max_abstention_rate=_number(gate, "gate", "max_abstention_rate"),
+        lighting=(certify.get("noise") or {}).get("covariance"),
         **values, **deploy_params(document),
     )
 

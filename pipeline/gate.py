@@ -15,7 +15,8 @@ from certification.dataset_io import load_split
 from certification.errors import StaleArtifactError
 from certification.fileio import sha256_file, write_json_atomic, write_text_atomic
 from certification.gate import Verdict, evaluate, failure_lines, render_table
-from certification.gate_io import check_frozen, gate_document, gate_marker_csv, load_decisions, load_protocol
+from certification.gate_io import (certify_lighting, check_frozen, gate_document, gate_marker_csv, load_decisions,
+                                     load_protocol)
 from certification.prespecification import read_protocol_record
 from certification.model_card import load_model_description
 from certification.records import DecisionRecord, decision_jsonl_text
@@ -57,7 +58,9 @@ def main() -> int:
                               load_split(layout.TEST_SPLIT).labels)
     else:
         rows = decide_rows(protocol.radius, model["sha256"])
-    verdict = evaluate(rows, protocol, model["class_names"], model["malignant_classes"], rows[0].alpha, model["sha256"])
+    lighting = certify_lighting(layout.CERTIFY_METRICS) if protocol.has_lighting_criterion else None
+    verdict = evaluate(rows, protocol, model["class_names"], model["malignant_classes"], rows[0].alpha, model["sha256"],
+                       lighting)
     document = gate_document(verdict, rows)
     write_text_atomic(layout.GATE_DECISIONS, decision_jsonl_text(rows))
     write_json_atomic(layout.GATE_METRICS, document)

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from certification.certify_run import RunOptions
 from certification.errors import ParameterError
+from certification.lighting import check_lighting
 from pipeline import layout
 from pipeline.stage import PARAMS_FILE, load_document, load_section
 
@@ -23,6 +24,9 @@ KEYS: dict[str, Any] = {
     "confidence": float,
     "radii": list,
 }
+#: Optional ``certify`` keys: ``lighting: {directions: none | dc | dc+ramps, tau: T}`` (:mod:`certification.lighting`).
+OPTIONAL_KEYS: dict[str, Any] = {"lighting": (dict, type(None))}
+LIGHTING_KEYS = ("directions", "tau")
 
 #: ``runtime:`` keys and their defaults (null threads: the library's defaults, half the cores each; backend local:
 #: this process; ray: Ray workers, on a local Ray started for the run when ``ray_address`` is null or "").
@@ -80,8 +84,9 @@ def certify_params(card: Mapping[str, Any]) -> dict[str, Any]:
             if old in section:
                 raise ParameterError(f"{PARAMS_FILE}: 'certify.{old}' moved to 'runtime.{new}' (it never changes a "
                                      "certificate, so changing it must not rerun the pipeline); move the line there")
-    params = load_section("certify", KEYS)
+    params = load_section("certify", KEYS, optional=OPTIONAL_KEYS)
     params["sigma"] = resolve_sigma(params, card)
+    params["lighting"] = lighting_params(params.get("lighting"), "certify.lighting", params["sigma"])
     runtime = runtime_params()
     params["batch_size"] = runtime["certify_batch_size"]
     params["threads"], params["noise_threads"] = runtime["onnx_threads"], runtime["noise_threads"]
@@ -91,8 +96,26 @@ def certify_params(card: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+def lighting_params(section: Any, where: str, sigma: float | None) -> dict[str, Any]:
+    """A ``lighting:`` mapping {directions, tau} (absent or null: ``none``, tau 0), its keys and values checked
+    (:func:`certification.lighting.check_lighting`, with the run's ``sigma``; errors name ``where``)."""
+    if section is None:
+        return {"directions": "none", "tau": 0.0}
+    if not isinstance(section, dict):
+        raise ParameterError(f"{PARAMS_FILE}: '{where}' must be a mapping {{directions: none | dc | dc+ramps, tau: T}}, got {section!r}")
+    unknown = sorted(set(section) - set(LIGHTING_KEYS))
+    missing = [key for key in LIGHTING_KEYS if key not in section]
+    if unknown or missing:
+        raise ParameterError(f"{PARAMS_FILE}: '{where}' needs exactly the keys directions and tau "
+                             f"({'unknown ' + unknown[0] if unknown else 'missing ' + missing[0]})")
+    check_lighting(section["directions"], section["tau"], sigma, where)
+    return {"directions": section["directions"], "tau": section["tau"]}
+
+
 def run_options(params: Mapping[str, Any]) -> RunOptions:
     """The run options of a resolved ``certify`` section (provider: the library's default)."""
+    lighting = params.get("lighting") or {"directions": "none", "tau": 0.0}
     return RunOptions(sigma=params["sigma"], alpha=params["alpha"], seed=params["seed"], batch_size=params["batch_size"],
                       max_examples=params["max_examples"], threads=params.get("threads"),
-                      noise_threads=params.get("noise_threads"))
+                      noise_threads=params.get("noise_threads"), lighting_directions=lighting["directions"],
+                      lighting_tau=lighting["tau"])

@@ -13,8 +13,10 @@ from certification.yaml_io import read_yaml
 PARAMS_FILE = Path(os.environ.get("SMOOTHCERT_PARAMS", "params.yaml"))
 
 
-def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path: Path | None = None) -> dict[str, Any]:
-    """Read ``section`` of params.yaml; every key in ``keys`` is required, no other key is allowed.
+def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path: Path | None = None,
+                 optional: Mapping[str, type | tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """Read ``section`` of params.yaml; every key in ``keys`` is required, keys in ``optional`` may be given (absent
+    ones are left out of the result), no other key is allowed.
 
     Types are checked (int is accepted where float is expected). Errors name the key and the file.
     """
@@ -23,11 +25,14 @@ def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path
     if section not in document or not isinstance(document[section], dict):
         raise InputError(f"{path}: missing section '{section}:'")
     values = document[section]
-    unknown = sorted(set(values) - set(keys))
+    optional = dict(optional or {})
+    unknown = sorted(set(values) - set(keys) - set(optional))
     if unknown:
-        raise InputError(f"{path}: unknown key '{section}.{unknown[0]}'; allowed keys: {', '.join(sorted(keys))}")
-    for key, expected in keys.items():
+        raise InputError(f"{path}: unknown key '{section}.{unknown[0]}'; allowed keys: {', '.join(sorted({**keys, **optional}))}")
+    for key, expected in {**keys, **optional}.items():
         if key not in values:
+            if key in optional:
+                continue
             raise InputError(f"{path}: missing key '{section}.{key}'")
         value = values[key]
         allowed = expected if isinstance(expected, tuple) else (expected,)
@@ -37,7 +42,7 @@ def load_section(section: str, keys: Mapping[str, type | tuple[type, ...]], path
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             names = " or ".join(t.__name__ for t in allowed)
             raise InputError(f"{path}: '{section}.{key}' must be {names}, got {value!r}")
-    return {key: values[key] for key in keys}
+    return {key: values[key] for key in {**keys, **optional} if key in values}
 
 
 def load_document(path: Path | None = None) -> dict[str, Any]:

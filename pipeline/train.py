@@ -22,6 +22,8 @@ from pipeline.stage import load_document, load_section, run_stage
 
 KEYS = {"sigma": float, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "width": int, "seed": int,
         "portable_kernels": bool, "method": str, "class_weights": dict, "consistency": dict, "macer": dict}
+#: ``train.lighting``: null = certify's lighting (``certify.lighting``), so training and certification use the same noise.
+OPTIONAL_KEYS = {"lighting": (dict, type(None))}
 MODEL_PATH, METRICS_PATH, HISTORY_PATH = layout.CHECKPOINT, layout.TRAIN_METRICS, layout.TRAIN_HISTORY
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy_clean", "val_accuracy_noisy")
 
@@ -68,9 +70,20 @@ def refuse_supplied_model() -> None:
                          "(or set model.path: \"\" to train)")
 
 
+def training_lighting(own: Any, document: dict[str, Any]) -> dict[str, Any] | None:
+    """``train.lighting``, or certify's when it is null or absent (None when neither is set)."""
+    if own is not None:
+        return own
+    certify = document.get("certify")
+    return certify.get("lighting") if isinstance(certify, dict) else None
+
+
 def main() -> int:
     refuse_supplied_model()
-    params = load_section("train", KEYS)
+    params = load_section("train", KEYS, optional=OPTIONAL_KEYS)
+    lighting = training_lighting(params.pop("lighting", None), load_document())
+    if lighting is not None:
+        params["lighting"] = lighting
     portable_environment(params["portable_kernels"])
     # torch starts with these imports, after the portable environment is set
     from certification.dataset_io import load_split
@@ -111,6 +124,8 @@ def main() -> int:
         "seconds": round(result.seconds, 3),
         "torch_threads": threads,
         "platform": training_platform(config.portable_kernels),
+        **({} if config.lighting_directions == "none" else
+           {"lighting": {"directions": config.lighting_directions, "tau": config.lighting_tau}}),
     }
     save_checkpoint(MODEL_PATH, result.model, result.config)
     write_json_atomic(METRICS_PATH, metrics)

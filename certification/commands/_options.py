@@ -32,6 +32,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: half the cores, rounded up); does not change results")
     parser.add_argument("--noise-threads", type=int, default=None, help="threads drawing noise (default: the cores onnxruntime leaves, at least 1); does not change results")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider (auto: CUDA when onnxruntime offers it, else CPU)")
+    parser.add_argument("--lighting", default="none", metavar="DIRECTIONS",
+                        help="lighting directions of an anisotropic smoothing covariance: none (default), dc or dc+ramps "
+                             "(certification.lighting; rows then carry mahalanobis_radius)")
+    parser.add_argument("--lighting-tau", type=float, default=0.0,
+                        help="RMS per-pixel standard deviation each lighting direction adds, [0,1]-pixel units (with --lighting)")
     parser.add_argument("--out", required=True, type=Path, help="output JSONL, one object per example")
 
 
@@ -57,4 +62,5 @@ def run_options(args: argparse.Namespace) -> "RunOptions":
 
     return RunOptions(sigma=args.sigma, alpha=args.alpha, seed=args.seed, batch_size=args.batch_size,
                       max_examples=args.max_examples, threads=args.threads, noise_threads=args.noise_threads,
-                      provider=args.provider)
+                      provider=args.provider, lighting_directions=getattr(args, "lighting", "none"),
+                      lighting_tau=getattr(args, "lighting_tau", 0.0))

@@ -7,6 +7,9 @@
   certified radius reaches the specification's certified-accuracy threshold; everything else is named as not
   (or only partly) covered, with its share, bound and n.
 * :func:`radius_note`: the radius in gray levels and the largest radius n and alpha can certify.
+* :func:`lighting_sentences` (lighting runs only): the smoothing covariance, the lighting changes each certificate
+  covers (median over the evaluated images), and which measured changes pass the exact ellipsoid test, by the same
+  standard as :func:`coverage_sentences`.
 """
 from __future__ import annotations
 
@@ -105,3 +108,45 @@ def covered_names(ev: Mapping[str, Any]) -> list[str]:
     """Changes covered at some measured severity (by the standard of :func:`coverage_sentences`)."""
     std = coverage_standard(ev)
     return list(dict.fromkeys(r["name"] for r in ev["claims"]["coverage"] if coverage_word(r, std) == "covered"))
+
+
+def lighting_sentences(ev: Mapping[str, Any]) -> list[str]:
+    """What a lighting certificate covers, from metrics/certify.json's covariance and metrics/evaluate.json's exact
+    ellipsoid tests; [] for an isotropic run."""
+    lighting = ev["claims"].get("lighting")
+    if not lighting:
+        return []
+    cov, sigma = lighting["covariance"], ev["certify"]["params"]["sigma"]
+    words = {"dc": "the constant image of each colour channel", "dc+ramps": "the constant image and the linear ramps "
+             "along x and along y of each colour channel"}
+    out = [f"Lighting certificate: the smoothing noise is N(0, Sigma) with Sigma = sigma^2 I + tau'^2 sum_k v_k v_k^T, "
+           f"sigma = {_f(sigma)}, K = {cov['k']} fixed orthonormal lighting directions v_k ({words.get(cov['directions'], cov['directions'])}; "
+           f"they do not depend on the image), tau = {_f(cov['tau'])} root-mean-square per-pixel standard deviation per "
+           f"direction (tau' = tau sqrt(D) = {_f(cov['tau_norm'])}, D = {cov['d']}). A certificate of Mahalanobis radius R "
+           f"(column mahalanobis_radius of certify.jsonl) covers every additive change delta with delta^T Sigma^-1 delta "
+           f"< R^2; this ellipsoid contains the L2 ball of radius sigma R, so the L2 certificate above holds unchanged."]
+    extents = lighting.get("covered_extents") or {}
+    if extents.get("n_certified"):
+        b, g, s = (extents[k] for k in ("brightness_offset", "gain_change", "ramp_strength"))
+        out.append(f"Over the {extents['n_certified']} certified images of the variation study the certificate covers, "
+                   f"in the median (smallest in brackets): a brightness offset of every pixel up to +-{_f(b['median'])} "
+                   f"({_f(b['min'])}), a gain change of one colour channel up to +-{_pct(g['median'])} ({_pct(g['min'])}) "
+                   f"of its values, and a linear illumination ramp from -s to +s across the image with s up to "
+                   f"{_f(s['median'])} ({_f(s['min'])}), in [0,1] pixel units, each on its own.")
+    rows = lighting["coverage"]
+    std = coverage_standard(ev)
+    labels = {id(r): coverage_word(r, std) for r in rows}
+    covered = [r for r in rows if labels[id(r)] == "covered"]
+    partly = [r for r in rows if labels[id(r)] == "partly covered"]
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    never = [n for n in names if all(labels[id(r)] == "not covered" for r in rows if r["name"] == n)]
+    out.append(f"Measured with the exact test on each image's actual change (clipped to [0, 1]): a setting is called "
+               f"covered by the lighting certificate only where the one-sided {_pct(ev['claims']['coverage_confidence'])} "
+               f"lower bound on the share of images whose change lies in their certified ellipsoid is at least {_pct(std)}.")
+    out.append("Covered by the lighting certificate: " + ("; ".join(_setting(r) for r in covered) if covered else "none") + ".")
+    if partly:
+        out.append("Partly covered by the lighting certificate, so NOT covered as a claim: " + "; ".join(_setting(r) for r in partly) + ".")
+    out.append("Not covered by the lighting certificate at any measured severity: " + (", ".join(never) if never else "none") + ".")
+    contradictions = sum(int(r.get("contradictions") or 0) for r in rows)
+    out.append(f"Ellipsoid-certified changed images whose smoothed prediction differed from the certified class: {contradictions}.")
+    return out

@@ -312,20 +312,47 @@ def _risk_rates(gate: Mapping[str, Any], certify: Mapping[str, Any], evaluate: M
     return rates
 
 
+def _lighting(certify: Mapping[str, Any], evaluate: Mapping[str, Any], confidence: float, source: str) -> dict[str, Any] | None:
+    """A lighting run's covariance (metrics/certify.json ``noise.covariance``) and, per lighting/camera change and
+    severity, how many of the n evaluated images' actual changes pass the exact ellipsoid test (the evaluate stage's
+    lighting_certified_share of n_examples) with one-sided Clopper-Pearson bounds; None for an isotropic run."""
+    covariance = certify["noise"].get("covariance")
+    if covariance is None:
+        return None
+    rows = []
+    for c in evaluate.get("corruptions") or []:
+        if not isinstance(c, Mapping) or not c.get("n_examples"):
+            continue
+        if "lighting_certified_share" not in c:
+            raise StaleArtifactError(f"{source}: the certificates are lighting certificates but the corruption study has "
+                                     "no lighting_certified_share; rerun the evaluate stage")
+        n = int(c["n_examples"])
+        certified = proportion_bound(_count(c["lighting_certified_share"], n), n, confidence)
+        rows.append({"name": str(c["name"]), "severity": c.get("severity"), "parameter": c.get("parameter"),
+                     "level": c.get("level"), "n": n, "covered": certified.to_dict(),
+                     "share_of_certified": c.get("lighting_certified_share_of_certified"),
+                     "contradictions": c.get("lighting_contradictions")})
+    return {"covariance": dict(covariance), "coverage": rows,
+            "covered_extents": (evaluate.get("lighting") or {}).get("covered_extents")}
+
+
 def _claims(model: Mapping[str, Any], gate: Mapping[str, Any], certify: Mapping[str, Any], evaluate: Mapping[str, Any],
             export: Mapping[str, Any], source: str) -> dict[str, Any]:
     """What the generated sentences of the dossier say, as numbers: radius in pixel terms and its limit,
-    measured coverage of lighting/camera changes, subgroups below the gate threshold, measured failure rates."""
+    measured coverage of lighting/camera changes, subgroups below the gate threshold, measured failure rates;
+    ``lighting`` (lighting runs only): the covariance and the ellipsoid coverage of each change."""
     values = input_values(require(model, "input_shape", source))
     confidence = float((evaluate.get("subgroups") or {}).get("confidence", gate["protocol"].get("confidence", 0.95)))
     coverage = _coverage(evaluate, confidence)
+    lighting = _lighting(certify, evaluate, confidence, "metrics/evaluate.json")
     return {"radius": {"values": values, "gate": in_pixels(float(gate["radius"]), values).to_dict(),
                        "limit": dict(certify["radius_limit"])},
             "coverage_confidence": confidence, "coverage": coverage,
             "subgroups_below": _subgroups_below(evaluate),
             "subgroup_threshold": (evaluate.get("subgroups") or {}).get("threshold"),
             "risk_rates": _risk_rates(gate, certify, evaluate, export, coverage),
-            "noise_loops": _noise_loops(certify["noise"]["kernels"])}
+            "noise_loops": _noise_loops(certify["noise"]["kernels"]),
+            **({} if lighting is None else {"lighting": lighting})}
 
 
 def _noise_loops(kernels: Mapping[str, Any]) -> str:

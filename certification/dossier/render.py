@@ -113,8 +113,10 @@ def _threat(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
            *paragraphs(t["threat_model"], st["body"]), para("What the certificate covers", st["h2"]),
            *bullets(t["covered"], st["bullet"]), para("Measured coverage of lighting and camera changes", st["h2"]),
            *[para(x, st["body"]) for x in claims.coverage_sentences(ev)],
+           *_lighting(ev, t, st),
            para("What the certificate does NOT cover", st["h2"])]
-    rows = [["Not covered", "Why"]] + [[row["item"], " ".join(row["why"].split())] for row in t["not_covered"]]
+    not_covered = [*t["not_covered"], *((t.get("lighting") or {}).get("not_covered") or [])]
+    rows = [["Not covered", "Why"]] + [[row["item"], " ".join(row["why"].split())] for row in not_covered]
     return out + [table(rows, [0.3, 0.7], st)]
 
 
@@ -129,6 +131,17 @@ def _quantization_label(m: Mapping[str, Any]) -> str:
         return "none (the certified file is the float export)"
     method = str(m.get("quantization_method", "ptq"))
     return f"{m['quantization']} ({method}: {QUANTIZATION_METHODS.get(method, method)}); the certified file is this int8 artifact"
+
+
+def _lighting(ev: Mapping[str, Any], t: Mapping[str, Any], st: Mapping[str, Any]) -> list:
+    """The lighting certificate's specification, threat model and measured coverage (lighting runs only)."""
+    sentences = claims.lighting_sentences(ev)
+    if not sentences:
+        return []
+    words = t["lighting"]
+    return [para("Lighting certificate (anisotropic smoothing)", st["h2"]), *paragraphs(words["specification"], st["body"]),
+            *paragraphs(words["threat_model"], st["body"]), *bullets(words["covered"], st["bullet"]),
+            *[para(x, st["body"]) for x in sentences]]
 
 
 def _model(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:

@@ -45,6 +45,8 @@ HISTORY_KEYS = ("revision", "date", "author", "change")
 REPRODUCIBILITY_KEYS = ("data", "weights_portable", "weights_platform_specific", "certificates")
 APPROVAL_KEYS = ("role", "meaning")
 PRESPECIFICATION_KEYS = ("holds", "violated", "not_recorded")
+#: threat_model.yaml ``lighting``: the words of a lighting certificate, printed (and filled) only for lighting runs
+LIGHTING_FIELDS: dict[str, type] = {"specification": str, "threat_model": str, "covered": list, "not_covered": list}
 
 
 def format_value(value: Any, fmt: str | None, where: str) -> str:
@@ -143,6 +145,15 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
     _check_items(raw["acceptance.yaml"]["traceability"], TRACE_KEYS, str(folder / "acceptance.yaml") + ": traceability")
     _check_items(raw["acceptance.yaml"]["criteria_rationale"], RATIONALE_KEYS, str(folder / "acceptance.yaml") + ": criteria_rationale")
     _check_items(raw["threat_model.yaml"]["not_covered"], NOT_COVERED_KEYS, str(folder / "threat_model.yaml") + ": not_covered")
+    lighting = raw["threat_model.yaml"].get("lighting")
+    if lighting is not None:
+        where = f"{folder / 'threat_model.yaml'}: lighting"
+        if not isinstance(lighting, dict):
+            raise InputError(f"{where} must be a mapping of {', '.join(LIGHTING_FIELDS)}")
+        for key, kind in LIGHTING_FIELDS.items():
+            if not isinstance(lighting.get(key), kind) or not lighting[key]:
+                raise InputError(f"{where}: missing required field '{key}'")
+        _check_items(lighting["not_covered"], NOT_COVERED_KEYS, f"{where}.not_covered")
     _check_items(raw["document.yaml"]["revision_history"], HISTORY_KEYS, str(folder / "document.yaml") + ": revision_history")
     for role, spec in raw["document.yaml"]["approvals"].items():
         _check_items([spec], APPROVAL_KEYS, f"{folder / 'document.yaml'}: approvals.{role}")
@@ -212,6 +223,11 @@ def _for_model_origin(raw: dict[str, dict[str, Any]], supplied: bool) -> dict[st
 def load_texts(folder: str | Path, evidence: Mapping[str, Any]) -> Texts:
     """Read every template and fill its placeholders from ``evidence``."""
     raw = _for_model_origin(read_raw(folder), bool((evidence.get("model") or {}).get("supplied")))
+    if not (evidence.get("claims") or {}).get("lighting"):  # the lighting words speak of a covariance this run lacks
+        raw["threat_model.yaml"] = {k: v for k, v in raw["threat_model.yaml"].items() if k != "lighting"}
+    elif "lighting" not in raw["threat_model.yaml"]:
+        raise InputError(f"{Path(folder) / 'threat_model.yaml'}: the certificates are lighting certificates but the "
+                         "template has no 'lighting' section (specification, threat_model, covered, not_covered); add it")
     space = namespace(evidence)
     filled = {name: _fill_tree(data, space, str(Path(folder) / name)) for name, data in raw.items()
               if name != "risk_matrix.yaml"}

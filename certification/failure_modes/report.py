@@ -39,6 +39,7 @@ from certification.failure_modes.seeds import phase_seed
 from certification.failure_modes.subgroups import subgroup_report
 from certification.failure_modes.triage import answers_at_radius, triage_report
 from certification.fileio import sha256_file
+from certification.lighting import covariance_from_record
 from certification.smoothing import SmoothedClassifier
 
 SCHEMA_VERSION = 1
@@ -83,6 +84,23 @@ class EvaluationSettings:
     latency_repeats: int = 20  # single-image PREDICT calls timed (params deploy.latency_repeats)
     batch_size: int = 1000
     threads: int | None = None
+    #: metrics/certify.json ``noise.covariance`` of a lighting run (:mod:`certification.lighting`); None: isotropic
+    lighting: dict[str, Any] | None = None
+
+
+def _mahalanobis_radii(records: Sequence[Any], covariance: Any, where: str) -> np.ndarray | None:
+    """The rows' Mahalanobis radii (file order) for a lighting run; None for an isotropic one. Rows and metrics must
+    agree on whether the run was a lighting run."""
+    carried = [r.mahalanobis_radius is not None for r in records]
+    if covariance is None:
+        if any(carried):
+            raise StaleArtifactError(f"{where}: rows carry mahalanobis_radius but metrics/certify.json records no lighting "
+                                     "covariance; re-run certify")
+        return None
+    if not all(carried):
+        raise StaleArtifactError(f"{where}: metrics/certify.json records a lighting covariance but the rows carry no "
+                                 "mahalanobis_radius; re-run certify")
+    return np.array([r.mahalanobis_radius for r in records], dtype=np.float64)
 
 
 def choose_rows(rows: CertificateArrays, count: int, seed: int, tag: str) -> np.ndarray:
@@ -138,13 +156,17 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
     seconds["subgroups_abstentions"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    classifier = SmoothedClassifier.from_onnx(inputs.model, settings.sigma, batch_size=settings.batch_size, threads=settings.threads, provider="cpu")
+    covariance = covariance_from_record(settings.lighting, settings.sigma, split.image_shape_chw, "certify noise.covariance")
+    mahalanobis = _mahalanobis_radii(records, covariance, str(inputs.certificates))
+    classifier = SmoothedClassifier.from_onnx(inputs.model, settings.sigma, batch_size=settings.batch_size, threads=settings.threads, provider="cpu",
+                                              lighting=covariance)
     session = open_session(inputs.model, settings.threads, "cpu")
     picked = choose_rows(rows, settings.max_examples, settings.seed, "corruptions")
     chosen = rows.subset(picked)
     clean, corruptions = evaluate_corruptions(
         classifier, session, split.model_input(chosen.index), chosen, settings.predict_n, settings.alpha,
-        phase_seed(settings.seed, "corruptions"), settings.confidence,
+        phase_seed(settings.seed, "corruptions"), settings.confidence, lighting=covariance,
+        mahalanobis_radius=None if mahalanobis is None else mahalanobis[picked],
     )
     seconds["corruptions"] = time.perf_counter() - clock
 
@@ -194,7 +216,8 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
         "model": {"path": Path(inputs.model).as_posix(), "sha256": model_sha, "quantization": inputs.quantization},
         "data": {"path": Path(inputs.data).as_posix(), "sha256": sha256_file(inputs.data)},
         "certificates": {"path": Path(inputs.certificates).as_posix(), "sha256": sha256_file(inputs.certificates), "n_rows": len(rows)},
-        "settings": {**asdict(settings), "radii": list(settings.radii), "attack_radii": list(settings.attack_radii)},
+        "settings": {**{k: v for k, v in asdict(settings).items() if k != "lighting" or v is not None},
+                     "radii": list(settings.radii), "attack_radii": list(settings.attack_radii)},
         "subgroups": subgroups.to_dict(),
         "abstentions": abstentions.to_dict(),
         "least_robust": [asdict(example) for example in least],
@@ -206,7 +229,23 @@ def evaluate_failure_modes(inputs: EvaluationInputs, settings: EvaluationSetting
         "deployed": deployed_block(deployed, settings.max_abstention_rate),
         "plots": figures,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        **({} if covariance is None else
+           {"lighting": lighting_block(covariance, split.model_input(chosen.index), chosen, mahalanobis[picked])}),
     }
+
+
+def lighting_block(covariance: Any, images: np.ndarray, rows: CertificateArrays, mahalanobis: np.ndarray) -> dict[str, Any]:
+    """The ``lighting`` block of a lighting run: the covariance and, over the variation examples that have a
+    certificate, the median (and minimum) of the largest brightness offset, per-channel gain change and ramp
+    strength each certificate covers (:meth:`certification.lighting.LightingCovariance.covered_extents`)."""
+    extents = [covariance.covered_extents(x, r).to_dict() for x, r, abstained in zip(images, mahalanobis, rows.abstained)
+               if not abstained]
+    summary: dict[str, Any] = {"n_certified": len(extents)}
+    for key in ("brightness_offset", "gain_change", "ramp_strength"):
+        values = np.array([e[key] for e in extents], dtype=np.float64)
+        summary[key] = ({"median": float(np.median(values)), "min": float(values.min())} if len(values)
+                        else {"median": None, "min": None})
+    return {"covariance": covariance.to_record(), "covered_extents": summary}
 
 
 def triage_reports(rows: CertificateArrays, deployed_answers: np.ndarray, metadata: dict[str, np.ndarray],
@@ -244,8 +283,20 @@ def summary_lines(document: dict[str, Any]) -> Sequence[str]:
         f"subgroups flagged at r={document['subgroups']['gate_radius']:g}: {len(document['subgroups']['flagged'])} of {len(document['subgroups']['groups'])}",
         f"variations not covered by the certificate: {', '.join(not_covered) or 'none'}",
         f"attack: {attack['candidates']} candidates, {attack['confirmed_contradictions']} confirmed contradictions",
+        *_lighting_lines(document),
         *_triage_lines(document),
     ]
+
+
+def _lighting_lines(document: dict[str, Any]) -> list[str]:
+    if "lighting" not in document:
+        return []
+    lines = []
+    for name in ("brightness", "illumination_gradient", "color_temperature"):
+        shares = [f"{c['lighting_certified_share_of_certified']:.2f}" for c in document["corruptions"] if c["name"] == name]
+        if shares:
+            lines.append(f"lighting certificate covers {name} for {' / '.join(shares)} of certified images (severity 1..)")
+    return lines
 
 
 def _triage_lines(document: dict[str, Any]) -> list[str]:

@@ -203,3 +203,36 @@ def test_train_stage_rejects_an_unknown_class_name_without_outputs(workdir):
     with pytest.raises(InputError, match="unknown class 'melanome'; classes of the data: nevus"):
         train.main()
     assert not (workdir / "models").exists() and not (workdir / "metrics/train.json").exists()
+
+
+def test_lighting_noise_is_added_after_the_isotropic_draws_within_the_lighting_span():
+    from certification.lighting import LightingCovariance
+    from certification.training import add_noise, lighting_basis
+
+    config = TrainConfig(sigma=0.25, lighting_directions="dc+ramps", lighting_tau=0.05)
+    basis = lighting_basis(config, (3, 8, 8))
+    zeros = torch.zeros(512, 3, 8, 8)
+    plain = add_noise(zeros, 0.25, torch.Generator().manual_seed(4))
+    lit = add_noise(zeros, 0.25, torch.Generator().manual_seed(4), basis)
+    v = torch.tensor(LightingCovariance.build("dc+ramps", 0.05, 0.25, (3, 8, 8)).basis, dtype=torch.float32)
+    extra = (lit - plain).reshape(512, -1)
+    assert float((extra - (extra @ v.T) @ v).abs().max()) < 1e-5  # only along the lighting directions
+    along = (lit.reshape(512, -1) @ v.T).var(dim=0) / (0.25**2 + (0.05**2) * 192)
+    assert float((along - 1).abs().max()) < 5 * math.sqrt(2 / 512)
+    assert lighting_basis(TrainConfig(sigma=0.25), (3, 8, 8)) is None
+    with pytest.raises(InputError, match="set on a sigma of 0"):
+        TrainConfig(sigma=0.0, lighting_directions="dc", lighting_tau=0.05).validate()
+
+
+def test_train_stage_takes_certify_lighting_when_its_own_is_null(workdir):
+    from pipeline import data, train
+
+    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "lighting": None},
+              "certify": {"lighting": {"directions": "dc", "tau": 0.05}}}
+    write_params(workdir / "params.yaml", params)
+    data.main()
+    train.main()
+    metrics = json.loads((workdir / "metrics/train.json").read_text())
+    assert metrics["lighting"] == {"directions": "dc", "tau": 0.05}
+    checkpoint = torch.load(workdir / "models/model.pt", weights_only=False)
+    assert checkpoint["config"]["train_lighting"] == {"directions": "dc", "tau": 0.05}

@@ -167,3 +167,41 @@ def test_backend_settings_in_certify_name_their_place_in_runtime(tmp_path: Path,
     Path("params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(InputError, match=r"'runtime.certify_backend' must be one of local, ray, got 'spark'$"):
         certify_params({"train_sigma": 0.25})
+
+
+def test_certify_stage_with_lighting_records_the_covariance_and_mahalanobis_radii(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _workspace(tmp_path, {**CERTIFY, "lighting": {"directions": "dc+ramps", "tau": 0.05}})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMOOTHCERT_TRACKING", "off")
+    from pipeline.certify import main
+
+    assert main() == 0
+    rows = [json.loads(line) for line in Path("results/certify.jsonl").read_text().splitlines()]
+    assert list(rows[0])[4:6] == ["radius", "mahalanobis_radius"]
+    assert all(r["radius"] == pytest.approx(0.25 * r["mahalanobis_radius"], rel=1e-12) for r in rows)
+    noise = json.loads(Path("metrics/certify.json").read_text())["noise"]
+    assert noise["covariance"] == {"directions": "dc+ramps", "tau": 0.05, "tau_norm": pytest.approx(0.05 * np.sqrt(192)),
+                                   "k": 9, "d": 192, "sigma": 0.25, "chw": [3, 8, 8], "formula": noise["covariance"]["formula"]}
+    assert "lighting:" in noise["spec"]
+
+
+@pytest.mark.parametrize(("lighting", "train_sigma", "message"), [
+    ({"directions": "dc", "tau": -0.05}, 0.25, "certify.lighting.tau must be a finite number >= 0"),
+    ({"directions": "gradient", "tau": 0.05}, 0.25, "unknown lighting direction set 'gradient'"),
+    ({"directions": "dc", "tau": 0.05}, 0.0, "set on a sigma of 0"),
+])
+def test_bad_lighting_params_exit_2_with_one_line_and_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                                lighting: dict, train_sigma: float, message: str) -> None:
+    certify = {**CERTIFY, "lighting": lighting, **({"sigma": 0.0} if train_sigma == 0.0 else {})}
+    _workspace(tmp_path, certify)
+    monkeypatch.chdir(tmp_path)
+    from pipeline.certify import main
+    from pipeline.stage import run_stage
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage("certify", main)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not Path("results/certify.jsonl").exists() and not Path("results/test_access.json").exists()

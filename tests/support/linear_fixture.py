@@ -88,12 +88,13 @@ def nchw(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 def certify_records(onnx_path: Path, images_nchw: np.ndarray, labels: np.ndarray, sigma: float, n0: int, n: int,
                     alpha: float, seed: int, indices: np.ndarray | None = None,
-                    data_sha256: str = DATA_SHA) -> list[CertifyRecord]:
-    """Real certificates from the engine, in the results/certify.jsonl schema."""
-    classifier = SmoothedClassifier.from_onnx(onnx_path, sigma, batch_size=1000, threads=1, provider="cpu")
+                    data_sha256: str = DATA_SHA, lighting=None) -> list[CertifyRecord]:
+    """Real certificates from the engine, in the results/certify.jsonl schema (``lighting``: a
+    :class:`certification.lighting.LightingCovariance` to smooth with; its rows carry ``mahalanobis_radius``)."""
+    classifier = SmoothedClassifier.from_onnx(onnx_path, sigma, batch_size=1000, threads=1, provider="cpu", lighting=lighting)
     results = classifier.certify_many(images_nchw, labels, n0, n, alpha, seed, indices)
     return [record_from_result(r, alpha, sigma, seed, model_sha256=classifier.base_classifier.sha256,
-                               data_sha256=data_sha256) for r in results]
+                               data_sha256=data_sha256, mahalanobis=lighting is not None) for r in results]
 
 
 def make_record(index: int = 0, label: int = 0, prediction: int = 0, radius: float = 0.1, *, alpha: float = 0.01,
@@ -107,7 +108,7 @@ def make_record(index: int = 0, label: int = 0, prediction: int = 0, radius: flo
 
 
 def write_certify_summary(path: Path, records: list[CertifyRecord], model: Path, data: Path, radii: list[float],
-                          confidence: float = 0.95, class_names: list[str] | None = None) -> dict:
+                          confidence: float = 0.95, class_names: list[str] | None = None, lighting=None) -> dict:
     """metrics/certify.json for ``records``, written by the pipeline's own producer."""
     from certification.certify_run import noise_record
     from certification.fileio import sha256_file
@@ -123,6 +124,6 @@ def write_certify_summary(path: Path, records: list[CertifyRecord], model: Path,
         confidence=confidence, class_names=class_names,
         runtime={"provider": "CPUExecutionProvider", "intra_op_num_threads": 1, "noise_threads": 1,
                  "platform": platform_record()},
-        noise=noise_record(records[0].n0 + records[0].n, shape))
+        noise=noise_record(records[0].n0 + records[0].n, shape, lighting))
     write_certify_metrics(path, document)
     return document

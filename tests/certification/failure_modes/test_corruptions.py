@@ -6,6 +6,7 @@ import pytest
 
 from certification.errors import InputError
 from certification.failure_modes.camera_variations import VARIATION_NAMES, VARIATIONS, apply_variation
+from certification.lighting import LightingCovariance
 from certification.records import as_arrays
 from certification.failure_modes.corruptions import evaluate_corruptions
 from certification.onnx_model import open_session
@@ -102,3 +103,35 @@ def test_vectorised_predict_matches_the_engine_and_scipy(split):
     classifier = SmoothedClassifier.from_onnx(fixture.onnx_path, SIGMA, threads=1, provider="cpu")
     indices = np.arange(len(images))
     assert smoothed_predictions(classifier, images, indices, 100, ALPHA, 4).tolist() == classifier.predict_many(images, 100, ALPHA, 4, indices)
+
+
+def test_lighting_coverage_is_the_exact_ellipsoid_test_of_each_actual_change(split):
+    """With lighting smoothing (dc) the brightness offsets the L2 certificate never covers are certified, the share
+    is the dense delta^T Sigma^-1 delta < R^2 test of each clipped change, and no certified change contradicts PREDICT."""
+    fixture, arrays = split
+    images = nchw(arrays)
+    covariance = LightingCovariance.build("dc", 0.04, SIGMA, images.shape[1:])
+    records = certify_records(fixture.onnx_path, images, arrays["labels"], SIGMA, 50, 1000, ALPHA, 3, lighting=covariance)
+    rows = as_arrays(records)
+    radii = np.array([r.mahalanobis_radius for r in records])
+    classifier = SmoothedClassifier.from_onnx(fixture.onnx_path, SIGMA, threads=1, provider="cpu", lighting=covariance)
+    session = open_session(fixture.onnx_path, threads=1)
+    clean, results = evaluate_corruptions(
+        classifier, session, images, rows, predict_n=200, alpha=ALPHA, seed=5, confidence=0.95,
+        names=["brightness", "contrast"], severities=[1, 2], lighting=covariance, mahalanobis_radius=radii,
+    )
+    basis = covariance.basis
+    inverse = np.linalg.inv(SIGMA**2 * np.eye(basis.shape[1]) + covariance.tau_norm**2 * basis.T @ basis)
+    certified = ~rows.abstained
+    for result in results:
+        varied = apply_variation(images, rows.index, result.name, result.severity, seed=5)
+        delta = (varied.astype(np.float64) - images).reshape(len(images), -1)
+        exact = (np.einsum("nd,de,ne->n", delta, inverse, delta) < radii**2) & certified
+        assert result.lighting_certified_share == pytest.approx(exact.mean(), abs=1e-12)
+        assert result.lighting_certified_share_of_certified == pytest.approx(exact.sum() / certified.sum(), abs=1e-12)
+        assert result.lighting_contradictions == 0
+        assert result.covered_share <= result.lighting_certified_share  # the ellipsoid contains the L2 ball
+    by_key = {(r.name, r.severity): r for r in results}
+    assert by_key[("brightness", 1)].covered_share == 0.0 and by_key[("brightness", 1)].lighting_certified_share > 0.5
+    assert "lighting_certified_share" in by_key[("brightness", 1)].to_dict()
+    assert clean.lighting_certified_share == pytest.approx(certified.mean())
