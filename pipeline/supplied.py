@@ -29,7 +29,7 @@ ENV = "PYTHONPATH=.. SMOOTHCERT_PARAMS=../params.yaml"
 #: code deps of the stage ``model`` (tests/pipeline/test_supplied_model.py checks them against its imports)
 MODEL_CODE = ("pipeline/__init__.py", "pipeline/layout.py", "pipeline/model.py", "pipeline/stage.py", "pipeline/tracking.py",
               "certification/__init__.py", "certification/dataset_io.py", "certification/edge_cnn.py",
-              "certification/errors.py", "certification/export_run.py", "certification/fileio.py",
+              "certification/errors.py", "certification/export_run.py", "certification/fileio.py", "certification/lighting.py",
               "certification/model_card.py", "certification/model_import.py", "certification/onnx_export.py", "certification/onnx_layout.py",
               "certification/onnx_model.py", "certification/onnx_rewrites.py", "certification/platform_info.py",
               "certification/progress.py", "certification/qat.py", "certification/training.py",
