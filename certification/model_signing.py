@@ -14,15 +14,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from certification.errors import InputError, MissingInputError
+from certification.errors import InputError
 from certification.fileio import write_bytes_atomic
 from certification.onnx_layout import load_onnx_artifact
 from certification.signing.detached import (DetachedSignature, DetachedVerification, read_signature, sign_detached,
                                             signature_path, verify_detached)
-from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, dev_pki_paths
+from certification.signing.devpki import DEFAULT_DEV_PKI_DIR
 from certification.signing.choice import ChosenSigner
 from certification.signing.verify import (DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED,
-                                          VERIFIED, certificate_sha256, load_certificate)
+                                          VERIFIED, resolve_trust_root)
 
 
 def sign_model(model: str | os.PathLike[str], chosen: ChosenSigner,
@@ -72,20 +72,9 @@ def verify_model(model: str | os.PathLike[str], signature: str | os.PathLike[str
     load_onnx_artifact(model)
     signature = Path(signature) if signature is not None else signature_path(model)
     claimed = read_signature(signature)
-    if trust_root is not None:
-        root = load_certificate(trust_root)
-        note = f"trust root: {trust_root} (SHA-256 {certificate_sha256(root)})"
-    else:
-        if not claimed.development:
-            raise InputError(f"{signature}: not signed with the development key; give the signer's root "
-                             "certificate with --trust-root CA.pem")
-        pki = dev_pki_paths(dev_pki_dir)
-        if not pki.ca_cert.is_file():
-            raise MissingInputError(f"{pki.ca_cert}: development CA not found; give the signer's CA with --trust-root, "
-                                    "or run from the repository that signed the model")
-        root = load_certificate(pki.ca_cert)
-        note = (f"chain checked against the development CA {pki.ca_cert} (SHA-256 {certificate_sha256(root)}); "
-                "without --trust-root nothing is trusted")
+    root, note = resolve_trust_root(trust_root, claimed.development, str(signature), dev_pki_dir,
+                                    "not signed with the development key",
+                                    "give the signer's CA with --trust-root, or run from the repository that signed the model")
     report = verify_detached(model.read_bytes(), signature, root)
     if not report.ok:
         state = NOT_VERIFIED

@@ -29,11 +29,11 @@ from certification.dossier.attachments import (EVIDENCE_ATTACHMENT, EVIDENCE_INF
 from certification.dossier.records import recompute_from_records
 from certification.errors import InputError, MissingInputError
 from certification.fileio import sha256_bytes, sha256_file
-from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, DEV_ORGANIZATION, dev_pki_paths
+from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, DEV_ORGANIZATION
 from certification.signing.layout import AUTHOR_FIELD
 from certification.signing.verify import (DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED,
                                           VERIFIED, VerificationReport, certificate_sha256, check_signatures, guarded,
-                                          load_certificate, open_signed_pdf, signed_revision)
+                                          load_certificate, open_signed_pdf, resolve_trust_root, signed_revision)
 
 
 @dataclass
@@ -169,21 +169,11 @@ def verify_dossier(pdf_path: str | os.PathLike[str], trust_root: str | os.PathLi
     evidence = _evidence(content)
     signing = evidence.get("signing") or {}
     dev_dossier = bool(signing.get("development_key"))
-    if trust_root is not None:
-        root = load_certificate(trust_root)
-        note = f"trust root: {trust_root} (SHA-256 {certificate_sha256(root)})"
-    else:
-        if not dev_dossier:
-            raise InputError(f"{path}: not signed with the development key (or unreadable); "
-                             "give the signer's root certificate with --trust-root CA.pem")
-        pki = dev_pki_paths(dev_pki_dir)
-        if not pki.ca_cert.is_file():
-            raise MissingInputError(f"{pki.ca_cert}: development CA not found; this dossier is dev-signed: give its CA "
-                                    "with --trust-root, or run from the repository that signed it")
-        root = load_certificate(pki.ca_cert)
-        note = (f"chain checked against the development CA {pki.ca_cert} (SHA-256 {certificate_sha256(root)}); "
-                "without --trust-root nothing is trusted: the dossier is signed with the DEVELOPMENT KEY, "
-                "NOT FOR SUBMISSION")
+    root, note = resolve_trust_root(trust_root, dev_dossier, str(path), dev_pki_dir,
+                                    "not signed with the development key (or unreadable)",
+                                    "this dossier is dev-signed: give its CA with --trust-root, or run from the repository "
+                                    "that signed it",
+                                    ": the dossier is signed with the DEVELOPMENT KEY, NOT FOR SUBMISSION")
     report = DossierReport(path=path, trust_root_note=note)
     try:
         check_signatures(report, reader, root, data,

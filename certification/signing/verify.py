@@ -108,6 +108,28 @@ def certificate_sha256(cert: asn1_x509.Certificate) -> str:
     return hashlib.sha256(cert.dump()).hexdigest()
 
 
+def resolve_trust_root(trust_root: str | os.PathLike[str] | None, development: bool, subject: str,
+                       dev_pki_dir: str | os.PathLike[str], not_dev: str, dev_ca_missing: str,
+                       dev_note: str = "") -> tuple[asn1_x509.Certificate, str]:
+    """(root, note): the root a signature is checked against, and a line saying which. With ``trust_root`` that file;
+    without it only a ``development`` signature may be checked, against the development CA in ``dev_pki_dir`` (never
+    a CA found elsewhere). ``subject`` (the file) starts the InputError/MissingInputError lines; ``not_dev`` and
+    ``dev_ca_missing`` complete them; ``dev_note`` is appended to the note of a development check."""
+    if trust_root is not None:
+        root = load_certificate(trust_root)
+        return root, f"trust root: {trust_root} (SHA-256 {certificate_sha256(root)})"
+    if not development:
+        raise InputError(f"{subject}: {not_dev}; give the signer's root certificate with --trust-root CA.pem")
+    from certification.signing.devpki import dev_pki_paths
+
+    pki = dev_pki_paths(dev_pki_dir)
+    if not pki.ca_cert.is_file():
+        raise MissingInputError(f"{pki.ca_cert}: development CA not found; {dev_ca_missing}")
+    root = load_certificate(pki.ca_cert)
+    return root, (f"chain checked against the development CA {pki.ca_cert} (SHA-256 {certificate_sha256(root)}); "
+                  f"without --trust-root nothing is trusted{dev_note}")
+
+
 def _common_name(cert: asn1_x509.Certificate) -> str:
     return str(cert.subject.native.get("common_name", cert.subject.human_friendly))
 
