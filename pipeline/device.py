@@ -12,21 +12,28 @@ from certification.device_card import write_device_card
 from certification.device_run import device_files
 from certification.fileio import read_json
 from certification.signing.choice import choose_signer
+from certification.errors import ParameterError
 from certification.smoothed_graph import check_k
 from pipeline import layout
-from pipeline.params import KEYS as CERTIFY_KEYS, resolve_sigma
+from pipeline.params import KEYS as CERTIFY_KEYS, OPTIONAL_KEYS as CERTIFY_OPTIONAL, resolve_sigma
 from pipeline.stage import load_section, run_stage
 from pipeline.tracking import log_stage
 
 DEPLOY_KEYS = {"n": int, "alpha": float, "latency_repeats": int}
 DOSSIER_KEYS = {"signing_key": str, "passphrase_env": str, "approval_fields": list, "tsa_url": str, "trust_root": str,
                 "require_approvals": bool}
+DOSSIER_OPTIONAL = {"validation_data": str}  # the dossier stage's; the device's signatures are detached CMS
 
 
 def main() -> int:
     deploy = load_section("deploy", DEPLOY_KEYS)
-    sigma = resolve_sigma(load_section("certify", CERTIFY_KEYS), read_json(layout.MODEL_CARD))
-    keys = load_section("dossier", DOSSIER_KEYS)
+    certify = load_section("certify", CERTIFY_KEYS, optional=CERTIFY_OPTIONAL)
+    if (certify.get("lighting") or {}).get("directions", "none") != "none":
+        raise ParameterError("models/smoothed.onnx draws isotropic noise only, so with certify.lighting on it would not be "
+                             "the certified classifier; set certify.lighting.directions: none (lighting on the device is "
+                             "not supported yet)")
+    sigma = resolve_sigma(certify, read_json(layout.MODEL_CARD))
+    keys = load_section("dossier", DOSSIER_KEYS, optional=DOSSIER_OPTIONAL)
     k = check_k(deploy["n"])  # before a development PKI is created
     chosen = choose_signer(keys["signing_key"], keys["passphrase_env"])
     card = device_files(layout.MODEL, layout.SMOOTHED_MODEL, k, sigma, deploy["alpha"], chosen)
