@@ -282,15 +282,20 @@ def _global_store(uri: str) -> Iterator[None]:
     included (``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``, which would redirect later stages)."""
     import mlflow
 
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
     saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # the raw globals, not mlflow.get_*_uri(): those resolve an unset URI (e.g. to the environment's), and setting the
+    # resolved value back would pin every later client of this process to it (seen: a later registry lookup in the
+    # test process went to an earlier test's store)
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -89,7 +89,8 @@ def test_a_rejecting_experiment_is_recorded_with_its_verdict(project: tuple[Path
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     experiment = client.get_experiment_by_name("smoothcert")
     (mlrun,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'strict-gate'")
     stages = {k.split(".")[-1]: v for k, v in mlrun.data.tags.items() if k.startswith("smoothcert.stage.")}

@@ -299,3 +299,20 @@ def test_the_repository_store_survives_moving_the_repository(tmp_path, monkeypat
     local = client.download_artifacts(run_id, "data/note.txt", str(tmp_path / "download"))
     assert Path(local).read_text() == "artifact logged before the move\n"
     assert tracking.log_stage("data", {"seed": 1}, {"n": 2}) == run_id  # and it keeps appending there
+
+
+def test_the_global_store_block_leaves_no_uri_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the block, a client made without a registry URI resolves it as before (from the environment): the
+    block must not pin MLflow's globals to the URIs it resolved on entry."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)  # unset, as in a fresh process
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+    with tracking._global_store(f"sqlite:///{tmp_path / 'stage.db'}"):
+        pass
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+    assert mlflow.get_tracking_uri() == second and mlflow.get_registry_uri() == second
