@@ -192,12 +192,12 @@ def certify_split(
     # parameters are checked before any file is touched
     SmoothedClassifier._check_indices(chosen, len(chosen))
     check_parameters(alpha, seed, n0=n0, n=n)
+    if ray is not None and classifier.lighting is not None:
+        raise ParameterError("lighting certificates run on the local backend only; set runtime.certify_backend: local")
     header = _run_header(classifier, split, chosen, n0, n, alpha, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(out), contextlib.ExitStack() as stack:
         pool = None
-        if ray is not None and classifier.lighting is not None:
-            raise ParameterError("lighting certificates run on the local backend only; set runtime.certify_backend: local")
         if ray is not None:  # connected and started before any file is written: a cluster that fails leaves none
             from certification.ray_backend import RayPool
 

@@ -4,7 +4,7 @@ Exit status: 0 ACCEPT, 1 REJECT, 2 bad input (missing or invalid files, unknown 
 results computed on another model than models/model.json names, rows that do not match the protocol's mode).
 
 ``--results`` may also be a certify log of Cohen et al.'s reference code (``idx label predict radius correct time``):
-its rows are imported (:func:`certification.records.parse_cohen_log`), judged at the protocol radius, and the output
+its rows are imported (:func:`certification.cohen_log.parse_cohen_log`), judged at the protocol radius, and the output
 says that the model and data are not identified by hash.
 """
 from __future__ import annotations
@@ -50,7 +50,8 @@ def _imported_verdict(args: argparse.Namespace, protocol: Any) -> tuple[Any, lis
     from certification.commands.summarize import load_rows
     from certification.gate import evaluate
     from certification.model_card import load_model_description
-    from certification.records import IMPORTED_UNKNOWN, DecisionRecord
+    from certification.cohen_log import IMPORTED_UNKNOWN
+    from certification.records import DecisionRecord
 
     records = load_rows(args.results, args.sigma, args.alpha)
     rows = [DecisionRecord.from_certify(r, protocol.radius) for r in records]
@@ -72,7 +73,7 @@ def run_gate(args: argparse.Namespace) -> int:
     from certification.fileio import write_json_atomic
     from certification.gate import failure_lines, render_table
     from certification.gate_io import evaluate_files, gate_document, load_protocol
-    from certification.records import looks_like_cohen_log
+    from certification.cohen_log import looks_like_cohen_log
 
     protocol = load_protocol(args.protocol, args.section)
     if looks_like_cohen_log(args.results):

@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
 def load_rows(path: Path, sigma: float | None, alpha: float | None) -> list:
     """Certify records of ``path``: a Cohen et al. log (needs ``sigma``) or certify JSONL."""
     from certification.errors import ParameterError
-    from certification.records import COHEN_DEFAULTS, looks_like_cohen_log, read_certify_records, read_cohen_log
+    from certification.cohen_log import COHEN_DEFAULTS, looks_like_cohen_log, read_cohen_log
+    from certification.records import read_certify_records
 
     if looks_like_cohen_log(path):
         if sigma is None:
@@ -51,7 +52,7 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    from certification.records import is_imported
+    from certification.cohen_log import is_imported
     from certification.summary import summarize
 
     records = load_rows(args.results, args.sigma, args.alpha)

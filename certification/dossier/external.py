@@ -1,7 +1,7 @@
 """Evidence of an externally certified model: a dossier whose certificates were computed elsewhere.
 
 The input is a results file that another tool (or another run) wrote: a certify log of Cohen et al.'s reference code
-(``idx label predict radius correct time``, read by :func:`certification.records.parse_cohen_log`) or smoothcert's
+(``idx label predict radius correct time``, read by :func:`certification.cohen_log.parse_cohen_log`) or smoothcert's
 own certify JSONL. Nothing is re-certified: the dataset summary (:func:`certification.summary.summarize`) and the
 verdict (:func:`certification.gate.evaluate`) are recomputed from the rows, and every statement about what the
 evidence holds is generated from the input: what it records (counts per example, sigma, alpha, n0/n, model and data
@@ -22,8 +22,8 @@ from certification.errors import InputError, StaleArtifactError
 from certification.fileio import sha256_bytes, sha256_file
 from certification.gate import Protocol, evaluate
 from certification.model_card import load_model_description
-from certification.records import (COHEN_DEFAULTS, IMPORTED_UNKNOWN, TSV_HEADER, CertifyRecord, DecisionRecord,
-                                   certify_jsonl_text, is_imported, parse_certify_records, parse_cohen_log)
+from certification.cohen_log import COHEN_DEFAULTS, IMPORTED_UNKNOWN, is_imported, parse_cohen_log
+from certification.records import TSV_HEADER, CertifyRecord, DecisionRecord, certify_jsonl_text, parse_certify_records
 from certification.summary import summarize
 
 SCHEMA = "smoothcert-external-evidence/1"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from certification.errors import InputError
-from certification.records import IMPORTED_UNKNOWN, is_imported, parse_cohen_log, read_cohen_log
+from certification.cohen_log import IMPORTED_UNKNOWN, is_imported, parse_cohen_log, read_cohen_log
 from certification.summary import summarize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cohen2019"

@@ -18,7 +18,8 @@ from certification.errors import InputError, StaleArtifactError
 from certification.fileio import sha256_file
 from certification.gate import Protocol
 from certification.gate_io import load_protocol
-from certification.records import IMPORTED_UNKNOWN, certify_jsonl_text, read_cohen_log
+from certification.cohen_log import IMPORTED_UNKNOWN, read_cohen_log
+from certification.records import certify_jsonl_text
 from certification.summary import summarize
 from support import REPO
 from support.linear_fixture import make_record
