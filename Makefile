@@ -34,11 +34,13 @@ repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # Tests run in parallel, one worker per core (pytest-xdist); a file's tests stay on one worker, so module-scoped
-# fixtures are built once. PYTEST_WORKERS=0 runs them in one process. OMP_NUM_THREADS=1: one worker per core, each
-# single-threaded; two-thread OpenMP regions of two workers on two cores spin against each other and slowed torch
-# training about 30x (0.13 against 4.4 batches/s; OMP_WAIT_POLICY=PASSIVE instead costs 10x when a core is idle).
+# fixtures are built once. PYTEST_WORKERS=0 runs them in one process. OMP_NUM_THREADS=1 and SMOOTHCERT_TORCH_THREADS=1
+# (the train stage's torch threads, default 2): one worker per core, each single-threaded; two-thread OpenMP regions
+# of two workers on two cores spin against each other and slowed torch training 12-30x (1.3 s alone, 15 s beside a
+# second two-thread training; CI's dvc-run tests timed out at 0.06 batches/s). OMP_WAIT_POLICY=PASSIVE instead costs
+# 4-10x when a core is idle.
 PYTEST_WORKERS ?= auto
-PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 SMOOTHCERT_TORCH_THREADS=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test: install
 	$(PYTEST)
