@@ -138,7 +138,7 @@ def run_one(args: argparse.Namespace, document: dict[str, Any], classes: list[st
 def table(rows: list[dict[str, Any]], gate_radius: float) -> str:
     base = rows[0]["certified_at_r_star"]["certified_accuracy"]
     levels = {name: variation(name).levels for name in VARIATIONS}
-    header = [f"noise", f"cert. acc. r*={gate_radius:g} (LB)", "vs isotropic", "ACR", "clean acc.", "median b covered",
+    header = ["noise", f"cert. acc. r*={gate_radius:g} (LB)", "vs isotropic", "ACR", "clean acc.", "median b covered",
               *(f"{name} {' / '.join(f'{v:g}' for v in levels[name])}" for name in VARIATIONS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:

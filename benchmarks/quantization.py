@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -143,7 +142,7 @@ def main() -> int:
     curve = " | ".join(f"{p['certified_accuracy']:.3f} ({p['lower_bound']:.3f})" for p in incremental["curve"])
     print(f"| {best} incremental (n_p {args.n_p}, alpha {incremental['alpha_total']:g}) | | | {curve} | {incremental['acr']:.3f} | | "
           f"{incremental['seconds']:.1f} |")
-    print(f"worst certified-accuracy gap vs fp32 over radii: " + ", ".join(f"{k} {v:+.3f}" for k, v in gaps.items()))
+    print("worst certified-accuracy gap vs fp32 over radii: " + ", ".join(f"{k} {v:+.3f}" for k, v in gaps.items()))
     print(f"incremental / full certification time of {best}: {inc_seconds:.1f} s / {rows[best]['certify_seconds']:.1f} s "
           f"({incremental['speedup']:.2f}x faster); mean disagreement {incremental['mean_disagreement']:.4f}")
     print(f"target (better int8 within 2 points at every radius, >= 3x smaller): {'met' if report['target_met'] else 'not met'}")

@@ -15,7 +15,6 @@ every criterion resolved and, separately, with ``--certified-only``; writes a JS
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time

@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from certification.errors import InputError
-from certification.records import ABSTAIN, TSV_HEADER, CertifyRecord, DecisionRecord, _read_text, _real
+from certification.record_fields import read_text, real_field
+from certification.records import ABSTAIN, TSV_HEADER, CertifyRecord, DecisionRecord
 
 #: ``model_sha256`` / ``data_sha256`` of rows imported from a log that does not name its model or data.
 IMPORTED_UNKNOWN = "imported:unknown"
@@ -33,7 +34,7 @@ def _seconds(text: str, where: str) -> float:
     value = 0.0
     for part in parts:
         value = value * 60.0 + part
-    return _real(value, "time", where, 0.0)
+    return real_field(value, "time", where, 0.0)
 
 
 def parse_cohen_log(data: bytes | str, sigma: float, source: str = "certify log", alpha: float = COHEN_DEFAULTS["alpha"],
@@ -52,7 +53,7 @@ def parse_cohen_log(data: bytes | str, sigma: float, source: str = "certify log"
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines or lines[0][1].split() != TSV_HEADER.split("\t"):
         raise InputError(f"{source}: not a certify log of Cohen et al.'s code (first line must be '{TSV_HEADER.expandtabs(1)}')")
-    sigma = _real(sigma, "sigma", source, 0.0)
+    sigma = real_field(sigma, "sigma", source, 0.0)
     if sigma <= 0.0:
         raise InputError(f"{source}: sigma must be positive to import a certify log, got {sigma}")
     records, seen = [], set()
@@ -95,4 +96,4 @@ def looks_like_cohen_log(path: str | os.PathLike[str]) -> bool:
 
 def read_cohen_log(path: str | os.PathLike[str], sigma: float, **options: Any) -> list[CertifyRecord]:
     """:func:`parse_cohen_log` of a file."""
-    return parse_cohen_log(_read_text(path, "certify log"), sigma, str(path), **options)
+    return parse_cohen_log(read_text(path, "certify log"), sigma, str(path), **options)

@@ -21,7 +21,8 @@ from certification.fileio import sha256_file
 from certification.incremental import PHASE_DISAGREEMENT, IncrementalCertifier
 from certification.onnx_model import OnnxClassifier
 from certification.progress import progress
-from certification.records import CertifyRecord, as_arrays, check_against_split, read_certify_records
+from certification.certificate_arrays import as_arrays, check_against_split
+from certification.records import CertifyRecord, read_certify_records
 from certification.smoothing import SmoothedClassifier, check_parameters, default_inference_threads
 
 

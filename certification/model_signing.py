@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from certification.errors import InputError
 from certification.fileio import write_bytes_atomic
 from certification.onnx_layout import load_onnx_artifact
 from certification.signing.detached import (DetachedSignature, DetachedVerification, read_signature, sign_detached,

@@ -17,8 +17,9 @@ Two kinds of rows, one JSON object per line:
 Every reader validates each row (keys, types, ``correct`` consistent with prediction and label, finite
 non-negative radii, an abstention with radius 0) and raises one-line :class:`~certification.errors.InputError`
 naming the file and line. The writers produce the bytes the pipeline has always produced (certify rows in key
-order, decision rows with sorted keys), so hashes of earlier runs stay valid. :func:`as_arrays` turns certify
-records into the parallel arrays the dataset summaries count.
+order, decision rows with sorted keys), so hashes of earlier runs stay valid.
+:func:`certification.certificate_arrays.as_arrays`
+turns certify records into the parallel arrays the dataset summaries count.
 """
 from __future__ import annotations
 
@@ -26,12 +27,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-import numpy as np
 
-from certification.errors import InputError, MissingInputError
+from certification.errors import InputError
+from certification.record_fields import counts_field, digest_field, flag_field, integer_field, read_text, real_field
 
 #: The prediction of an abstaining smoothed classifier.
 ABSTAIN = -1
@@ -50,54 +50,20 @@ TSV_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
 DECISION_MODES = ("fixed", "sequential")
 
 
-def _integer(value: Any, key: str, where: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{where}: '{key}' must be an integer, got {value!r}")
-    if low is not None and value < low:
-        raise InputError(f"{where}: '{key}' must be >= {low}, got {value}")
-    return int(value)
-
-
-def _real(value: Any, key: str, where: str, low: float | None = None, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{where}: '{key}' must be a finite number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise InputError(f"{where}: '{key}' = {value} is outside [{low}, {high}]")
-    return float(value)
-
-
-def _flag(value: Any, key: str, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{where}: '{key}' must be true or false, got {value!r}")
-    return value
-
-
-def _counts(value: Any, key: str, where: str) -> list[int]:
-    if not isinstance(value, list):
-        raise InputError(f"{where}: '{key}' must be a list of counts, got {value!r}")
-    return [_integer(v, key, where, low=0) for v in value]
-
-
-def _digest(value: Any, key: str, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InputError(f"{where}: '{key}' must name the file by its SHA-256, got {value!r}")
-    return value
-
-
 def _incremental(value: Any, where: str) -> dict[str, Any]:
     """The ``incremental`` object of a certify row, every key of :data:`INCREMENTAL_KEYS` checked."""
     if not isinstance(value, Mapping) or set(value) != set(INCREMENTAL_KEYS):
         raise InputError(f"{where}: 'incremental' must be an object with the keys {', '.join(INCREMENTAL_KEYS)}")
     checked = {
-        "from_sha256": _digest(value["from_sha256"], "incremental.from_sha256", where),
-        "original_model_sha256": _digest(value["original_model_sha256"], "incremental.original_model_sha256", where),
-        "original_p_lower": _real(value["original_p_lower"], "incremental.original_p_lower", where, 0.0, 1.0),
-        "original_alpha": _real(value["original_alpha"], "incremental.original_alpha", where, 0.0, 1.0),
-        "alpha_zeta": _real(value["alpha_zeta"], "incremental.alpha_zeta", where, 0.0, 1.0),
-        "noise_phase": _integer(value["noise_phase"], "incremental.noise_phase", where, 0),
-        "n_p": _integer(value["n_p"], "incremental.n_p", where, 0),
-        "disagreements": _integer(value["disagreements"], "incremental.disagreements", where, 0),
-        "zeta_upper": _real(value["zeta_upper"], "incremental.zeta_upper", where, 0.0, 1.0),
+        "from_sha256": digest_field(value["from_sha256"], "incremental.from_sha256", where),
+        "original_model_sha256": digest_field(value["original_model_sha256"], "incremental.original_model_sha256", where),
+        "original_p_lower": real_field(value["original_p_lower"], "incremental.original_p_lower", where, 0.0, 1.0),
+        "original_alpha": real_field(value["original_alpha"], "incremental.original_alpha", where, 0.0, 1.0),
+        "alpha_zeta": real_field(value["alpha_zeta"], "incremental.alpha_zeta", where, 0.0, 1.0),
+        "noise_phase": integer_field(value["noise_phase"], "incremental.noise_phase", where, 0),
+        "n_p": integer_field(value["n_p"], "incremental.n_p", where, 0),
+        "disagreements": integer_field(value["disagreements"], "incremental.disagreements", where, 0),
+        "zeta_upper": real_field(value["zeta_upper"], "incremental.zeta_upper", where, 0.0, 1.0),
     }
     if checked["disagreements"] > checked["n_p"]:
         raise InputError(f"{where}: incremental.disagreements {checked['disagreements']} exceeds n_p {checked['n_p']}")
@@ -171,19 +137,19 @@ class CertifyRecord:
         if unknown:
             raise InputError(f"{where}: unknown key '{unknown[0]}'; this is not a certify row")
         record = cls(
-            index=_integer(row["index"], "index", where, 0), label=_integer(row["label"], "label", where, 0),
-            prediction=_integer(row["prediction"], "prediction", where), correct=_flag(row["correct"], "correct", where),
-            radius=_real(row["radius"], "radius", where, 0.0), n0=_integer(row["n0"], "n0", where, 1),
-            n=_integer(row["n"], "n", where, 1), n_a=_integer(row["n_a"], "n_a", where, 0),
-            p_lower=_real(row["p_lower"], "p_lower", where, 0.0, 1.0), alpha=_real(row["alpha"], "alpha", where, 0.0, 1.0),
-            sigma=_real(row["sigma"], "sigma", where, 0.0), seed=_integer(row["seed"], "seed", where, 0),
-            seconds=_real(row["seconds"], "seconds", where, 0.0),
-            counts_selection=_counts(row["counts_selection"], "counts_selection", where),
-            counts_estimation=_counts(row["counts_estimation"], "counts_estimation", where),
-            model_sha256=_digest(row["model_sha256"], "model_sha256", where),
-            data_sha256=_digest(row["data_sha256"], "data_sha256", where),
+            index=integer_field(row["index"], "index", where, 0), label=integer_field(row["label"], "label", where, 0),
+            prediction=integer_field(row["prediction"], "prediction", where), correct=flag_field(row["correct"], "correct", where),
+            radius=real_field(row["radius"], "radius", where, 0.0), n0=integer_field(row["n0"], "n0", where, 1),
+            n=integer_field(row["n"], "n", where, 1), n_a=integer_field(row["n_a"], "n_a", where, 0),
+            p_lower=real_field(row["p_lower"], "p_lower", where, 0.0, 1.0), alpha=real_field(row["alpha"], "alpha", where, 0.0, 1.0),
+            sigma=real_field(row["sigma"], "sigma", where, 0.0), seed=integer_field(row["seed"], "seed", where, 0),
+            seconds=real_field(row["seconds"], "seconds", where, 0.0),
+            counts_selection=counts_field(row["counts_selection"], "counts_selection", where),
+            counts_estimation=counts_field(row["counts_estimation"], "counts_estimation", where),
+            model_sha256=digest_field(row["model_sha256"], "model_sha256", where),
+            data_sha256=digest_field(row["data_sha256"], "data_sha256", where),
             incremental=_incremental(row["incremental"], where) if "incremental" in row else None,
-            mahalanobis_radius=(_real(row["mahalanobis_radius"], "mahalanobis_radius", where, 0.0)
+            mahalanobis_radius=(real_field(row["mahalanobis_radius"], "mahalanobis_radius", where, 0.0)
                                 if "mahalanobis_radius" in row else None),
         )
         _check_prediction(record.index, record.label, record.prediction, record.correct, where)
@@ -248,14 +214,14 @@ class DecisionRecord:
         if not isinstance(row["model_sha256"], str) or not row["model_sha256"]:
             raise InputError(f"{where}: 'model_sha256' must name the model the decision was made on")
         record = cls(
-            index=_integer(row["index"], "index", where, 0), label=_integer(row["label"], "label", where, 0),
-            prediction=_integer(row["prediction"], "prediction", where),
-            certified=_flag(row["certified"], "certified", where), correct=_flag(row["correct"], "correct", where),
-            evaluations=_integer(row["evaluations"], "evaluations", where, 0),
-            radius_threshold=_real(row["radius_threshold"], "radius_threshold", where, 0.0),
-            alpha=_real(row["alpha"], "alpha", where, 0.0, 1.0), sigma=_real(row["sigma"], "sigma", where, 0.0),
-            n0=_integer(row["n0"], "n0", where, 0), n=_integer(row["n"], "n", where, 0),
-            n_a=_integer(row["n_a"], "n_a", where, 0), seed=_integer(row["seed"], "seed", where, 0),
+            index=integer_field(row["index"], "index", where, 0), label=integer_field(row["label"], "label", where, 0),
+            prediction=integer_field(row["prediction"], "prediction", where),
+            certified=flag_field(row["certified"], "certified", where), correct=flag_field(row["correct"], "correct", where),
+            evaluations=integer_field(row["evaluations"], "evaluations", where, 0),
+            radius_threshold=real_field(row["radius_threshold"], "radius_threshold", where, 0.0),
+            alpha=real_field(row["alpha"], "alpha", where, 0.0, 1.0), sigma=real_field(row["sigma"], "sigma", where, 0.0),
+            n0=integer_field(row["n0"], "n0", where, 0), n=integer_field(row["n"], "n", where, 0),
+            n_a=integer_field(row["n_a"], "n_a", where, 0), seed=integer_field(row["seed"], "seed", where, 0),
             mode=str(row["mode"]), model_sha256=row["model_sha256"],
             details={key: value for key, value in row.items() if key not in names},
         )
@@ -294,16 +260,6 @@ def _json_rows(text: str, source: str) -> list[tuple[int, Any]]:
     return rows
 
 
-def _read_text(path: str | os.PathLike[str], what: str) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: {what} not found; run the stage that writes it first")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file of JSON lines") from None
-
-
 def _parse(data: bytes | str, source: str, kind: type[CertifyRecord] | type[DecisionRecord], empty: str) -> list[Any]:
     """Rows of ``kind`` from JSON-lines bytes or text: at least one, each valid, no example index twice."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -325,7 +281,7 @@ def parse_certify_records(data: bytes | str, source: str = "results/certify.json
 
 def read_certify_records(path: str | os.PathLike[str]) -> list[CertifyRecord]:
     """The records of a finished certification JSONL file."""
-    return parse_certify_records(_read_text(path, "certification results"), str(path))
+    return parse_certify_records(read_text(path, "certification results"), str(path))
 
 
 def parse_decision_records(data: bytes | str, source: str = "results/gate.jsonl") -> list[DecisionRecord]:
@@ -335,7 +291,7 @@ def parse_decision_records(data: bytes | str, source: str = "results/gate.jsonl"
 
 def read_result_rows(path: str | os.PathLike[str]) -> list[CertifyRecord] | list[DecisionRecord]:
     """Certify or decision records, told apart by the first row's keys (``radius``: certify)."""
-    text = _read_text(path, "results file")
+    text = read_text(path, "results file")
     rows = _json_rows(text, str(path))
     if not rows:
         raise InputError(f"{path}: no certification records or decisions; run the certify or gate stage")
@@ -366,68 +322,3 @@ def certify_tsv_text(records: Iterable[CertifyRecord]) -> str:
 def decision_jsonl_text(records: Iterable[DecisionRecord]) -> str:
     """``results/gate.jsonl``: one object per decision, keys sorted."""
     return "".join(json_line(r.to_dict(), sort_keys=True) for r in records)
-
-
-# --- arrays --------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CertificateArrays:
-    """Certificates of some test examples as parallel arrays (row order = file order)."""
-
-    index: np.ndarray  # int64, position in the test split
-    label: np.ndarray  # int64
-    prediction: np.ndarray  # int64, ABSTAIN = -1
-    radius: np.ndarray  # float64, L2 in [0,1]-pixel units
-    sigma: float
-    alpha: float
-    seed: int | None
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    @property
-    def correct(self) -> np.ndarray:
-        """Smoothed prediction equals the label (abstentions are not correct)."""
-        return (self.prediction == self.label) & (self.prediction != ABSTAIN)
-
-    @property
-    def abstained(self) -> np.ndarray:
-        return self.prediction == ABSTAIN
-
-    def certified_correct_at(self, radius: float) -> np.ndarray:
-        """Claims "correct with certified radius >= ``radius``" (inclusive, as in Cohen et al.)."""
-        return self.correct & (self.radius >= radius)
-
-    def subset(self, rows: np.ndarray) -> CertificateArrays:
-        """The rows at positions ``rows`` (not test-split indices)."""
-        return CertificateArrays(self.index[rows], self.label[rows], self.prediction[rows], self.radius[rows],
-                                 self.sigma, self.alpha, self.seed)
-
-
-def as_arrays(records: Sequence[CertifyRecord], where: str = "certify rows") -> CertificateArrays:
-    """Parallel arrays of ``records``; they must share one sigma and one alpha (one certification run)."""
-    if not records:
-        raise InputError(f"{where}: no certificates; run the certify stage first")
-    sigmas = {r.sigma for r in records}
-    alphas = {r.alpha for r in records}
-    if len(sigmas) != 1 or len(alphas) != 1:
-        raise InputError(f"{where}: mixed sigma {sorted(sigmas)} or alpha {sorted(alphas)}; certify all examples with one setting")
-    seeds = {r.seed for r in records}
-    return CertificateArrays(
-        index=np.array([r.index for r in records], dtype=np.int64),
-        label=np.array([r.label for r in records], dtype=np.int64),
-        prediction=np.array([r.prediction for r in records], dtype=np.int64),
-        radius=np.array([r.radius for r in records], dtype=np.float64),
-        sigma=sigmas.pop(), alpha=alphas.pop(), seed=seeds.pop() if len(seeds) == 1 else None,
-    )
-
-
-def check_against_split(rows: CertificateArrays, labels: np.ndarray, where: str = "certify rows") -> None:
-    """Every row's index must exist in the split and carry the split's label (catches stale results)."""
-    n = labels.shape[0]
-    if rows.index.min() < 0 or rows.index.max() >= n:
-        raise InputError(f"{where}: example index {int(rows.index.max())} is outside the test split of {n}; re-run certify on this data")
-    mismatch = np.flatnonzero(labels[rows.index] != rows.label)
-    if mismatch.size:
-        i = int(rows.index[mismatch[0]])
-        raise InputError(f"{where}: example {i} has label {int(rows.label[mismatch[0]])} but the test split says {int(labels[i])}; re-run certify on this data")

@@ -28,7 +28,8 @@ from certification.dataset_bounds import CERTIFIED_BOUND_METHOD, certified_rate_
 from certification.errors import InputError, ParameterError, StaleArtifactError
 from certification.fileio import read_json, require_key, write_json_atomic
 from certification.radius_units import radius_limit
-from certification.records import CertificateArrays, CertifyRecord, as_arrays
+from certification.certificate_arrays import CertificateArrays, as_arrays
+from certification.records import CertifyRecord
 
 CURVE_COLUMNS = ("radius", "certified_accuracy", "lower_bound")
 _FIX = "not a certification summary, rerun the certify stage"

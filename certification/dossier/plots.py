@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from certification.records import CertifyRecord, as_arrays  # noqa: E402
+from certification.certificate_arrays import as_arrays  # noqa: E402
+from certification.records import CertifyRecord  # noqa: E402
 from certification.summary import radius_point  # noqa: E402
 
 DPI = 150

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from certification.dataset_bounds import proportion_bound
-from certification.records import CertificateArrays
+from certification.certificate_arrays import CertificateArrays
 from certification.failure_modes.grouping import Group
 from certification.fileio import atomic_output
 

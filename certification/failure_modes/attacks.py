@@ -39,7 +39,8 @@ import onnxruntime as ort
 import torch
 
 from certification.dataset_bounds import certified_rate_bound, proportion_bound
-from certification.records import ABSTAIN, CertificateArrays
+from certification.certificate_arrays import CertificateArrays
+from certification.records import ABSTAIN
 from certification.failure_modes.onnx_base import SmoothedPredictor, base_predict, smoothed_predictions
 from certification.failure_modes.pgd import smoothed_pgd_l2
 

@@ -40,7 +40,8 @@ from certification.dataset_bounds import proportion_bound
 from certification.errors import InputError
 from certification.lighting import LightingCovariance
 from certification.failure_modes.camera_variations import VARIATIONS, apply_variation, variation
-from certification.records import ABSTAIN, CertificateArrays
+from certification.certificate_arrays import CertificateArrays
+from certification.records import ABSTAIN
 from certification.failure_modes.onnx_base import SmoothedPredictor, base_predict, smoothed_predictions
 
 

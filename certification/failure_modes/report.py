@@ -29,7 +29,8 @@ from certification.errors import InputError, StaleArtifactError
 from certification.failure_modes import plots
 from certification.failure_modes.abstentions import abstention_report, save_least_robust
 from certification.failure_modes.attacks import attack_smoothed
-from certification.records import CertificateArrays, as_arrays, check_against_split, read_certify_records
+from certification.certificate_arrays import CertificateArrays, as_arrays, check_against_split
+from certification.records import read_certify_records
 from certification.failure_modes.corruptions import evaluate_corruptions
 from certification.failure_modes.deployed import DeployedMeasurement, measure_deployed_predict
 from certification.failure_modes.grouping import all_groups, fitzpatrick_groups

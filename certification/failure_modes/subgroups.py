@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from certification.dataset_bounds import CERTIFIED_BOUND_METHOD, certified_rate_bound, proportion_bound
 from certification.failure_modes.grouping import Group
-from certification.records import CertificateArrays
+from certification.certificate_arrays import CertificateArrays
 from certification.summary import group_summary
 from certification.summary import radius_point as summary_point
 

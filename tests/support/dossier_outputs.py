@@ -20,7 +20,8 @@ from certification.gate_io import decisions_from_certify, freeze_protocol, gate_
 from certification.prespecification import GitState, record_test_access, write_protocol_record
 from certification.platform_info import platform_record
 from certification.smoothing import SmoothedClassifier
-from certification.records import CertificateArrays, CertifyRecord, as_arrays, certify_jsonl_text
+from certification.certificate_arrays import CertificateArrays, as_arrays
+from certification.records import CertifyRecord, certify_jsonl_text
 from certification.summary import certify_metrics, write_certify_metrics
 
 CLASSES = ["nevus", "seborrheic_keratosis", "melanoma", "basal_cell_carcinoma"]

@@ -10,7 +10,8 @@ import pytest
 from pipeline.dossier import evidence_inputs
 from certification.dossier import claims
 from certification.dossier.evidence import collect_evidence
-from certification.records import as_arrays, parse_certify_records
+from certification.certificate_arrays import as_arrays
+from certification.records import parse_certify_records
 from support.dossier_outputs import corruption_rows, make_outputs
 from support.signed_dossier import PARAMS
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from certification.failure_modes.attacks import attack_smoothed
-from certification.records import as_arrays
+from certification.certificate_arrays import as_arrays
 from certification.onnx_model import open_session
 from certification.failure_modes.pgd import smoothed_pgd_l2
 from certification.smoothing import SmoothedClassifier

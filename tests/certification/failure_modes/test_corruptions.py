@@ -7,7 +7,7 @@ import pytest
 from certification.errors import InputError
 from certification.failure_modes.camera_variations import VARIATION_NAMES, VARIATIONS, apply_variation
 from certification.lighting import LightingCovariance
-from certification.records import as_arrays
+from certification.certificate_arrays import as_arrays
 from certification.failure_modes.corruptions import evaluate_corruptions
 from certification.onnx_model import open_session
 from certification.smoothing import SmoothedClassifier

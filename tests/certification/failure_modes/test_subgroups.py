@@ -8,7 +8,7 @@ from PIL import Image
 from certification.dataset_bounds import certified_rate_bound
 from certification.errors import InputError
 from certification.failure_modes.abstentions import abstention_report, least_robust_correct, save_least_robust
-from certification.records import as_arrays, check_against_split
+from certification.certificate_arrays import as_arrays, check_against_split
 from certification.failure_modes.grouping import all_groups, fitzpatrick_groups, tercile_groups
 from certification.failure_modes.subgroups import subgroup_report
 from support.linear_fixture import certify_records, make_record, make_split, nchw, shared_linear_fixture
