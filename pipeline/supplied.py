@@ -27,7 +27,7 @@ PIPELINE = FOLDER / "dvc.yaml"
 GITIGNORE = FOLDER / ".gitignore"
 ENV = "PYTHONPATH=.. SMOOTHCERT_PARAMS=../params.yaml"
 #: code deps of the stage ``model`` (tests/pipeline/test_supplied_model.py checks them against its imports)
-MODEL_CODE = ("pipeline/__init__.py", "pipeline/layout.py", "pipeline/model.py", "pipeline/stage.py", "pipeline/tracking.py",
+MODEL_CODE = ("pipeline/__init__.py", "pipeline/layout.py", "pipeline/model.py", "pipeline/stage.py", "pipeline/tracking.py", "pipeline/mlflow_store.py",
               "certification/__init__.py", "certification/dataset_io.py", "certification/edge_cnn.py",
               "certification/errors.py", "certification/export_run.py", "certification/fileio.py", "certification/lighting.py",
               "certification/model_card.py", "certification/model_import.py", "certification/onnx_export.py", "certification/onnx_layout.py",

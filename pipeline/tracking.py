@@ -23,7 +23,6 @@ What a stage logs (:func:`log_stage`)
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -33,11 +32,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from certification.errors import InputError
 from certification.fileio import sha256_file
 from pipeline import layout
+from pipeline.mlflow_store import global_store, log_onnx_model, open_experiment, store_client
 
 # No network: MLflow's usage telemetry is read at import time, so opt out before anything imports mlflow.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -47,7 +47,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-EXPERIMENT = "smoothcert"
 EXECUTION_TAG = "smoothcert.execution"
 REGISTERED_MODEL = "smoothcert-base-classifier"
 CERTIFIED_ALIAS = "certified"
@@ -71,10 +70,6 @@ def repo_root() -> Path:
 def tracking_uri(root: Path | None = None) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the absolute ``sqlite:///<root>/mlflow.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or repo_root()) / 'mlflow.db'}"
-
-
-def _is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
 
 
 def _git(*args: str) -> bytes | None:
@@ -136,65 +131,6 @@ def _param_items(stage: str, params: Mapping[str, Any]) -> dict[str, str]:
     return items
 
 
-def _client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _experiment_id(client: Any, root: Path, uri: str) -> str:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    location = (root / "mlartifacts").as_uri() if _is_local_store(uri) else None
-    if experiment is not None and location is not None and experiment.artifact_location != location \
-            and _own_store(uri, root) and experiment.artifact_location.endswith("/mlartifacts"):
-        rebase_store(root / "mlflow.db", experiment.artifact_location, location)
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        if location is not None and experiment.artifact_location != location:
-            # a copied repository's mlflow.db still names the original checkout's artifact folder
-            raise InputError(f"{uri} keeps artifacts in {experiment.artifact_location}, not in this repository "
-                             f"({location}); this store belongs to another checkout: move it away (or delete it) "
-                             "to start a fresh one here, or set MLFLOW_TRACKING_URI")
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
-    except Exception:  # created meanwhile by another process
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
-def _own_store(uri: str, root: Path) -> bool:
-    """True when ``uri`` is the sqlite file ``<root>/mlflow.db`` (the repository's own store)."""
-    if not uri.startswith("sqlite:///"):
-        return False
-    return Path(uri[len("sqlite:///"):]).resolve() == (root / "mlflow.db").resolve()
-
-
-#: The columns of MLflow's sqlite schema that hold artifact locations.
-_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
-                     ("model_versions", "source"), ("model_versions", "storage_location"))
-
-
-def rebase_store(db: Path, old: str, new: str) -> int:
-    """Rewrite every artifact location in the sqlite store ``db`` that starts with ``old`` to start with ``new``
-    (a moved checkout's ``mlartifacts``); returns the number of rows changed. One transaction: all or nothing."""
-    import sqlite3
-
-    changed = 0
-    with sqlite3.connect(db) as connection:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table, column in _LOCATION_COLUMNS:
-            if table in tables:
-                changed += connection.execute(
-                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                    (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
-    print(f"tracking: {db} named artifacts in {old}; moved them to {new} ({changed} locations)", file=sys.stderr)
-    return changed
-
-
 def find_or_create_run(client: Any, experiment_id: str, key: str, commit: str) -> str:
     """The run tagged ``smoothcert.execution = key``; created (with git tags) if there is none."""
     runs = client.search_runs(
@@ -246,8 +182,8 @@ def _log(stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any], arti
          tags: dict[str, str], onnx_path: Any, root: Path, uri: str) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(uri)
-    experiment_id = _experiment_id(client, root, uri)
+    client = store_client(uri)
+    experiment_id = open_experiment(client, root, uri)
     run_id = find_or_create_run(client, experiment_id, execution_key(), git_commit())
     existing = client.get_run(run_id).data.params
     params_to_log = {}
@@ -271,62 +207,9 @@ def _log(stage: str, params: Mapping[str, Any], metrics: Mapping[str, Any], arti
         if Path(path).is_file():
             client.log_artifact(run_id, str(path), artifact_path=stage)
     if onnx_path is not None:
-        _log_onnx(uri, run_id, Path(onnx_path))
+        log_onnx_model(uri, run_id, Path(onnx_path))
     client.set_terminated(run_id, "FINISHED")
     return run_id
-
-
-@contextlib.contextmanager
-def _global_store(uri: str) -> Iterator[None]:
-    """MLflow's global tracking and registry URIs set to ``uri`` for the block, then put back exactly, environment
-    included (``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``, which would redirect later stages)."""
-    import mlflow
-
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    # the raw globals, not mlflow.get_*_uri(): those resolve an unset URI (e.g. to the environment's), and setting the
-    # resolved value back would pin every later client of this process to it (seen: a later registry lookup in the
-    # test process went to an earlier test's store)
-    saved = tracking_utils._tracking_uri, registry_utils._registry_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _log_onnx(uri: str, run_id: str, path: Path) -> Any:
-    """Log the ONNX file as an MLflow model named ``model`` (signature from its input/output shapes); its ModelInfo."""
-    import mlflow
-    import mlflow.onnx
-    import numpy as np
-    import onnx
-    import onnxruntime
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    proto = onnx.load(str(path))
-
-    def spec(value: Any) -> TensorSpec:
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        return TensorSpec(np.dtype(np.float32), tuple(dims), value.name)
-
-    signature = ModelSignature(inputs=Schema([spec(proto.graph.input[0])]), outputs=Schema([spec(proto.graph.output[0])]))
-    with _global_store(uri):
-        with mlflow.start_run(run_id=run_id):
-            return mlflow.onnx.log_model(
-                proto, name="model", signature=signature,
-                pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
-                onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
-            )
 
 
 #: Backfilled for a stage the execution did not run (restored from the DVC cache): params sections of params.yaml,
@@ -360,8 +243,8 @@ def log_pipeline(verdict: Any) -> str | None:
 def _log_pipeline(verdict: Any, root: Path, uri: str) -> str:
     from pipeline.stage import load_document
 
-    client = _client(uri)
-    experiment_id = _experiment_id(client, root, uri)
+    client = store_client(uri)
+    experiment_id = open_experiment(client, root, uri)
     run_id = find_or_create_run(client, experiment_id, execution_key(), git_commit())
     exp_name = os.environ.get("DVC_EXP_NAME")
     if exp_name:
@@ -381,9 +264,9 @@ def _log_pipeline(verdict: Any, root: Path, uri: str) -> str:
         log_stage(stage, params, metrics, artifacts=files, tags={f"smoothcert.stage.{stage}": "cached"})
     _log_history(client, run_id)
     _log_datasets(client, run_id)
-    model_info = _logged_model(uri, run_id) or _log_onnx(uri, run_id, layout.MODEL)
-    with _global_store(uri):  # the registry resolves models:/ sources through MLflow's global store
-        _register(_client(uri), run_id, verdict, model_info.model_id)
+    model_info = _logged_model(uri, run_id) or log_onnx_model(uri, run_id, layout.MODEL)
+    with global_store(uri):  # the registry resolves models:/ sources through MLflow's global store
+        _register(store_client(uri), run_id, verdict, model_info.model_id)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -432,7 +315,7 @@ def _logged_model(uri: str, run_id: str) -> Any:
     """The ``model`` this run logged for models/model.onnx (its sha256 tag matching the file), or None."""
     import mlflow
 
-    with _global_store(uri):
+    with global_store(uri):
         models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list",
                                              experiment_ids=[mlflow.get_run(run_id).info.experiment_id])
     return models[0] if models else None
@@ -491,7 +374,7 @@ def main() -> int:
     """`python -m pipeline.tracking`: open the repository's store (moving its artifact locations to this folder if the
     repository was moved) and print where it is, e.g. before `mlflow ui`."""
     root, uri = repo_root(), tracking_uri()
-    _experiment_id(_client(uri), root, uri)
+    open_experiment(store_client(uri), root, uri)
     print(f"tracking: {uri} (artifacts {root / 'mlartifacts'}); mlflow ui --backend-store-uri {uri}")
     return 0
 

@@ -11,7 +11,7 @@ import torch
 from certification.edge_cnn import build_model
 from certification.fileio import sha256_file
 from certification.onnx_export import export_onnx
-from pipeline import tracking
+from pipeline import mlflow_store, tracking
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def store(tmp_path, monkeypatch, migrated_db):
 
 
 def runs_of(client):
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(mlflow_store.EXPERIMENT)
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
@@ -67,7 +67,7 @@ def test_stages_append_to_one_run_with_tags_and_model(store, tmp_path):
     assert run.data.metrics["train.test.accuracy_clean"] == 0.9 and run.data.metrics["train.ok"] == 1.0
     assert run.data.metrics["data.n_train"] == 40 and "train.test.note" not in run.data.metrics
     assert [a.path for a in store.list_artifacts(run.info.run_id, "data")] == ["data/datasheet.json"]
-    experiment = store.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = store.get_experiment_by_name(mlflow_store.EXPERIMENT)
     assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
     import mlflow
 
@@ -295,7 +295,7 @@ def test_the_repository_store_survives_moving_the_repository(tmp_path, monkeypat
     monkeypatch.chdir(moved)
     assert tracking.main() == 0  # `python -m pipeline.tracking`: opens the store, rebasing it
     client = MlflowClient(tracking_uri=f"sqlite:///{moved / 'mlflow.db'}")
-    assert client.get_experiment_by_name(tracking.EXPERIMENT).artifact_location == (moved / "mlartifacts").as_uri()
+    assert client.get_experiment_by_name(mlflow_store.EXPERIMENT).artifact_location == (moved / "mlartifacts").as_uri()
     local = client.download_artifacts(run_id, "data/note.txt", str(tmp_path / "download"))
     assert Path(local).read_text() == "artifact logged before the move\n"
     assert tracking.log_stage("data", {"seed": 1}, {"n": 2}) == run_id  # and it keeps appending there
@@ -312,7 +312,7 @@ def test_the_global_store_block_leaves_no_uri_pinned(tmp_path: Path, monkeypatch
     monkeypatch.setattr(registry_utils, "_registry_uri", None)
     first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
-    with tracking._global_store(f"sqlite:///{tmp_path / 'stage.db'}"):
+    with mlflow_store.global_store(f"sqlite:///{tmp_path / 'stage.db'}"):
         pass
     monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
     assert mlflow.get_tracking_uri() == second and mlflow.get_registry_uri() == second
