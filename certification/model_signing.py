@@ -20,8 +20,8 @@ from certification.signing.detached import (DetachedSignature, DetachedVerificat
                                             signature_path, verify_detached)
 from certification.signing.devpki import DEFAULT_DEV_PKI_DIR
 from certification.signing.choice import ChosenSigner
-from certification.signing.verify import (DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED,
-                                          VERIFIED, resolve_trust_root)
+from certification.signing.trust_root import resolve_trust_root
+from certification.signing.verify import DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED, VERIFIED
 
 
 def sign_model(model: str | os.PathLike[str], chosen: ChosenSigner,

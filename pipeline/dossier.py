@@ -28,7 +28,7 @@ from certification.errors import InputError
 from certification.fileio import sha256_bytes, write_bytes_atomic
 from certification.signing.choice import choose_signer
 from certification.signing.sign import LongTerm, Manifestation, sign_as_author, timestamper_for
-from certification.signing.verify import load_certificate
+from certification.signing.trust_root import load_certificate
 from certification.dossier.verify import verify_dossier
 from pipeline import layout
 from pipeline.stage import load_document, load_section, run_stage

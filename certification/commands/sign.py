@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from certification.fileio import write_bytes_atomic
     from certification.signing.keys import common_name, load_signer, passphrase_from_env, signer_certificate
     from certification.signing.sign import LongTerm, Manifestation, sign_field, timestamper_for
-    from certification.signing.verify import load_certificate
+    from certification.signing.trust_root import load_certificate
 
     silence_library_warnings()
     if not args.pdf.is_file():

@@ -31,9 +31,10 @@ from certification.errors import InputError, MissingInputError
 from certification.fileio import sha256_bytes, sha256_file
 from certification.signing.devpki import DEFAULT_DEV_PKI_DIR, DEV_ORGANIZATION
 from certification.signing.layout import AUTHOR_FIELD
+from certification.signing.trust_root import certificate_sha256, load_certificate, resolve_trust_root
 from certification.signing.verify import (DEVELOPMENT, EXIT_DEVELOPMENT, EXIT_NOT_VERIFIED, EXIT_VERIFIED, NOT_VERIFIED,
-                                          VERIFIED, VerificationReport, certificate_sha256, check_signatures, guarded,
-                                          load_certificate, open_signed_pdf, resolve_trust_root, signed_revision)
+                                          VERIFIED, VerificationReport, check_signatures, guarded, open_signed_pdf,
+                                          signed_revision)
 
 
 @dataclass

@@ -21,7 +21,6 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable
 
-from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel
@@ -31,6 +30,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from certification.errors import InputError, MissingInputError
 from certification.signing.layout import AUTHOR_FIELD
+from certification.signing.trust_root import certificate_sha256, common_name, issued_by_development_ca
 
 PADES_SUBFILTER = "/ETSI.CAdES.detached"
 #: The states of a verification and their exit codes, shared by ``smoothcert verify`` and ``verify-model``.
@@ -84,62 +84,6 @@ class VerificationReport:
         return [c for c in self.checks if not c.passed]
 
 
-def load_certificate(path: str | os.PathLike[str]) -> asn1_x509.Certificate:
-    """A certificate from a PEM or DER file (InputError when missing or unreadable)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: trust root certificate not found")
-    data = path.read_bytes()
-    try:
-        if pem.detect(data):
-            data = pem.unarmor(data)[2]
-        cert = asn1_x509.Certificate.load(data)
-        cert.native  # force parsing
-    except Exception:  # asn1crypto raises several types for garbage
-        raise InputError(f"{path}: not a PEM or DER X.509 certificate") from None
-    if not cert.ca:
-        raise InputError(f"{path}: not a CA certificate (BasicConstraints ca is false); give the root CA that issued "
-                         "the signer's certificate")
-    return cert
-
-
-def certificate_sha256(cert: asn1_x509.Certificate) -> str:
-    """SHA-256 of the certificate's DER encoding (the trust anchor fingerprint the dossier prints)."""
-    return hashlib.sha256(cert.dump()).hexdigest()
-
-
-def resolve_trust_root(trust_root: str | os.PathLike[str] | None, development: bool, subject: str,
-                       dev_pki_dir: str | os.PathLike[str], not_dev: str, dev_ca_missing: str,
-                       dev_note: str = "") -> tuple[asn1_x509.Certificate, str]:
-    """(root, note): the root a signature is checked against, and a line saying which. With ``trust_root`` that file;
-    without it only a ``development`` signature may be checked, against the development CA in ``dev_pki_dir`` (never
-    a CA found elsewhere). ``subject`` (the file) starts the InputError/MissingInputError lines; ``not_dev`` and
-    ``dev_ca_missing`` complete them; ``dev_note`` is appended to the note of a development check."""
-    if trust_root is not None:
-        root = load_certificate(trust_root)
-        return root, f"trust root: {trust_root} (SHA-256 {certificate_sha256(root)})"
-    if not development:
-        raise InputError(f"{subject}: {not_dev}; give the signer's root certificate with --trust-root CA.pem")
-    from certification.signing.devpki import dev_pki_paths
-
-    pki = dev_pki_paths(dev_pki_dir)
-    if not pki.ca_cert.is_file():
-        raise MissingInputError(f"{pki.ca_cert}: development CA not found; {dev_ca_missing}")
-    root = load_certificate(pki.ca_cert)
-    return root, (f"chain checked against the development CA {pki.ca_cert} (SHA-256 {certificate_sha256(root)}); "
-                  f"without --trust-root nothing is trusted{dev_note}")
-
-
-def _common_name(cert: asn1_x509.Certificate) -> str:
-    return str(cert.subject.native.get("common_name", cert.subject.human_friendly))
-
-
-def _is_dev(cert: asn1_x509.Certificate) -> bool:
-    from certification.signing.devpki import DEV_ORGANIZATION
-
-    return cert.issuer.native.get("organization_name") == DEV_ORGANIZATION
-
-
 def pades_level(status: Any, reader: PdfFileReader, embedded_signature: Any = None,
                 roots: list[asn1_x509.Certificate] | None = None) -> tuple[str, str]:
     """(level, detail): B-T needs a valid, trusted signature timestamp; B-LT additionally that the document security
@@ -151,7 +95,7 @@ def pades_level(status: Any, reader: PdfFileReader, embedded_signature: Any = No
     if not (ts.intact and ts.valid and ts.trusted):
         return "B-B", "the signature timestamp does not validate against the trust roots (TSA untrusted or damaged)"
     when = ts.timestamp.isoformat() if getattr(ts, "timestamp", None) else "unknown time"
-    by = _common_name(ts.signing_cert) if ts.signing_cert else "unknown TSA"
+    by = common_name(ts.signing_cert) if ts.signing_cert else "unknown TSA"
     if "/DSS" not in reader.root:
         return "B-T", f"timestamped {when} by {by}; no validation data embedded (/DSS), so not B-LT"
     if embedded_signature is None or not roots:
@@ -357,7 +301,7 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
         report.add(f"{label} format", subfilter == PADES_SUBFILTER and status.md_algorithm == "sha256",
                    f"subfilter {subfilter}, digest {status.md_algorithm}")
         cert = sig.signer_cert
-        name, printed = _common_name(cert), str(sig.sig_object.get("/Name", ""))
+        name, printed = common_name(cert), str(sig.sig_object.get("/Name", ""))
         report.add(f"{label} printed name", printed == name,
                    f"printed name {printed!r} is the certificate's common name" if printed == name
                    else f"printed name {printed!r} differs from the certificate's common name {name!r}")
@@ -383,7 +327,7 @@ def check_signatures(report: VerificationReport, reader: PdfFileReader, root: as
                        f"first signature is '{sig.field_name}' with DocMDP "
                        f"{sig.docmdp_level.name if sig.docmdp_level is not None else 'none'}")
         ok = all(c.passed for c in report.checks[first_check:])
-        report.signatures.append(SignatureSummary(sig.field_name, name, fingerprint, ok, level, _is_dev(cert),
+        report.signatures.append(SignatureSummary(sig.field_name, name, fingerprint, ok, level, issued_by_development_ca(cert),
                                                   str(sig.sig_object.get("/Reason", ""))))
     if pdf is not None and signatures:
         guarded(report, "visible metadata unchanged", lambda: _metadata_unchanged(pdf, signatures))
