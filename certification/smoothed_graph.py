@@ -6,9 +6,10 @@
     -> ArgMax (lowest index on ties, as numpy) -> OneHot -> ReduceSum over the k copies -> counts [K] (int64)
 
 (with a lighting covariance, the noise is N(0, sigma^2 I + tau_norm^2 V^T V), certification's lighting noise:
-:mod:`certification.lighting_graph`) and stores ``k``, ``sigma`` and ``alpha`` (and the base model's SHA-256) as ``metadata_props``, so device code needs
-only onnxruntime and the PREDICT rule (:func:`certification.smoothing.predict_from_counts`: a two-sided binomial
-test on the top two counts, abstain when p > alpha). Sigma is in [0, 1]-pixel L2 units; the noise is not clipped.
+:mod:`certification.lighting_graph`) and stores ``k``, ``sigma`` and ``alpha`` (and the base model's SHA-256) as
+``metadata_props``, so device code needs only onnxruntime and the PREDICT rule
+(:func:`certification.smoothing.predict_from_counts`: a two-sided binomial test on the top two counts, abstain when
+p > alpha). Sigma is in [0, 1]-pixel L2 units; the noise is not clipped.
 
 What the noise is (measured with onnxruntime 1.32 and read in its source, ``core/providers/cpu/generator/random.h``):
 onnxruntime's CPU kernel draws it with ``std::normal_distribution`` on ``std::default_random_engine`` (libstdc++:

@@ -114,10 +114,10 @@ def deployed_procedure_section(ev: Mapping[str, Any], texts: Texts, st: Mapping[
                                                           f"alpha {num(smoothed['alpha'])}; noise: {smoothed['metadata'].get('noise', '')}"))
         light = smoothed.get("lighting")
         if light:
-            rows.append(("Lighting noise of the device graph", f"covariance sigma^2 I + tau_norm^2 sum_k v_k v_k^T: directions "
-                                                               f"{light['directions']} (k = {light['k']}), tau {num(light['tau'])} "
-                                                               f"per pixel, tau_norm {num(light['tau_norm'])}, sigma {num(light['sigma'])} "
-                                                               "(recorded in the device card)"))
+            rows.append(("Lighting noise of the device graph",
+                         f"covariance sigma^2 I + tau_norm^2 sum_k v_k v_k^T: directions {light['directions']} "
+                         f"(k = {light['k']}), tau {num(light['tau'])} per pixel, tau_norm {num(light['tau_norm'])}, "
+                         f"sigma {num(light['sigma'])} (recorded in the device card)"))
     if latency:
         shipped = latency["model_sha256"].get("fp32") == ev["hashes"].get("model_fp32_sha256")
         for row in latency["rows"]:
