@@ -14,7 +14,12 @@ edge CNN of the default architecture, same cost). Writes ``--out`` (default benc
 record the dossier's deployed-procedure section reads; :mod:`certification.device_latency`). Target: k = 100 at
 most 30 ms p99 at 32x32 on one core.
 
-    PYTHONPATH=$PWD python benchmarks/device_latency.py [--calls 200] [--ks 32 100 256] [--out FILE]
+``--lighting DIRECTIONS:TAU`` (e.g. ``dc+ramps:0.05``) also times the lighting graph of each configuration (noise
+N(0, sigma^2 I + tau_norm^2 V^T V), :mod:`certification.lighting_graph`; rows ``fp32+lighting``, ``int8+lighting``),
+its baseline being the library's PREDICT under the same covariance, so graph-lighting / graph-isotropic is the cost
+of the lighting noise on the device.
+
+    PYTHONPATH=$PWD python benchmarks/device_latency.py [--calls 200] [--ks 32 100 256] [--lighting dc+ramps:0.05] [--out FILE]
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ sys.path.insert(0, sys.argv[1])
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 import onnxruntime as ort
 from certification.onnx_model import session_options
+from certification.smoothed_graph import read_smoothed_lighting
 
 smoothed, base, calls, warmup = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 options = session_options(1)
@@ -67,7 +73,8 @@ def hwm():
 graph = timed(lambda: session.run(None, {"image": x}))
 peak = hwm()  # onnxruntime + numpy + the session: what the device process holds
 from certification.smoothing import SmoothedClassifier
-library = SmoothedClassifier.from_onnx(base, sigma, batch_size=k, threads=1, provider="cpu", noise_threads=1)
+library = SmoothedClassifier.from_onnx(base, sigma, batch_size=k, threads=1, provider="cpu", noise_threads=1,
+                                       lighting=read_smoothed_lighting(smoothed))
 library.prefetch = 0  # noise and inference take turns on the calling thread: one core
 counter = iter(range(10**9))
 baseline = timed(lambda: library.predict_counts(x, k, seed=0, indices=[next(counter)]))
@@ -118,6 +125,18 @@ def agreement(base: Path, graph: Path, k: int, sigma: float, alpha: float, examp
             "graph_abstentions": int(np.sum(device == -1)), "library_abstentions": int(np.sum(library == -1))}
 
 
+def lighting_option(text: str) -> tuple[str, float]:
+    """DIRECTIONS:TAU (e.g. dc+ramps:0.05), checked by :func:`certification.lighting.check_lighting`."""
+    from certification.errors import ParameterError
+    from certification.lighting import check_lighting
+
+    directions, _, tau = text.rpartition(":")
+    try:
+        return check_lighting(directions, float(tau), None, "--lighting")
+    except (ValueError, ParameterError) as exc:
+        raise argparse.ArgumentTypeError(f"expected DIRECTIONS:TAU such as dc+ramps:0.05 ({exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "model_fp32.onnx")
@@ -131,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agreement-examples", type=int, default=200,
                         help="test images for the graph-vs-library PREDICT agreement at --agreement-k (0: skip)")
     parser.add_argument("--agreement-k", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--lighting", type=lighting_option, default=None, metavar="DIRECTIONS:TAU",
+                        help="also time the lighting graph (e.g. dc+ramps:0.05; rows PRECISION+lighting)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "device_latency.json")
     args = parser.parse_args(argv)
 
+    from certification.lighting import smoothing_covariance
     from certification.onnx_export import quantize_int8
-    from certification.smoothed_graph import build_smoothed_graph
+    from certification.smoothed_graph import base_input_chw, build_smoothed_graph
 
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -145,18 +167,23 @@ def main(argv: list[str] | None = None) -> int:
         if "int8" in args.precisions:
             bases["int8"] = work / "int8.onnx"
             quantize_int8(fp32, bases["int8"], calibration_images(args.image_size), args.sigma, seed=5)
+        covariance = None if args.lighting is None else smoothing_covariance(*args.lighting, args.sigma, base_input_chw(fp32))
+        variants = [("", None)] + ([] if covariance is None else [("+lighting", covariance)])
         rows = []
-        for precision in args.precisions:
-            for k in args.ks:
-                graph = build_smoothed_graph(bases[precision], work / f"smoothed-{precision}-{k}.onnx", k, args.sigma, args.alpha)
-                out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(graph.path), str(bases[precision]),
-                                      str(args.calls), str(args.warmup)], capture_output=True, text=True, check=True)
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                rows.append(LatencyRow(precision, k, round(r["median_ms"], 3), round(r["p99_ms"], 3), args.calls,
-                                       round(r["peak_rss_mib"], 1), graph.sha256, round(r["baseline_median_ms"], 3)))
-                print(f"{precision} k={k:4d}: median {r['median_ms']:7.2f} ms, p99 {r['p99_ms']:7.2f} ms, peak RSS "
-                      f"{r['peak_rss_mib']:6.1f} MiB; library PREDICT median {r['baseline_median_ms']:7.2f} ms, "
-                      f"graph/library {r['median_ms'] / r['baseline_median_ms']:.2f}", flush=True)
+        configs = [(precision, k, suffix, lighting) for precision in args.precisions for k in args.ks
+                   for suffix, lighting in variants]
+        for precision, k, suffix, lighting in configs:
+            label = precision + suffix
+            graph = build_smoothed_graph(bases[precision], work / f"smoothed-{label}-{k}.onnx", k, args.sigma,
+                                         args.alpha, lighting=lighting)
+            out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(graph.path), str(bases[precision]),
+                                  str(args.calls), str(args.warmup)], capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(LatencyRow(label, k, round(r["median_ms"], 3), round(r["p99_ms"], 3), args.calls,
+                                   round(r["peak_rss_mib"], 1), graph.sha256, round(r["baseline_median_ms"], 3)))
+            print(f"{label} k={k:4d}: median {r['median_ms']:7.2f} ms, p99 {r['p99_ms']:7.2f} ms, peak RSS "
+                  f"{r['peak_rss_mib']:6.1f} MiB; library PREDICT median {r['baseline_median_ms']:7.2f} ms, "
+                  f"graph/library {r['median_ms'] / r['baseline_median_ms']:.2f}", flush=True)
         agreements = []
         for k in args.agreement_k if args.model.is_file() else []:
             graph = build_smoothed_graph(fp32, work / f"agreement-{k}.onnx", k, args.sigma, args.alpha)

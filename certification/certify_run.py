@@ -29,7 +29,7 @@ from certification.dataset_io import Split, load_split
 from certification.errors import InputError, ParameterError, StaleArtifactError
 from certification.fileio import sha256_file, write_text_atomic
 from certification.progress import progress
-from certification.lighting import LIGHTING_NOISE_SPEC, LightingCovariance, check_lighting
+from certification.lighting import LIGHTING_NOISE_SPEC, LightingCovariance, check_lighting, smoothing_covariance
 from certification.records import CertifyRecord, certify_jsonl_text, certify_tsv_text, json_line
 from certification.noise_sampling import NOISE_SPEC, noise_kernels, tail_bound
 from certification.onnx_model import PROVIDERS
@@ -192,8 +192,6 @@ def certify_split(
     # parameters are checked before any file is touched
     SmoothedClassifier._check_indices(chosen, len(chosen))
     check_parameters(alpha, seed, n0=n0, n=n)
-    if ray is not None and classifier.lighting is not None:
-        raise ParameterError("lighting certificates run on the local backend only; set runtime.certify_backend: local")
     header = _run_header(classifier, split, chosen, n0, n, alpha, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(out), contextlib.ExitStack() as stack:
@@ -299,9 +297,7 @@ class RunOptions:
 
     def covariance(self, chw: tuple[int, ...]) -> LightingCovariance | None:
         """The smoothing covariance for images of shape ``chw``; None for isotropic noise (lighting ``none``)."""
-        if self.lighting_directions == "none":
-            return None
-        return LightingCovariance.build(self.lighting_directions, self.lighting_tau, self.sigma, chw)
+        return smoothing_covariance(self.lighting_directions, self.lighting_tau, self.sigma, chw)
 
 
 def open_run(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str], options: RunOptions,

@@ -1,5 +1,6 @@
 """The device card (models/smoothed.json): what ships to the device, by SHA-256, and who signed it; one writer and
-one reader. :func:`certification.device_run.device_files` makes its content."""
+one reader. :func:`certification.device_run.device_files` makes its content; ``smoothed.lighting`` is the lighting
+covariance the graph draws (:meth:`certification.lighting.LightingCovariance.to_record`), absent for isotropic noise."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from typing import Any, Mapping
 
 from certification.errors import InputError, StaleArtifactError
 from certification.fileio import read_json, sha256_file, write_json_atomic
+from certification.lighting import covariance_from_record
 
 SCHEMA = "smoothcert-device-card/1"
 
@@ -30,6 +32,8 @@ def read_device_card(path: str | os.PathLike[str], model_sha256: str | None = No
         raise InputError(f"{path}: device card lacks smoothed k/sigma/alpha or the model signature; rerun the device stage") from None
     if k < 1 or sigma <= 0 or not 0 < alpha < 0.5:
         raise InputError(f"{path}: k={k}, sigma={sigma}, alpha={alpha} out of range; rerun the device stage")
+    if smoothed.get("lighting") is not None:  # the graph's lighting covariance (absent: isotropic noise)
+        covariance_from_record(smoothed["lighting"], sigma, where=f"{path}: smoothed.lighting")
     if model_sha256 is not None:
         for what, recorded in (("smoothed graph's base model", smoothed["base_model_sha256"]),
                                ("model signature's signed file", signature["signed_sha256"])):

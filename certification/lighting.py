@@ -195,6 +195,15 @@ class LightingCovariance:
                 "formula": "Sigma = sigma^2 I + tau_norm^2 sum_k v_k v_k^T, tau_norm = tau sqrt(d)"}
 
 
+def smoothing_covariance(directions: str, tau: float, sigma: float, chw: tuple[int, ...]) -> LightingCovariance | None:
+    """The smoothing covariance of a run's lighting params (directions, tau) at ``sigma`` for images of shape ``chw``;
+    None for isotropic noise (directions ``none``). Certification and the device graph both build it here."""
+    if check_directions(directions) == "none":
+        check_lighting(directions, tau, sigma)
+        return None
+    return LightingCovariance.build(directions, tau, sigma, chw)
+
+
 def covariance_from_record(record: Mapping[str, Any] | None, sigma: float, chw: tuple[int, ...] | None = None,
                            where: str = "noise.covariance") -> LightingCovariance | None:
     """The covariance a certify run recorded (``noise.covariance``), rebuilt and checked against the record's own

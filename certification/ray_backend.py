@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from certification.errors import InputError, ParameterError
 from certification.fileio import sha256_bytes
-from certification.noise_sampling import noise_kernels
 from certification.onnx_model import default_threads
+from certification.ray_worker import CertifyWorker
 from certification.smoothing import CertifyResult, SmoothedClassifier
 
 BACKENDS = ("local", "ray")
@@ -142,66 +139,6 @@ class TaskResult:
     results: list[CertifyResult]
     slot: int
     pid: int
-
-
-class CertifyWorker:
-    """A Ray actor's state: one smoothed classifier (one onnxruntime session, one noise pool) of the model bytes.
-
-    Threads come from the CPUs Ray assigned to this actor, not from the host's core count: onnxruntime gets half,
-    rounded up, and the noise the rest (at least one); with one CPU noise and inference take turns on one thread.
-    Explicit ``threads``/``noise_threads`` override that. Every call carries ``model_box``, [object ref of the
-    model bytes], and the model is loaded on the first call of a process: a worker restarted after a crash
-    reloads it from the retried call (constructor arguments stay small values, which Ray can always replay)."""
-
-    def __init__(self, model_name: str, model_sha256: str, sigma: float, batch_size: int, provider: str,
-                 threads: int | None, noise_threads: int | None) -> None:
-        self.model_name, self.model_sha256 = model_name, model_sha256
-        self.sigma, self.batch_size, self.provider = sigma, batch_size, provider
-        self.threads, self.noise_threads = threads, noise_threads
-        self.cores = max(1, int(_assigned_cpus()))
-        self.classifier: SmoothedClassifier | None = None
-
-    def _load(self, model_box: list[Any]) -> SmoothedClassifier:
-        if self.classifier is not None:
-            return self.classifier
-        import ray
-
-        model = ray.get(model_box[0])
-        if sha256_bytes(model) != self.model_sha256:
-            raise InputError(f"{self.model_name}: the model bytes a Ray worker received do not hash to "
-                             f"{self.model_sha256[:12]}...")
-        threads = self.threads if self.threads is not None else max(1, (self.cores + 1) // 2)
-        noise_threads = self.noise_threads if self.noise_threads is not None else max(1, self.cores - threads)
-        with tempfile.TemporaryDirectory(prefix="smoothcert-ray-") as folder:
-            path = Path(folder) / Path(self.model_name).name
-            path.write_bytes(model)
-            serial = self.noise_threads is None and self.cores == 1  # one core: draw and classify in turn
-            classifier = SmoothedClassifier.from_onnx(path, self.sigma, batch_size=self.batch_size, threads=threads,
-                                                      provider=self.provider, noise_threads=noise_threads,
-                                                      prefetch=0 if serial else 2)
-        self.classifier = classifier
-        return classifier
-
-    def info(self, model_box: list[Any]) -> dict[str, Any]:
-        """Load the model; pid, node, CPUs, and the runtime block and noise kernels of this worker (as a local
-        run records them)."""
-        classifier = self._load(model_box)
-        runtime = classifier.runtime_record()
-        runtime["noise_prefetch"] = classifier.prefetch
-        return {"pid": os.getpid(), "node": socket.gethostname(), "cpus": self.cores, "runtime": runtime,
-                "noise_kernels": noise_kernels()}
-
-    def certify(self, model_box: list[Any], images: np.ndarray, labels: np.ndarray, indices: np.ndarray, n0: int,
-                n: int, alpha: float, seed: int) -> tuple[int, list[CertifyResult]]:
-        """CERTIFY the task's examples (noise index ``indices[j]`` for image j); returns (pid, results)."""
-        classifier = self._load(model_box)
-        return os.getpid(), list(classifier.iter_certify(images, labels, n0, n, alpha, seed, indices=indices))
-
-
-def _assigned_cpus() -> float:
-    import ray
-
-    return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -319,8 +256,9 @@ class RayPool:
         actor = ray.remote(CertifyWorker).options(
             num_cpus=self.cpus_per_worker, max_restarts=self.settings.retries,
             max_task_retries=self.settings.retries, max_concurrency=1)
+        lighting = None if self.classifier.lighting is None else self.classifier.lighting.to_record()
         self.workers = [actor.remote(base.path.name, base.sha256, self.classifier.sigma, self.classifier.batch_size,
-                                     self.provider, self.threads, self.noise_threads) for _ in range(workers)]
+                                     self.provider, self.threads, self.noise_threads, lighting) for _ in range(workers)]
         pending = [worker.info.remote([self._model_ref]) for worker in self.workers]
         try:
             self.worker_info = ray.get(pending, timeout=self.settings.start_timeout_s)

@@ -5,9 +5,11 @@
     image [1, C, H, W] -> Expand to [k, C, H, W] -> + RandomNormalLike(mean 0, scale sigma) -> base classifier
     -> ArgMax (lowest index on ties, as numpy) -> OneHot -> ReduceSum over the k copies -> counts [K] (int64)
 
-and stores ``k``, ``sigma`` and ``alpha`` (and the base model's SHA-256) as ``metadata_props``, so device code needs
-only onnxruntime and the PREDICT rule (:func:`certification.smoothing.predict_from_counts`: a two-sided binomial
-test on the top two counts, abstain when p > alpha). Sigma is in [0, 1]-pixel L2 units; the noise is not clipped.
+(with a lighting covariance, the noise is N(0, sigma^2 I + tau_norm^2 V^T V), certification's lighting noise:
+:mod:`certification.lighting_graph`) and stores ``k``, ``sigma`` and ``alpha`` (and the base model's SHA-256) as
+``metadata_props``, so device code needs only onnxruntime and the PREDICT rule
+(:func:`certification.smoothing.predict_from_counts`: a two-sided binomial test on the top two counts, abstain when
+p > alpha). Sigma is in [0, 1]-pixel L2 units; the noise is not clipped.
 
 What the noise is (measured with onnxruntime 1.32 and read in its source, ``core/providers/cpu/generator/random.h``):
 onnxruntime's CPU kernel draws it with ``std::normal_distribution`` on ``std::default_random_engine`` (libstdc++:
@@ -34,6 +36,9 @@ import numpy as np
 
 from certification.errors import InputError
 from certification.fileio import atomic_output, sha256_file
+from certification.lighting import LightingCovariance
+from certification.lighting_graph import (LIGHTING_DESCRIPTION, LIGHTING_KEY, check_graph_lighting, lighting_from_metadata,
+                                          lighting_metadata, lighting_nodes)
 from certification.onnx_layout import load_onnx_artifact
 from certification.smoothing import check_sigma_and_batch
 
@@ -75,6 +80,11 @@ def _check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
+def base_input_chw(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """(C, H, W) of the base classifier at ``path`` (the image shape a lighting covariance of its graph needs)."""
+    return _base_shape(Path(path), None)[0]
+
+
 def _base_shape(path: Path, model: Any) -> tuple[tuple[int, int, int], int]:
     """(C, H, W) and K of the base classifier, checked by opening it as the library does."""
     from certification.onnx_model import OnnxClassifier
@@ -90,11 +100,16 @@ def _base_shape(path: Path, model: Any) -> tuple[tuple[int, int, int], int]:
 
 
 def build_smoothed_graph(base_path: str | os.PathLike[str], out_path: str | os.PathLike[str], k: int, sigma: float,
-                         alpha: float, seed: int | None = None) -> SmoothedGraph:
+                         alpha: float, seed: int | None = None,
+                         lighting: LightingCovariance | None = None) -> SmoothedGraph:
     """Write the smoothed predictor of the base classifier at ``base_path`` to ``out_path`` (atomically).
 
     One call returns int64 counts [K] of the base classifier's labels over ``k`` copies of the image, each with
     independent N(0, sigma^2 I) noise drawn inside the graph (see the module docstring for the generator).
+    ``lighting`` (a :class:`certification.lighting.LightingCovariance` of the model's image shape and this sigma): the
+    copies' noise is N(0, sigma^2 I + tau_norm^2 V^T V) instead, the distribution certification draws
+    (:mod:`certification.lighting_graph`), and the metadata records the covariance (key ``lighting``); None or
+    ``none`` directions: the isotropic graph, byte for byte as before.
     ``seed`` (default None: no seed attribute) fixes the in-graph generator for reproducible tests only. Bad input
     (a file that is not ONNX, two inputs, k < 1, sigma or alpha out of range) is a one-line InputError and writes
     nothing."""
@@ -108,6 +123,7 @@ def build_smoothed_graph(base_path: str | os.PathLike[str], out_path: str | os.P
     base_path, out_path = Path(base_path), Path(out_path)
     base = load_onnx_artifact(base_path)
     (c, h, w), num_classes = _base_shape(base_path, base)
+    lighting = check_graph_lighting(lighting, float(sigma), (c, h, w))
     base = compose.add_prefix(base, prefix=BASE_PREFIX)
     base_input, base_output = base.graph.input[0].name, base.graph.output[0].name
     opsets = {o.domain: o.version for o in base.opset_import}
@@ -117,14 +133,18 @@ def build_smoothed_graph(base_path: str | os.PathLike[str], out_path: str | os.P
     noise_attrs: dict[str, Any] = {"dtype": TensorProto.FLOAT, "mean": 0.0, "scale": float(sigma)}
     if seed is not None:
         noise_attrs["seed"] = float(seed)
+    nodes = [helper.make_node("Expand", [IMAGE_INPUT, "copies_shape"], ["copies"]),
+             helper.make_node("RandomNormalLike", ["copies"], ["noise"], **noise_attrs),
+             helper.make_node("Add", ["copies", "noise"], ["noisy" if lighting is None else "noisy_isotropic"])]
+    initializers = [numpy_helper.from_array(np.array([k, 1, 1, 1], dtype=np.int64), "copies_shape")]
+    if lighting is not None:
+        extra_nodes, extra_initializers = lighting_nodes(lighting, k, "noisy_isotropic", "noisy", seed)
+        nodes, initializers = nodes + extra_nodes, initializers + extra_initializers
     pre = helper.make_graph(
-        [helper.make_node("Expand", [IMAGE_INPUT, "copies_shape"], ["copies"]),
-         helper.make_node("RandomNormalLike", ["copies"], ["noise"], **noise_attrs),
-         helper.make_node("Add", ["copies", "noise"], ["noisy"])],
-        "noisy_copies",
+        nodes, "noisy_copies",
         [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.FLOAT, [1, c, h, w])],
         [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, [k, c, h, w])],
-        initializer=[numpy_helper.from_array(np.array([k, 1, 1, 1], dtype=np.int64), "copies_shape")])
+        initializer=initializers)
     post = helper.make_graph(
         [helper.make_node("ArgMax", ["scores"], ["labels"], axis=1, keepdims=0, select_last_index=0),
          helper.make_node("OneHot", ["labels", "depth", "one_hot_values"], ["votes"], axis=-1),
@@ -151,9 +171,12 @@ def build_smoothed_graph(base_path: str | os.PathLike[str], out_path: str | os.P
         "output": f"{COUNTS_OUTPUT}: int64 [{num_classes}] base-classifier labels over k noisy copies",
         "predict_rule": "two-sided binomial test (p = 1/2) on the top two counts; abstain when p-value > alpha",
         "base_model_sha256": sha256_file(base_path),
-        "noise": NOISE_DESCRIPTION + ("" if seed is None else f"; THIS FILE FIXES seed = {int(seed)} (tests only)"),
+        "noise": NOISE_DESCRIPTION + ("" if lighting is None else LIGHTING_DESCRIPTION)
+                 + ("" if seed is None else f"; THIS FILE FIXES seed = {int(seed)} (tests only)"),
         "noise_alternative": NOISE_ALTERNATIVE,
     }
+    if lighting is not None:
+        metadata[LIGHTING_KEY] = lighting_metadata(lighting)
     del merged.metadata_props[:]
     for key, value in metadata.items():
         merged.metadata_props.add(key=key, value=value)
@@ -165,6 +188,16 @@ def build_smoothed_graph(base_path: str | os.PathLike[str], out_path: str | os.P
 
 def read_smoothed_metadata(path: str | os.PathLike[str]) -> tuple[int, float, float]:
     """(k, sigma, alpha) from a smoothed graph's metadata_props; InputError when the file lacks them."""
+    return _read_metadata(path)[:3]  # type: ignore[return-value]
+
+
+def read_smoothed_lighting(path: str | os.PathLike[str]) -> LightingCovariance | None:
+    """The lighting covariance a smoothed graph's noise has (metadata ``lighting``); None for an isotropic graph.
+    InputError when the file is not a smoothed predictor or the record is broken."""
+    return _read_metadata(path)[3]
+
+
+def _read_metadata(path: str | os.PathLike[str]) -> tuple[int, float, float, LightingCovariance | None]:
     import onnx
 
     path = Path(path)
@@ -178,4 +211,4 @@ def read_smoothed_metadata(path: str | os.PathLike[str]) -> tuple[int, float, fl
                          "certification.smoothed_graph.build_smoothed_graph") from None
     if not (k >= 1 and math.isfinite(sigma) and 0 < alpha < 0.5):
         raise InputError(f"{path}: metadata k={k}, sigma={sigma}, alpha={alpha} out of range")
-    return k, sigma, alpha
+    return k, sigma, alpha, lighting_from_metadata(props, sigma, str(path))

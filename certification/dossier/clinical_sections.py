@@ -112,6 +112,12 @@ def deployed_procedure_section(ev: Mapping[str, Any], texts: Texts, st: Mapping[
         rows.append(("Smoothed predictor for the device", f"{smoothed['path']} (SHA-256 {smoothed['sha256']}): k = "
                                                           f"{smoothed['k']} noisy copies in one graph, sigma {num(smoothed['sigma'])}, "
                                                           f"alpha {num(smoothed['alpha'])}; noise: {smoothed['metadata'].get('noise', '')}"))
+        light = smoothed.get("lighting")
+        if light:
+            rows.append(("Lighting noise of the device graph",
+                         f"covariance sigma^2 I + tau_norm^2 sum_k v_k v_k^T: directions {light['directions']} "
+                         f"(k = {light['k']}), tau {num(light['tau'])} per pixel, tau_norm {num(light['tau_norm'])}, "
+                         f"sigma {num(light['sigma'])} (recorded in the device card)"))
     if latency:
         shipped = latency["model_sha256"].get("fp32") == ev["hashes"].get("model_fp32_sha256")
         for row in latency["rows"]:

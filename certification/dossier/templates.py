@@ -74,10 +74,26 @@ def format_value(value: Any, fmt: str | None, where: str) -> str:
 
 
 def namespace(evidence: Mapping[str, Any]) -> dict[str, Any]:
-    """What placeholders can address: the evidence, plus gate criteria by name under ``criteria``."""
+    """What placeholders can address: the evidence, plus gate criteria by name under ``criteria`` and
+    ``smoothing_noise``, the certified noise in words (:func:`smoothing_noise`)."""
     space = dict(evidence)
     space["criteria"] = {c["name"]: c for c in evidence.get("verdict", {}).get("criteria", [])}
+    certify = evidence.get("certify") or {}
+    if "sigma" in (certify.get("params") or {}):
+        space["smoothing_noise"] = smoothing_noise(certify["params"]["sigma"], (certify.get("noise") or {}).get("covariance"))
     return space
+
+
+def smoothing_noise(sigma: Any, covariance: Mapping[str, Any] | None) -> str:
+    """The certified noise of metrics/certify.json in words: "sigma = S" (isotropic), or with the recorded lighting
+    covariance (``noise.covariance``) the covariance, its directions and tau."""
+    text = f"sigma = {format_value(sigma, None, 'smoothing_noise')}"
+    if not covariance:
+        return text
+    return (f"{text}, plus lighting noise along {covariance['k']} fixed lighting directions ({covariance['directions']}, "
+            f"tau = {format_value(covariance['tau'], None, 'smoothing_noise')} per pixel, "
+            f"tau_norm = {format_value(covariance['tau_norm'], None, 'smoothing_noise')}): covariance "
+            "sigma^2 I + tau_norm^2 sum_k v_k v_k^T, the covariance the certificates were computed for")
 
 
 def lookup(space: Mapping[str, Any], path: str, where: str) -> Any:

@@ -73,6 +73,24 @@ def test_one_worker_writes_the_local_files(ray_cluster: LocalRay, project: Path,
     assert capfd.readouterr().err == ""  # nor did the run: Ray's and the workers' logs stay off the terminal
 
 
+def test_lighting_certificates_on_ray_are_the_local_ones(ray_cluster: LocalRay, project: Path) -> None:
+    """A lighting run (dc+ramps) on 2 Ray workers writes the local backend's rows (same noise streams, same
+    covariance rebuilt in each worker), Mahalanobis radii included, and they differ from the isotropic rows."""
+    from dataclasses import replace
+
+    options = replace(OPTIONS, lighting_directions="dc+ramps", lighting_tau=0.05, max_examples=6)
+    local, _, _ = certify_files(project / "model.onnx", project / "test.npz", project / "lit_local.jsonl", options, N0,
+                                N, show_progress=False)
+    ray_run, _, _ = certify_files(project / "model.onnx", project / "test.npz", project / "lit_ray.jsonl", options, N0,
+                                  N, show_progress=False, ray=RaySettings(workers=2, examples_per_task=1))
+    rows = _untimed_jsonl(project / "lit_ray.jsonl")
+    assert rows == _untimed_jsonl(project / "lit_local.jsonl") and len(rows) == 6
+    assert _untimed_tsv(project / "lit_ray.tsv") == _untimed_tsv(project / "lit_local.tsv")
+    assert all("mahalanobis_radius" in row for row in rows) and ray_run.runtime["workers"] == 2
+    isotropic = {row["index"]: row for row in _untimed_jsonl(project / "local.jsonl")}
+    assert any(row["counts_estimation"] != isotropic[row["index"]]["counts_estimation"] for row in rows)
+
+
 def test_the_command_line_builds_the_ray_settings() -> None:
     """``--backend ray [--ray-address A] [--workers W]`` (runs with 2 workers: the stage test, which uses the default)."""
     from certification.commands.certify import ray_settings

@@ -48,6 +48,9 @@ def test_lighting_words_appear_only_for_a_lighting_run(tmp_path: Path) -> None:
     plain = collect_evidence(evidence_inputs(root), PARAMS, {"document_id": "X"}, SIGNING)
     assert "lighting" not in plain["claims"] and claims.lighting_sentences(plain) == []
     assert "lighting" not in load_texts(TEMPLATES, plain).threat_model  # dropped, never filled
+    sigma = plain["certify"]["params"]["sigma"]
+    prediction = " ".join(load_texts(TEMPLATES, plain).deployed_procedure["prediction"].split())
+    assert f"independent Gaussian noise (sigma = {sigma:.3f}, not clipped)" in prediction and "lighting" not in prediction
 
     lit_root = make_outputs(tmp_path / "lit")
     _light(lit_root, [1.0, 1.0, 0.0, 0.0])  # brightness severities 1-2 certified for all, jpeg for none
@@ -57,6 +60,8 @@ def test_lighting_words_appear_only_for_a_lighting_run(tmp_path: Path) -> None:
     assert "Covered by the lighting certificate: brightness severity 1" in text
     assert "Not covered by the lighting certificate at any measured severity: jpeg" in text
     assert "brightness offset of every pixel up to +-0.110 (0.020)" in text
+    prediction = " ".join(load_texts(TEMPLATES, ev).deployed_procedure["prediction"].split())
+    assert "plus lighting noise along 9 fixed lighting directions (dc+ramps, tau = 0.050 per pixel" in prediction
     words = load_texts(TEMPLATES, ev).threat_model["lighting"]
     assert "K = 9 lighting directions (dc+ramps, tau = 0.050" in " ".join(words["specification"].split())
     assert {row["item"] for row in words["not_covered"]} >= {"Contrast and gamma changes", "Blur, motion blur and JPEG compression"}
