@@ -15,8 +15,8 @@ import numpy as np
 from reportlab.platypus import NextPageTemplate, PageBreak
 
 from certification.dossier import claims, plots
-from certification.dossier.risk import assess, residual_statement
 from certification.dossier.clinical_sections import clinical_section, deployed_procedure_section
+from certification.dossier.failure_sections import attack_section, corruptions_section, fmea_section, quantization_section
 from certification.dossier.attachments import EVIDENCE_ATTACHMENT, EVIDENCE_INFO_KEY, RECORDS_ATTACHMENT, attach_files
 from certification.dossier.layout import DEV_WARNING, document_template, numbered_canvas_class, signature_page_painter, styles
 from certification.dossier.sections import (bound_text, bullets, criteria_table, flatten_scalars, image, keep, key_values, num, para,
@@ -303,108 +303,8 @@ def _results(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: M
                     f"{bound_text(ab)}. Groups shown to abstain above the limit "
                     f"{pct(abst.get('limit'))}: {over or 'none'}.",
                     st["body"]))
-    out += _attack(e.get("attack") or {}, st) + _corruptions(ev, st, figs) + _quantization(e.get("quantization"), st)
+    out += attack_section(e.get("attack") or {}, st) + corruptions_section(ev, st, figs) + quantization_section(e.get("quantization"), st)
     return out
-
-
-def _attack(attack: Mapping[str, Any], st: Mapping[str, Any]) -> list:
-    if not attack:
-        return []
-    out = [para("Empirical attack and certificate contradictions", st["h2"]),
-           para(f"PGD attack ({attack.get('method', 'n/a')}) on {attack.get('n_examples', 'n/a')} images: "
-                f"{attack.get('candidates', 'n/a')} contradiction candidates, {attack.get('confirmed_contradictions', 'n/a')} "
-                "confirmed (expected 0 for valid certificates).", st["body"])]
-    emp = {round(float(p["radius"]), 6): p for p in attack.get("empirical_robust_accuracy", []) if isinstance(p, Mapping)}
-    cert = {round(float(p["radius"]), 6): p for p in attack.get("certified_accuracy", []) if isinstance(p, Mapping)}
-    if emp:
-        n = attack.get("n_examples", "n/a")
-        rows = [["Radius", f"Empirical robust accuracy (upper bound; n = {n})", f"Certified accuracy (lower bound; n = {n})"]]
-        for r in sorted(emp):
-            cp = cert.get(r, {})
-            rows.append([num(r), f"{pct(emp[r].get('accuracy'))} ({pct(emp[r].get('upper_bound'))})",
-                         f"{pct(cp.get('certified_accuracy'))} ({pct(cp.get('lower_bound'))})"])
-        out.append(table(rows, [0.6, 1.2, 1.2], st))
-    return out
-
-
-def _corruptions(ev: Mapping[str, Any], st: Mapping[str, Any], figs: Mapping[str, bytes]) -> list:
-    rows_in = [c for c in ev["evaluate"].get("corruptions") or [] if isinstance(c, Mapping)]
-    if not rows_in:
-        return [para("Lighting and camera changes", st["h2"]), para("No corruption study in metrics/evaluate.json.", st["body"])]
-    std = claims.coverage_standard(ev)
-    conf = ev["claims"]["coverage_confidence"]
-    rows = [["Change", "Sev.", "n", "L2 mean", "Within own radius (lower, upper)", "Claim",
-             "Smoothed acc. (lower, upper)", "Base acc. (lower, upper)"]]
-    for c in ev["claims"]["coverage"]:
-        cov, sm, ba = c["covered"], c["accuracy_smoothed"], c["accuracy_base"]
-        rows.append([c["name"], num(c["severity"]), num(c["n"]), num(c["l2_mean"]),
-                     f"{cov['successes']}/{c['n']} {pct(cov['estimate'])} ({pct(cov['lower'])}, {pct(cov['upper'])})",
-                     claims.coverage_word(c, std), f"{pct(sm['estimate'])} ({pct(sm['lower'])}, {pct(sm['upper'])})",
-                     f"{pct(ba['estimate'])} ({pct(ba['lower'])}, {pct(ba['upper'])})"])
-    note = (f"Bounds: one-sided Clopper-Pearson at confidence {num(conf)} on n images per setting. 'covered' needs the "
-            f"lower bound of the share within its own radius to reach {pct(std)}.")
-    return [keep(para("Lighting and camera changes vs certified radius", st["h2"]), image(figs["corruptions"])),
-            table(rows, [1.45, 0.45, 0.4, 0.55, 1.25, 0.75, 1.1, 1.1], st), para(note, st["small"])]
-
-
-def _quantization(quant: Any, st: Mapping[str, Any]) -> list:
-    out = [para("Quantization", st["h2"])]
-    if quant is None:
-        return out + [para("Not applicable: the shipped model is not quantized.", st["body"])]
-    return out + [key_values(flatten_scalars(quant), st)]
-
-
-def _fmea(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any], figs: Mapping[str, bytes]) -> list:
-    matrix = texts.risk_matrix
-    assessed = assess(texts.fmea["rows"], ev["claims"]["risk_rates"], matrix)
-    rows = [["ID", "Hazard / failure mode", "Effect", "S", "Probability: basis and level", "Evidence", "Control", "Risk"]]
-    for r, a in zip(texts.fmea["rows"], assessed):
-        rows.append([r["id"], r["failure_mode"], r["effect"], str(a.severity),
-                     f"{a.basis} -> {a.probability.level} ({a.probability.name})",
-                     " ".join(r["likelihood_evidence"].split()), r["control"], a.risk])
-    out = [para("9  Risk management (ISO 14971) and failure modes", st["h1"]), *paragraphs(texts.fmea["scales"], st["small"]),
-           table(rows, [0.62, 1.05, 0.9, 0.3, 1.55, 1.25, 1.05, 1.0], st),
-           para(residual_statement(assessed), st["body"]), *_risk_matrix_table(matrix, st),
-           *_subgroups_below(ev, st), *_labelling(ev, st)]
-    lr = ev["least_robust"]
-    if lr:
-        out += [keep(para("Least robust correctly classified test images", st["h2"]), image(figs["least_robust"]),
-                     para(f"Source: {lr[0]['source']}. Caption: test index, true class, certified radius.", st["small"]))]
-    return out
-
-
-def _risk_matrix_table(matrix: Any, st: Mapping[str, Any]) -> list:
-    head = ["Severity \\ probability", *[f"{p.level} {p.name} (<= {p.max_rate:g})" for p in matrix.probabilities]]
-    rows = [head] + [[f"{s} {matrix.severities[s]}", *matrix.cells[s]] for s in sorted(matrix.severities, reverse=True)]
-    return [keep(para("Risk acceptability matrix (dossier_templates/risk_matrix.yaml)", st["h2"]),
-                 table(rows, [1.6] + [1.0] * len(matrix.probabilities), st))]
-
-
-def _subgroups_below(ev: Mapping[str, Any], st: Mapping[str, Any]) -> list:
-    """Every subgroup below the gate threshold, across all fields, with n and its bound (FM-03)."""
-    below = ev["claims"]["subgroups_below"]
-    title = para(f"Subgroups below the gate threshold {pct(ev['claims']['subgroup_threshold'])} (FM-03; all fields: "
-                 "class, skin type, blur, hair, illumination, vignette)", st["h2"])
-    if not below:
-        return [title, para("None: every subgroup's lower bound reaches the threshold.", st["body"])]
-    rows = [["Field", "Group", "n", "Certified at r*", "Lower bound", "Underpowered"]]
-    rows += [[b["field"], b["group"], num(b["n"]), f"{num(b['count'])}/{b['n']} {pct(b['estimate'])}", pct(b["lower"]),
-              "yes" if b["underpowered"] else "no"] for b in below]
-    return [keep(title, table(rows, [1, 1.4, 0.5, 1.1, 0.9, 0.8], st))]
-
-
-def _labelling(ev: Mapping[str, Any], st: Mapping[str, Any]) -> list:
-    """Limitations the labelling must state, generated from the measurements (referred to by the FMEA controls)."""
-    items = [f"Lower certified performance for {b['field']} = {b['group']}: lower bound {pct(b['lower'])} "
-             f"({b['count']}/{b['n']} certified at r*), below {pct(ev['claims']['subgroup_threshold'])}."
-             for b in ev["claims"]["subgroups_below"]]
-    std = claims.coverage_standard(ev)
-    uncovered = list(dict.fromkeys(c["name"] for c in ev["claims"]["coverage"] if claims.coverage_word(c, std) != "covered"))
-    if uncovered:
-        items.append("No robustness certificate for these lighting and camera changes: " + ", ".join(uncovered) + ".")
-    items.append("Abstention (\"refer\") is not a benign result; refer the patient.")
-    items.append("Not for out-of-scope inputs (section 2); the device does not detect them.")
-    return [para("Limitations to state in the labelling", st["h2"]), *bullets(items, st["bullet"])]
 
 
 def _traceability(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
@@ -480,7 +380,7 @@ def render_dossier(evidence: Mapping[str, Any], texts: Texts, records: Sequence[
     story += _results(evidence, texts, st, figs)
     story += clinical_section(evidence, texts, st)
     story += deployed_procedure_section(evidence, texts, st)
-    story += _fmea(evidence, texts, st, figs)
+    story += fmea_section(evidence, texts, st, figs)
     story += _traceability(evidence, texts, st)
     story += _signatures(evidence, st)
     header = {"document_id": doc_meta["document_id"], "title": doc_meta["title"], "revision": doc_meta["revision"],

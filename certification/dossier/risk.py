@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from certification.errors import InputError
 
 RISK_LEVELS = ("acceptable", "ALARP", "unacceptable")
-#: measured rates the evidence provides (certification.dossier.evidence._risk_rates)
+#: measured rates the evidence provides (certification.dossier.risk_evidence.risk_rates)
 RATE_NAMES = ("uncertified_at_radius", "abstention", "worst_subgroup_uncertified", "worst_variation_error",
               "export_disagreement", "certificate_error")
 
