@@ -16,8 +16,9 @@ Clopper-Pearson-minus-alpha lower bound), the average certified radius (ACR), th
 accuracy, melanoma and BCC certified recall at r* (with lower bounds), training seconds. Writes the record through
 :mod:`certification.method_benchmark` (the one writer; the dossier reads it): settings, the data splits' SHA-256s,
 params.yaml's hyper-parameters of every method, and per row the trained model's SHA-256. ``--out`` defaults to the
-committed record, benchmarks/results/training_methods.json (``make bench``'s reduced run writes its own file). The
-target rule's decision at params.yaml's train.sigma is printed after the table.
+committed record, benchmarks/results/training_methods.json (``make bench``'s reduced run writes its own file); it is
+replaced only when every row is done (the rows so far are in ``<out>.partial``). The target rule's decision at
+params.yaml's train.sigma is printed after the table.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from certification.method_benchmark import (METHODS, RECALL_CLASSES, CleanAccura
 from certification.onnx_export import export_onnx  # noqa: E402
 from certification.summary import summarize  # noqa: E402
 from certification.training import TrainConfig, train_model  # noqa: E402
-
+from certification.training_losses import ConsistencyParams, MacerParams, hyperparameters  # noqa: E402
 
 
 def _args() -> argparse.Namespace:
@@ -177,7 +178,8 @@ def _record(args: argparse.Namespace, document: dict[str, Any], datasheet: dict[
     settings = Settings(epochs=epochs, n0=args.n0, n=args.n, alpha=float(certify["alpha"]),
                         confidence=float(certify["confidence"]), examples=args.examples, train_seed=int(train["seed"]),
                         certify_seed=int(certify["seed"]), threads=args.threads, gate_radius=float(document["gate"]["radius"]))
-    hyper = {m: TrainConfig.from_params({**train, "method": m}).hyperparameters() for m in METHODS}
+    consistency, macer = ConsistencyParams.from_mapping(train["consistency"]), MacerParams.from_mapping(train["macer"])
+    hyper = {m: hyperparameters(m, consistency, macer) for m in METHODS}  # params.yaml's, before any flag overrides
     return MethodRecord(command=" ".join(sys.argv), date_utc=date_utc, settings=settings,
                         data_sha256={name: str(s["sha256"]) for name, s in sorted(datasheet["splits"].items())},
                         params_hyperparameters=hyper, rows=tuple(rows), partial=partial)
@@ -205,16 +207,18 @@ def main() -> int:
         for sigma in sigmas:
             TrainConfig.from_params(_train_params(document, args, method, sigma))
     rows: list[MethodRow] = []
+    progress = args.out.with_name(args.out.name + ".partial")  # the rows so far; --out is replaced only when all are done
     with tempfile.TemporaryDirectory(prefix="training-methods-") as work:
         for sigma in sigmas:
             for method in methods:
                 row = run_one(args, document, classes, method, sigma, Path(work))
                 rows.append(row)
-                write_method_record(args.out, _record(args, document, datasheet, rows, True, date_utc))
+                write_method_record(progress, _record(args, document, datasheet, rows, True, date_utc))
                 print(f"{method} sigma {sigma:g}: ACR {row.acr:.3f}, train {row.train_seconds:.0f} s, "
                       f"certify {row.certify_seconds:.0f} s", file=sys.stderr, flush=True)
     record = _record(args, document, datasheet, rows, False, date_utc)
     write_method_record(args.out, record)
+    progress.unlink(missing_ok=True)
     s = record.settings
     print(f"{rows[0].n_examples} test images, n0 {s.n0}, n {s.n}, alpha {s.alpha:g}, "
           f"lower bounds at confidence {s.confidence:g}")

@@ -36,6 +36,7 @@ def test_the_benchmark_writes_a_record_the_reader_accepts(tmp_path: Path) -> Non
     assert [(r.method, r.sigma, r.epochs, r.n_examples) for r in record.rows] == [("gaussian", 0.25, 1, 8), ("consistency", 0.25, 1, 8)]
     assert record.rows[1].hyperparameters == {"m": 2, "lambda": 5.0, "eta": 0.5} == record.params_hyperparameters["consistency"]
     assert len({r.model_sha256 for r in record.rows}) == 2 and not record.partial
+    assert not (tmp_path / "record.json.partial").exists()  # the progress file is gone once the record is complete
     assert (record.settings.n, record.settings.n0, record.settings.examples, record.settings.gate_radius) == (20, 5, 8, 0.25)
     pick = apply_target(record, 0.25).pick
     assert f"target rule at the shipped sigma 0.25: best candidate consistency, picks {pick}" in done.stdout
