@@ -13,17 +13,23 @@ splits, with portable kernels as the train stage. Each model is exported to ONNX
 CERTIFY (:class:`certification.smoothing.SmoothedClassifier`) on the same seeded test subset, with n0, n, alpha and
 seed from the flags and params ``certify``. Columns: certified accuracy at the gate radius r* and at 0.5 (with the
 Clopper-Pearson-minus-alpha lower bound), the average certified radius (ACR), the smoothed classifier's clean
-accuracy, melanoma and BCC certified recall at r* (with lower bounds), training seconds. Also writes a JSON report.
+accuracy, melanoma and BCC certified recall at r* (with lower bounds), training seconds. Writes the record through
+:mod:`certification.method_benchmark` (the one writer; the dossier reads it): settings, the data splits' SHA-256s,
+params.yaml's hyper-parameters of every method, and per row the trained model's SHA-256. ``--out`` defaults to the
+committed record, benchmarks/results/training_methods.json (``make bench``'s reduced run writes its own file); it is
+replaced only when every row is done (the rows so far are in ``<out>.partial``). The target rule's decision at
+params.yaml's train.sigma is printed after the table.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -34,12 +40,14 @@ for _key, _value in PORTABLE_TORCH_ENVIRONMENT.items():  # before torch starts, 
 
 from certification.certify_run import RunOptions, open_run, record_from_result  # noqa: E402
 from certification.dataset_io import load_split  # noqa: E402
-from certification.fileio import read_json, sha256_file, write_json_atomic  # noqa: E402
+from certification.errors import InputError  # noqa: E402
+from certification.fileio import read_json, sha256_file  # noqa: E402
+from certification.method_benchmark import (METHODS, RECALL_CLASSES, CleanAccuracy, MethodRecord, MethodRow,  # noqa: E402
+                                            RadiusPoint, Settings, apply_target, write_method_record)
 from certification.onnx_export import export_onnx  # noqa: E402
 from certification.summary import summarize  # noqa: E402
 from certification.training import TrainConfig, train_model  # noqa: E402
-
-TARGET_CLASSES = ("melanoma", "basal_cell_carcinoma")
+from certification.training_losses import ConsistencyParams, MacerParams, hyperparameters  # noqa: E402
 
 
 def _args() -> argparse.Namespace:
@@ -79,13 +87,15 @@ def _train_params(document: dict[str, Any], args: argparse.Namespace, method: st
     return params
 
 
-def _point(summary: dict[str, Any], radius: float) -> dict[str, Any]:
-    empty = {"radius": radius, "certified_accuracy": None, "lower_bound": None, "count": 0}
-    return next((p for p in summary["curve"] if abs(p["radius"] - radius) < 1e-12), empty)
+def _point(summary: dict[str, Any], radius: float) -> RadiusPoint:
+    point = next((p for p in summary["curve"] if abs(p["radius"] - radius) < 1e-12), None)
+    if point is None:
+        return RadiusPoint(radius, None, None, 0)
+    return RadiusPoint(float(point["radius"]), point["certified_accuracy"], point["lower_bound"], int(point["count"]))
 
 
 def run_one(args: argparse.Namespace, document: dict[str, Any], classes: list[str], method: str, sigma: float,
-            work: Path) -> dict[str, Any]:
+            work: Path) -> MethodRow:
     """Train ``method`` at ``sigma``, export, certify the test subset; the row of the table."""
     certify, gate_radius = document["certify"], float(document["gate"]["radius"])
     config = TrainConfig.from_params(_train_params(document, args, method, sigma))
@@ -111,80 +121,109 @@ def run_one(args: argparse.Namespace, document: dict[str, Any], classes: list[st
                                   data_sha256=data_sha) for r in results]
     radii = sorted({0.0, gate_radius, 0.5})
     summary = summarize(records, radii, float(certify["confidence"]), classes)
-    return {
-        "method": method, "sigma": sigma, "hyperparameters": config.hyperparameters(), "epochs": config.epochs,
-        "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1),
-        "certify_seconds": round(certify_seconds, 1), "n_examples": summary["n_examples"],
-        "certified_at_r_star": _point(summary, gate_radius), "certified_at_0.5": _point(summary, 0.5),
-        "acr": summary["average_certified_radius"], "clean_accuracy": summary["clean_accuracy"],
-        "recall_at_r_star": {name: _point(summary["per_class"][name], gate_radius) for name in TARGET_CLASSES
-                             if name in summary["per_class"]},
-    }
+    clean = summary["clean_accuracy"]
+    return MethodRow(
+        sigma=sigma, method=method, hyperparameters=config.hyperparameters(), epochs=config.epochs,
+        best_epoch=int(result.best_epoch), train_seconds=round(result.seconds, 3),
+        certify_seconds=round(certify_seconds, 3), n_examples=int(summary["n_examples"]),
+        model_sha256=smoothed.base_classifier.sha256,
+        certified_at_r_star=_point(summary, gate_radius), certified_at_0_5=_point(summary, 0.5),
+        acr=float(summary["average_certified_radius"]),
+        clean_accuracy=CleanAccuracy(clean["estimate"], clean["lower"], int(clean["successes"]), int(clean["trials"])),
+        recall_at_r_star={name: _point(summary["per_class"][name], gate_radius) for name in RECALL_CLASSES
+                          if name in summary["per_class"]},
+    )
 
 
-def _cell(point: dict[str, Any]) -> str:
-    if point["certified_accuracy"] is None:
+def _cell(point: RadiusPoint | None) -> str:
+    if point is None or point.certified_accuracy is None:
         return "-"
-    return f"{point['certified_accuracy']:.3f} ({point['lower_bound']:.3f})"
+    return f"{point.certified_accuracy:.3f} ({point.lower_bound:.3f})"
 
 
-def table(rows: list[dict[str, Any]], gate_radius: float) -> str:
+def table(rows: Sequence[MethodRow], gate_radius: float) -> str:
     header = (f"| sigma | method | hyperparameters | cert. acc. r*={gate_radius:g} (LB) | cert. acc. 0.5 (LB) | ACR | "
               f"clean acc. (LB) | melanoma recall r* (LB) | BCC recall r* (LB) | train s |")
     lines = [header, "|" + "|".join("---" for _ in range(10)) + "|"]
     for row in rows:
-        hyper = ", ".join(f"{k}={v:g}" for k, v in row["hyperparameters"].items()) or "-"
-        recall = row["recall_at_r_star"]
-        clean = row["clean_accuracy"]
+        hyper = ", ".join(f"{k}={v:g}" for k, v in row.hyperparameters.items()) or "-"
+        recall, clean = row.recall_at_r_star, row.clean_accuracy
         lines.append(
-            f"| {row['sigma']:g} | {row['method']} | {hyper} | {_cell(row['certified_at_r_star'])} | "
-            f"{_cell(row['certified_at_0.5'])} | {row['acr']:.3f} | {clean['estimate']:.3f} ({clean['lower']:.3f}) | "
-            f"{_cell(recall['melanoma']) if 'melanoma' in recall else '-'} | "
-            f"{_cell(recall['basal_cell_carcinoma']) if 'basal_cell_carcinoma' in recall else '-'} | "
-            f"{row['train_seconds']:.0f} |")
+            f"| {row.sigma:g} | {row.method} | {hyper} | {_cell(row.certified_at_r_star)} | "
+            f"{_cell(row.certified_at_0_5)} | {row.acr:.3f} | {clean.estimate:.3f} ({clean.lower:.3f}) | "
+            f"{_cell(recall.get('melanoma'))} | {_cell(recall.get('basal_cell_carcinoma'))} | {row.train_seconds:.0f} |")
     return "\n".join(lines)
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[str]:
-    """Each method against the gaussian row of the same sigma (same run): ACR ratio, clean-accuracy change in points."""
+def decision(record: MethodRecord, sigma: float) -> list[str]:
+    """The target rule (certification.method_benchmark.apply_target) at ``sigma``: each candidate's criteria, the pick."""
+    try:
+        selection = apply_target(record, sigma)
+    except InputError as exc:
+        return [f"target rule: {exc}"]
     lines = []
-    for row in rows:
-        base = next((b for b in rows if b["method"] == "gaussian" and b["sigma"] == row["sigma"]), None)
-        if base is None or row is base or not base["acr"]:
-            continue
-        clean = 100 * (row["clean_accuracy"]["estimate"] - base["clean_accuracy"]["estimate"])
-        lines.append(f"sigma {row['sigma']:g} {row['method']}: ACR {row['acr'] / base['acr']:.2f}x gaussian, "
-                     f"clean accuracy {clean:+.1f} points, training {row['train_seconds'] / base['train_seconds']:.2f}x")
+    for candidate in (*selection.candidates, *selection.other_sigmas):
+        parts = ", ".join(f"{c.name} {'n/a' if c.measured is None else f'{c.measured:.3f}'} {c.comparison} "
+                          f"{c.threshold:g} {'ok' if c.passed else 'FAIL'}" for c in candidate.criteria)
+        lines.append(f"sigma {candidate.sigma:g} {candidate.method}: {parts}")
+    lines.append(f"target rule at the shipped sigma {sigma:g}: best candidate {selection.best or 'none'}, "
+                 f"picks {selection.pick}")
     return lines
+
+
+def _record(args: argparse.Namespace, document: dict[str, Any], datasheet: dict[str, Any], rows: Sequence[MethodRow],
+            partial: bool, date_utc: str) -> MethodRecord:
+    certify, train = document["certify"], document["train"]
+    epochs = args.epochs if args.epochs is not None else int(train["epochs"])
+    settings = Settings(epochs=epochs, n0=args.n0, n=args.n, alpha=float(certify["alpha"]),
+                        confidence=float(certify["confidence"]), examples=args.examples, train_seed=int(train["seed"]),
+                        certify_seed=int(certify["seed"]), threads=args.threads, gate_radius=float(document["gate"]["radius"]))
+    consistency, macer = ConsistencyParams.from_mapping(train["consistency"]), MacerParams.from_mapping(train["macer"])
+    hyper = {m: hyperparameters(m, consistency, macer) for m in METHODS}  # params.yaml's, before any flag overrides
+    return MethodRecord(command=" ".join(sys.argv), date_utc=date_utc, settings=settings,
+                        data_sha256={name: str(s["sha256"]) for name, s in sorted(datasheet["splits"].items())},
+                        params_hyperparameters=hyper, rows=tuple(rows), partial=partial)
+
+
+def _check_data(data: Path, datasheet: dict[str, Any]) -> None:
+    """The splits on disk are those data/datasheet.json names (the record states the datasheet's hashes)."""
+    for name in ("train", "val", "test"):
+        recorded = datasheet["splits"][name]["sha256"]
+        if sha256_file(data / f"{name}.npz") != recorded:
+            raise InputError(f"{data / (name + '.npz')}: does not hash to {recorded[:12]}... of {data / 'datasheet.json'}; "
+                             "rerun the data stage (dvc repro data)")
 
 
 def main() -> int:
     args = _args()
     document = yaml.safe_load(args.params.read_text())
-    classes = list(read_json(args.data / "datasheet.json")["classes"])
+    datasheet = read_json(args.data / "datasheet.json")
+    classes = list(datasheet["classes"])
+    _check_data(args.data, datasheet)
+    date_utc = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
     for method in methods:  # every config is checked before the first model trains
         for sigma in sigmas:
             TrainConfig.from_params(_train_params(document, args, method, sigma))
-    rows = []
+    rows: list[MethodRow] = []
+    progress = args.out.with_name(args.out.name + ".partial")  # the rows so far; --out is replaced only when all are done
     with tempfile.TemporaryDirectory(prefix="training-methods-") as work:
         for sigma in sigmas:
             for method in methods:
                 row = run_one(args, document, classes, method, sigma, Path(work))
                 rows.append(row)
-                write_json_atomic(args.out, {"command": " ".join(sys.argv), "partial": True, "rows": rows})
-                print(f"{method} sigma {sigma:g}: ACR {row['acr']:.3f}, train {row['train_seconds']:.0f} s, "
-                      f"certify {row['certify_seconds']:.0f} s", file=sys.stderr, flush=True)
-    gate_radius = float(document["gate"]["radius"])
-    report = {"command": " ".join(sys.argv), "n0": args.n0, "n": args.n, "examples": args.examples,
-              "alpha": float(document["certify"]["alpha"]), "seed": int(document["certify"]["seed"]),
-              "confidence": float(document["certify"]["confidence"]), "rows": rows}
-    write_json_atomic(args.out, report)
-    print(f"{rows[0]['n_examples']} test images, n0 {args.n0}, n {args.n}, alpha {report['alpha']:g}, "
-          f"lower bounds at confidence {report['confidence']:g}")
-    print(table(rows, gate_radius))
-    for line in ratios(rows):
+                write_method_record(progress, _record(args, document, datasheet, rows, True, date_utc))
+                print(f"{method} sigma {sigma:g}: ACR {row.acr:.3f}, train {row.train_seconds:.0f} s, "
+                      f"certify {row.certify_seconds:.0f} s", file=sys.stderr, flush=True)
+    record = _record(args, document, datasheet, rows, False, date_utc)
+    write_method_record(args.out, record)
+    progress.unlink(missing_ok=True)
+    s = record.settings
+    print(f"{rows[0].n_examples} test images, n0 {s.n0}, n {s.n}, alpha {s.alpha:g}, "
+          f"lower bounds at confidence {s.confidence:g}")
+    print(table(rows, s.gate_radius))
+    for line in decision(record, float(document["train"]["sigma"])):
         print(line)
     print(f"wrote {args.out}")
     return 0

@@ -56,7 +56,7 @@ def evidence_inputs(root: Path = Path(".")) -> EvidenceInputs:
         evaluate_metrics=root / layout.EVALUATE_METRICS, gate_metrics=root / layout.GATE_METRICS,
         test_split=root / layout.TEST_SPLIT, protocol_record=root / layout.PROTOCOL_RECORD,
         test_access=root / layout.TEST_ACCESS, device_card=root / layout.DEVICE_CARD,
-        device_latency=root / layout.DEVICE_LATENCY,
+        device_latency=root / layout.DEVICE_LATENCY, method_benchmark=root / layout.METHOD_BENCHMARK,
     )
 
 

@@ -36,6 +36,9 @@ SMOOTHED_SIGNATURE = Path("models/smoothed.onnx.p7s")
 DEVICE_CARD = Path("models/smoothed.json")
 #: single-core latency of the smoothed predictor (benchmarks/device_latency.py; committed, read by the dossier)
 DEVICE_LATENCY = Path("benchmarks/device_latency.json")
+#: the training-method benchmark record (benchmarks/training_methods.py at the shipped settings; committed, read by the
+#: dossier's "Choice of training method")
+METHOD_BENCHMARK = Path("benchmarks/results/training_methods.json")
 
 # protocol stage (runs before the test split is opened)
 PROTOCOL_RECORD = Path("results/protocol.json")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from certification.dataset_bounds import proportion_bound
+from certification.dossier.model_selection import collect_model_selection
 from certification.dataset_io import FITZPATRICK_NAMES
 from certification.dossier.risk_evidence import count_of_share, coverage_claims, risk_rates, subgroups_below
 from certification.errors import InputError, MissingInputError, StaleArtifactError
@@ -50,6 +51,7 @@ class EvidenceInputs:
     test_access: Path | None = None  # results/test_access.json, written when certify first opened the test split
     device_card: Path | None = None  # models/smoothed.json, the device stage's card (None or absent: not listed)
     device_latency: Path | None = None  # benchmarks/device_latency.json (None or absent: not listed)
+    method_benchmark: Path | None = None  # benchmarks/results/training_methods.json (None or absent: said so)
 
 
 VERDICT_WORDS = {"ACCEPT": "ACCEPTED", "REJECT": "REJECTED"}
@@ -391,6 +393,7 @@ def collect_evidence(inputs: EvidenceInputs, params: Mapping[str, Any], document
         "evaluate": evaluate,
         "clinical": _clinical(evaluate, model, certify, float(gate["radius"]), class_names, src["evaluate"]),
         "device": _device(inputs, model_file, model_sha, model.get("path", "")),
+        "model_selection": collect_model_selection(inputs.method_benchmark, root, model, train, params, datasheet),
         "signing": dict(signing),
         "params": json.loads(params_canonical),
     }

@@ -18,6 +18,7 @@ from certification.dossier import claims, plots
 from certification.dossier.clinical_sections import clinical_section, deployed_procedure_section
 from certification.dossier.failure_sections import attack_section, corruptions_section, fmea_section, quantization_section
 from certification.dossier.attachments import EVIDENCE_ATTACHMENT, EVIDENCE_INFO_KEY, RECORDS_ATTACHMENT, attach_files
+from certification.dossier.model_selection import model_selection_section
 from certification.dossier.layout import DEV_WARNING, document_template, numbered_canvas_class, signature_page_painter, styles
 from certification.dossier.sections import (bound_text, bullets, criteria_table, flatten_scalars, image, keep, key_values, num, para,
                                             paragraphs, pct, spacer, table, verdict_banner)
@@ -197,9 +198,10 @@ def _data(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
 
 def _development(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:
     if ev["train"] is None:  # a supplied model: no training claims, only what the supplier declared
-        return [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development_supplied"], st["body"])]
+        return [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development_supplied"], st["body"]),
+                *model_selection_section(ev, texts, st)]
     return [para("6  Model development", st["h1"]), *paragraphs(texts.verification["development"], st["body"]),
-            *_record_table(ev["train"], "Training record (metrics/train.json)", st)]
+            *_record_table(ev["train"], "Training record (metrics/train.json)", st), *model_selection_section(ev, texts, st)]
 
 
 def _method(ev: Mapping[str, Any], texts: Texts, st: Mapping[str, Any]) -> list:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from certification.dossier.model_selection import WORD_KEYS as MODEL_SELECTION_KEYS
 from certification.dossier.risk import RiskMatrix, check_rows, parse_matrix
 from certification.errors import InputError, MissingInputError
 from certification.yaml_io import read_yaml
@@ -30,7 +31,7 @@ REQUIRED_FIELDS: dict[str, dict[str, type]] = {
                           "users": str, "environment": str, "workflow": str, "out_of_scope": list},
     "threat_model.yaml": {"specification": str, "threat_model": str, "covered": list, "not_covered": list},
     "verification.yaml": {"method": str, "assumptions": list, "development": str, "reproducibility": dict,
-                          "prespecification": dict},
+                          "prespecification": dict, "model_selection": dict},
     "fmea.yaml": {"scales": str, "rows": list},
     "acceptance.yaml": {"rationale": str, "traceability": list, "criteria_rationale": list, "triage_intro": str},
     "deployed_procedure.yaml": {"acquisition": str, "resizing": str, "prediction": str, "abstention_rule": str,
@@ -177,6 +178,8 @@ def read_raw(folder: str | Path) -> dict[str, dict[str, Any]]:
                  f"{folder / 'verification.yaml'}: reproducibility")
     _check_items([raw["verification.yaml"]["prespecification"]], PRESPECIFICATION_KEYS,
                  f"{folder / 'verification.yaml'}: prespecification")
+    _check_items([raw["verification.yaml"]["model_selection"]], MODEL_SELECTION_KEYS,
+                 f"{folder / 'verification.yaml'}: model_selection")
     return raw
 
 
