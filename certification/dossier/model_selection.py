@@ -19,8 +19,7 @@ from typing import Any, Mapping
 from certification.dossier.sections import keep, num, para, pct, table
 from certification.errors import InputError
 from certification.fileio import sha256_file
-from certification.method_benchmark import (BASELINE, MethodRecord, MethodRow, apply_target, read_method_record,
-                                            thresholds)
+from certification.method_benchmark import BASELINE, MethodRecord, MethodRow, apply_target, read_method_record
 
 #: verification.yaml ``model_selection`` keys (templates.py checks them) and the criteria labels among them.
 WORD_KEYS = ("intro", "record", "same_data", "other_data", "target_met", "target_missed", "no_candidate",
@@ -114,22 +113,21 @@ def _cell(point: Mapping[str, Any] | None) -> str:
     return f"{pct(point['certified_accuracy'])} ({pct(point['lower_bound'])})"
 
 
-def _measured(criterion: Mapping[str, Any]) -> str:
-    value, name = criterion["measured"], criterion["name"]
-    if value is None:
-        return "not measured"
+def _value(name: str, value: float) -> str:
+    """A criterion's value in its unit: ratios as 1.20x, clean-accuracy changes (already points) and recall changes
+    (fractions) as signed percentage points."""
     if name.endswith("_ratio"):
         return f"{value:.2f}x"
-    if name.endswith("_points"):
-        return f"{value:+.1f} points"
-    return f"{100 * value:+.1f} points"
+    return f"{value if name.endswith('_points') else 100 * value:+.1f} points"
+
+
+def _measured(criterion: Mapping[str, Any]) -> str:
+    value = criterion["measured"]
+    return "not measured" if value is None else _value(criterion["name"], value)
 
 
 def _required(criterion: Mapping[str, Any]) -> str:
-    value, name, op = criterion["threshold"], criterion["name"], criterion["comparison"]
-    if name.endswith("_ratio"):
-        return f"{op} {value:.2f}x"
-    return f"{op} {value:+.1f} points" if name.endswith("_points") else f"{op} {100 * value:+.1f} points"
+    return f"{criterion['comparison']} {_value(criterion['name'], criterion['threshold'])}"
 
 
 def _rows_table(block: Mapping[str, Any], st: Mapping[str, Any]) -> Any:
@@ -161,7 +159,7 @@ def _criteria_table(block: Mapping[str, Any], texts: Any, st: Mapping[str, Any])
 
 def _decision(block: Mapping[str, Any], texts: Any) -> list[str]:
     selection, shipped, settings = block["selection"], block["shipped"], block["settings"]
-    limits = thresholds()
+    limits = selection["thresholds"]  # as the evidence recorded them
     out = [_words(texts, "intro", min_acr_ratio=f"{limits['min_acr_ratio']:g}",
                   max_clean_drop_points=f"{limits['max_clean_drop_points']:g}",
                   max_train_time_ratio=f"{limits['max_train_time_ratio']:g}", sigma=_g(selection["sigma"])),
